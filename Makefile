@@ -1,0 +1,47 @@
+# polycorpus: one target per stage. `make corpus` builds the sample corpus end to end,
+# `make test` runs the test suite. Both set up the environment first when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+OUT ?= build/sample
+DATA ?= ../shared/data
+CONFIG ?= configs/pipeline.yaml
+MASTER ?=
+STAGE_ARGS = --out $(OUT) --config $(CONFIG) --data-root $(DATA) $(if $(MASTER),--master $(MASTER),)
+STAMP := $(VENV)/.setup-done
+
+.PHONY: help setup system-deps corpus ingest langid rules quality dedup shard report test test-fast bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
+
+setup: $(STAMP)  ## create .venv and install everything (system packages too, when missing)
+
+system-deps:  ## Java 17 for Spark, compilers and boost for KenLM (apt-get, only when missing)
+	@bash scripts/system_deps.sh
+
+$(STAMP): pyproject.toml scripts/system_deps.sh
+	@$(MAKE) --no-print-directory system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip==25.3" "setuptools==80.9.0" "wheel==0.45.1"
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+corpus: setup  ## build the corpus on the sample (all configured stages + report)
+	$(PY) -m jobs.build_corpus $(STAGE_ARGS)
+
+ingest langid rules quality dedup shard: setup  ## run one stage on the previous stage's output
+	$(PY) -m jobs.$@ $(STAGE_ARGS)
+
+report: setup  ## rewrite report.json / report.html from the stage stats
+	$(PY) -m jobs.report $(STAGE_ARGS)
+
+test: setup  ## run the whole test suite
+	$(VENV)/bin/pytest -q tests
+
+bench: setup  ## run every benchmark in bench/ and print the figures
+	@set -e; for f in bench/bench_*.py; do echo "=== $$f"; $(PY) $$f; done
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build spark-warehouse metastore_db derby.log

@@ -1,0 +1,10 @@
+"""Run the `rules` stage: `python -m jobs.rules --help` or `spark-submit jobs/rules.py ...`."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline.cli import stage_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(stage_main("rules"))

@@ -1,0 +1,239 @@
+"""The stage runner: read the previous stage, transform, publish atomically, account.
+
+A stage's :meth:`Stage.transform` returns a DataFrame holding **every** input document (and,
+for ingest, every record read) with two extra columns:
+
+* ``reason`` (string): ``null`` for kept documents, else the removal reason name
+  (``lang_not_target``, ``gopher_short_doc``, ``dup_near``...).
+* ``detail`` (string, JSON or null): the metrics that fired, for auditing.
+
+and optionally ``_disposition`` (``kept`` / ``rejected`` / ``quarantine``); without it a
+non-null reason means ``rejected``. The runner writes that frame **once** to a temporary
+directory partitioned by ``(_disposition, reason)``, counts it per language and source, checks
+that ``documents in = kept + removed + quarantined``, and then publishes:
+
+* kept      -> ``<out>/<stage>/`` + ``_SUCCESS``
+* rejected  -> ``<out>/rejected/stage=<stage>/reason=<reason>/``
+* quarantine-> ``<out>/quarantine/stage=<stage>/reason=<reason>/``
+* counts    -> ``<out>/stats/<stage>.json``
+
+Publishing first removes the old ``_SUCCESS``, then swaps directories, and writes
+``_SUCCESS`` last, so a run killed at any point leaves no ``_SUCCESS`` and the next run of
+that stage redoes it; a rerun replaces only its own stage's directories.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pipeline import fs
+
+KEPT, REJECTED, QUARANTINE = "kept", "rejected", "quarantine"
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+
+class StageInputMissing(RuntimeError):
+    """The previous stage has no published output (no ``_SUCCESS``)."""
+
+
+class AccountingError(RuntimeError):
+    """Documents in != kept + removed + quarantined for a stage."""
+
+
+@dataclass
+class StageContext:
+    """Everything a stage needs to run.
+
+    Attributes:
+        spark: the active SparkSession.
+        out: output root (``build/sample``), absolute path or URI.
+        config: the loaded pipeline configuration (``configs/pipeline.yaml``).
+        input_stage: name of the stage whose output this stage reads, or None.
+        extra: stage-specific values for the stats file (histograms, cut-offs...).
+    """
+
+    spark: Any
+    out: str
+    config: dict
+    input_stage: str | None = None
+    extra: dict = field(default_factory=dict)
+    plots: list = field(default_factory=list)
+
+    def path(self, *parts: str) -> str:
+        """Join ``parts`` under the output root."""
+        return "/".join([self.out.rstrip("/"), *parts])
+
+    def stage_config(self, name: str) -> dict:
+        """The ``name:`` section of the pipeline config ({} if absent)."""
+        return dict(self.config.get(name) or {})
+
+
+class Stage:
+    """Base class of a pipeline stage; subclasses set ``name`` and implement ``transform``.
+
+    Stages with a different output shape (``shard``) override :meth:`run` instead.
+    """
+
+    name: str = ""
+    reads_input: bool = True
+
+    def transform(self, df, ctx: StageContext):  # pragma: no cover - abstract
+        """Return ``df`` plus ``reason``/``detail`` columns (see module docstring)."""
+        raise NotImplementedError
+
+    def after_write(self, written_df, ctx: StageContext) -> None:
+        """Hook called with the temporary full output (all dispositions) before publishing,
+        to compute stage-specific stats into ``ctx.extra`` / plots into ``ctx.plots``."""
+
+    # ------------------------------------------------------------------ runner
+    def input_path(self, ctx: StageContext) -> str:
+        if ctx.input_stage is None:
+            raise StageInputMissing(f"stage {self.name!r} needs an input stage")
+        return ctx.path(ctx.input_stage)
+
+    def read_input(self, ctx: StageContext):
+        src = self.input_path(ctx)
+        if not fs.exists(ctx.spark, src + "/_SUCCESS"):
+            raise StageInputMissing(
+                f"stage {self.name!r} reads {src}, which has no _SUCCESS marker: run stage "
+                f"{ctx.input_stage!r} first (e.g. `make {ctx.input_stage}`)")
+        return ctx.spark.read.parquet(src)
+
+    def run(self, ctx: StageContext) -> dict:
+        """Run the stage end to end and return its stats dict (also written to
+        ``<out>/stats/<stage>.json``).
+
+        Raises:
+            StageInputMissing: the input stage was not published.
+            AccountingError: the output does not account for every input document.
+        """
+        from pyspark.sql import functions as F
+
+        spark = ctx.spark
+        t0 = time.time()
+        log(f"[{self.name}] start (input: {ctx.input_stage or 'raw sources'})")
+        n_in = None
+        if self.reads_input:
+            df_in = self.read_input(ctx)
+            n_in = df_in.count()
+            log(f"[{self.name}] {n_in} documents in")
+        else:
+            df_in = None
+        out = self.transform(df_in, ctx)
+        if "_disposition" not in out.columns:
+            out = out.withColumn(
+                "_disposition",
+                F.when(F.col("reason").isNull(), F.lit(KEPT)).otherwise(F.lit(REJECTED)))
+        out = out.withColumn("reason", F.when(F.col("_disposition") == KEPT, F.lit(None).cast("string"))
+                             .otherwise(F.coalesce(F.col("reason"), F.lit("unspecified"))))
+        tmp = ctx.path("_tmp", f"{self.name}-{uuid.uuid4().hex[:12]}")
+        out.write.mode("overwrite").partitionBy("_disposition", "reason").parquet(tmp)
+        written = spark.read.parquet(tmp)
+        stats = self._account(written, n_in)
+        self.after_write(written, ctx)
+        stats.update({"stage": self.name, "input": ctx.input_stage, "extra": ctx.extra,
+                      "plots": ctx.plots})
+        kept_schema = out.drop("_disposition", "reason").schema
+        self._publish(ctx, tmp, kept_schema, stats, t0)
+        tot = stats["totals"]
+        log(f"[{self.name}] done in {stats['seconds']:.1f}s: in={tot['in']} kept={tot['kept']} "
+            f"removed={sum(tot['removed'].values())} quarantined={sum(tot['quarantined'].values())}")
+        return stats
+
+    def _account(self, written, n_in: int | None) -> dict:
+        from pyspark.sql import functions as F
+
+        cols = written.columns
+        lang_expr = [F.col(c) for c in ("lang", "lang_declared") if c in cols] + [F.lit("und")]
+        rows = (written.groupBy(F.coalesce(*lang_expr).alias("l"), F.col("source").alias("s"),
+                                "_disposition", "reason").count().collect())
+        per_lang: dict[str, dict] = {}
+        per_source: dict[str, dict] = {}
+        totals = _empty_counts()
+        for r in rows:
+            for key, table in ((r["l"], per_lang), (r["s"] or "unknown", per_source)):
+                _add(table.setdefault(key, _empty_counts()), r["_disposition"], r["reason"], r["count"])
+            _add(totals, r["_disposition"], r["reason"], r["count"])
+        if n_in is not None and totals["in"] != n_in:
+            raise AccountingError(
+                f"stage {self.name}: {n_in} documents in but output accounts for {totals['in']} "
+                f"(kept {totals['kept']}, removed {totals['removed']}, quarantined {totals['quarantined']})")
+        for t in [totals, *per_lang.values(), *per_source.values()]:
+            assert t["in"] == t["kept"] + sum(t["removed"].values()) + sum(t["quarantined"].values())
+        return {"documents_in": n_in if n_in is not None else totals["in"], "totals": totals,
+                "per_lang": dict(sorted(per_lang.items())), "per_source": dict(sorted(per_source.items()))}
+
+    def _publish(self, ctx: StageContext, tmp: str, kept_schema, stats: dict, t0: float) -> None:
+        spark = ctx.spark
+        dest = ctx.path(self.name)
+        fs.delete(spark, dest + "/_SUCCESS")
+        fs.delete(spark, dest)
+        for disp, root in ((REJECTED, "rejected"), (QUARANTINE, "quarantine")):
+            fs.delete(spark, ctx.path(root, f"stage={self.name}"))
+            for part in fs.list_dir(spark, f"{tmp}/_disposition={disp}"):
+                if part.startswith("reason="):
+                    fs.rename(spark, f"{tmp}/_disposition={disp}/{part}",
+                              ctx.path(root, f"stage={self.name}", part))
+        kept_dir = f"{tmp}/_disposition={KEPT}/reason={NULL_PARTITION}"
+        if fs.exists(spark, kept_dir):
+            fs.rename(spark, kept_dir, dest)
+        else:  # nothing kept: publish an empty dataset with the right schema
+            spark.createDataFrame([], kept_schema).write.mode("overwrite").parquet(dest)
+            fs.delete(spark, dest + "/_SUCCESS")
+        fs.delete(spark, tmp)
+        stats["seconds"] = round(time.time() - t0, 3)
+        fs.mkdirs(spark, ctx.path("stats"))
+        fs.write_json(spark, ctx.path("stats", f"{self.name}.json"), stats)
+        fs.write_text(spark, dest + "/_SUCCESS", "")
+
+
+def _empty_counts() -> dict:
+    return {"in": 0, "kept": 0, "removed": {}, "quarantined": {}}
+
+
+def _add(c: dict, disposition: str, reason: str | None, n: int) -> None:
+    c["in"] += n
+    if disposition == KEPT:
+        c["kept"] += n
+    elif disposition == QUARANTINE:
+        c["quarantined"][reason] = c["quarantined"].get(reason, 0) + n
+    else:
+        c["removed"][reason] = c["removed"].get(reason, 0) + n
+
+
+def log(msg: str) -> None:
+    """Progress output for long stages (stderr, flushed, with a UTC timestamp)."""
+    import sys
+
+    sys.stderr.write(time.strftime("%H:%M:%S ", time.gmtime()) + msg + "\n")
+    sys.stderr.flush()
+
+
+def map_arrow(df, fn: Callable, schema, barrier: bool = False):
+    """Apply ``fn(pyarrow.RecordBatch) -> pyarrow.RecordBatch`` to every Arrow batch of ``df``.
+
+    ``fn`` is pickled to the executors: make it a module-level function or a small picklable
+    object that loads its models lazily (once per Python worker, e.g. ``functools.lru_cache``).
+
+    Args:
+        df: input DataFrame.
+        fn: batch function; output batches must match ``schema``.
+        schema: pyspark StructType of the output, or a DDL string.
+    """
+
+    def _iter(batches):
+        for b in batches:
+            if b.num_rows:
+                yield fn(b)
+
+    return df.mapInArrow(_iter, schema, barrier=barrier)
+
+
+def detail_json(metrics: dict) -> str:
+    """Serialise the metrics that fired for a removal (floats rounded to 6 digits)."""
+    return json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()},
+                      ensure_ascii=False, sort_keys=True)
