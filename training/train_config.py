@@ -1,0 +1,348 @@
+"""Training-run configuration: dataclasses plus one YAML loader.
+
+A run is described by one YAML file (``configs/train/*.yaml``) whose top-level sections map to
+the dataclasses below (torchtitan style: config as dataclasses, one loader)::
+
+    run_name: sample-small
+    model:      {name: tiny, overrides: {n_layers: 2}}
+    data:       {tokens_dir: build/sample/tokens, seq_len: 128, ...}
+    curriculum: {stages: [{name: stage1, start_step: 0, lang_weights: {...}}, ...]}
+    optim:      {lr: 1.0e-4, warmup_steps: 2000, ...}
+    training:   {steps: 300, global_batch_size: 16, micro_batch_size: 4, ...}
+    checkpoint: {dir: ..., interval: 100, keep_last: 3}
+    metrics:    {log_every: 1, tensorboard: true, val_every: 100, ...}
+
+Unknown keys raise ``ValueError`` naming the key (a typo never silently falls back to a
+default). ``load_config(path, overrides=["optim.lr=3e-4", ...])`` applies dotted overrides whose
+values are parsed as YAML scalars.
+
+Defaults follow the PolyLM paper (arXiv 2307.06018, section 3.2 "Training" and the released
+scripts, summarised in ``shared/DESIGN.md``): AdamW beta1 0.9, beta2 0.95, eps 1e-8, weight decay
+0.1, gradient clipping 1.0, 2000 warmup steps then cosine decay to 10% of the peak LR; and the
+two-stage curriculum of section 3.3 (see :func:`paper_curriculum`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Stage-2 start of the paper's curriculum: "about the last 100B tokens" of 640B, i.e. the
+#: second stage begins at 540B / 640B of training (PolyLM paper section 3.3).
+PAPER_STAGE2_START_FRACTION = 540.0 / 640.0
+
+
+@dataclass
+class StageConfig:
+    """One curriculum stage.
+
+    Exactly one of ``start_step`` (optimizer steps), ``start_tokens`` (training tokens consumed,
+    i.e. steps x global_batch_size x seq_len) or ``start_fraction`` (of ``training.steps``)
+    gives where the stage begins; the first stage must begin at 0.
+
+    ``lang_weights``: target share of training tokens per language (ISO 639-1 keys). The value
+    ``"natural"`` (or ``None``) means every language in proportion to its tokens in the
+    manifest. A dict may contain the key ``"*"``: the share for all languages not named,
+    split among them in proportion to their tokens. Weights are normalised over the languages
+    present in the data.
+
+    ``source_weights``: multipliers applied within a language to the natural (token-count)
+    share of each stream; a key is a source name, a tier (web|reference|parallel|book) or
+    ``"*"``; the lookup order is source, tier, ``"*"``, then 1.0.
+    """
+
+    name: str = "stage"
+    start_step: int | None = None
+    start_tokens: float | None = None
+    start_fraction: float | None = None
+    lang_weights: Any = "natural"
+    source_weights: dict[str, float] = field(default_factory=dict)
+
+    def resolve_start(self, *, total_steps: int, tokens_per_step: int) -> int:
+        """Return the optimizer step at which this stage starts.
+
+        Raises ``ValueError`` unless exactly one start field is set.
+        """
+        given = [x is not None for x in (self.start_step, self.start_tokens, self.start_fraction)]
+        if sum(given) != 1:
+            raise ValueError(
+                f"curriculum stage {self.name!r}: set exactly one of start_step, start_tokens, "
+                f"start_fraction (got start_step={self.start_step}, "
+                f"start_tokens={self.start_tokens}, start_fraction={self.start_fraction})"
+            )
+        if self.start_step is not None:
+            return int(self.start_step)
+        if self.start_tokens is not None:
+            return int(math.ceil(float(self.start_tokens) / tokens_per_step))
+        return int(round(float(self.start_fraction) * total_steps))
+
+
+def paper_curriculum() -> list[StageConfig]:
+    """The PolyLM two-stage curriculum (paper section 3.3; numbers from ``shared/DESIGN.md``).
+
+    Stage 1: the full natural mix of the PolyLM corpus, English about 70% and Chinese about 22%
+    of tokens (the other 16 languages share the remaining 8% by their token counts).
+    Stage 2 (the last ~100B of 640B tokens): non-English raised to 60% (English 40%, Chinese
+    and the rest scaled up in the stage-1 ratio 22:8), and high-quality sources favoured:
+    reference (Wikipedia/news), book and parallel (OPUS-style) streams get 3x their natural
+    within-language share. The factor 3 is this project's choice; the paper gives no number.
+    """
+    return [
+        StageConfig(
+            name="stage1", start_step=0, lang_weights={"en": 0.70, "zh": 0.22, "*": 0.08}
+        ),
+        StageConfig(
+            name="stage2",
+            start_fraction=PAPER_STAGE2_START_FRACTION,
+            lang_weights={"en": 0.40, "zh": 0.44, "*": 0.16},
+            source_weights={"reference": 3.0, "book": 3.0, "parallel": 3.0, "web": 1.0},
+        ),
+    ]
+
+
+@dataclass
+class ModelSection:
+    """Which model: a ``training.config.ModelConfig.from_name`` name plus field overrides.
+
+    ``vocab_size: auto`` (default) takes the vocabulary size from the token manifest.
+    """
+
+    name: str = "tiny"
+    vocab_size: Any = "auto"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """Token data: ``tokens_dir`` holds ``manifest.json`` and the token shards.
+
+    ``seq_len``: tokens per training sample (windows of ``seq_len + 1`` are packed).
+    Validation: in the first ``val_files_per_stream`` shard files of every stream, the
+    ``ceil(val_fraction * rows)`` documents with the smallest CRC32 of their ``id`` (at least
+    one per file with two or more rows) are held out of training; up to
+    ``val_max_windows_per_lang`` windows per language are evaluated.
+    """
+
+    tokens_dir: str = "build/sample/tokens"
+    seq_len: int = 2048
+    seed: int = 1234
+    val_fraction: float = 0.01
+    val_files_per_stream: int = 1
+    val_max_windows_per_lang: int = 16
+
+
+@dataclass
+class CurriculumSection:
+    """Curriculum stages, in order (defaults to :func:`paper_curriculum`)."""
+
+    stages: list[StageConfig] = field(default_factory=paper_curriculum)
+
+
+@dataclass
+class OptimSection:
+    """AdamW and LR schedule (PolyLM paper section 3.2; ``shared/DESIGN.md``).
+
+    ``schedule``: ``cosine`` = linear warmup from ~0 over ``warmup_steps`` then cosine to
+    ``min_lr_ratio * lr`` at ``training.steps``; ``linear_ramp`` = linear warmup only, then
+    constant (used by ``jobs/lr_find.py``).
+    """
+
+    lr: float = 1.0e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1.0e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    warmup_steps: int = 2000
+    min_lr_ratio: float = 0.1
+    schedule: str = "cosine"
+
+
+@dataclass
+class TrainingSection:
+    """Loop settings.
+
+    ``global_batch_size`` (sequences per optimizer step, over all data-parallel ranks) must be
+    a multiple of ``micro_batch_size * world_size``; the quotient is the number of gradient
+    accumulation micro-steps. ``device``: ``auto`` (CUDA if available, else CPU), ``cpu`` or
+    ``cuda``. ``mixed_precision`` is ignored on CPU (fp32 there).
+    ``spike_factor``: the step is skipped when its loss exceeds ``spike_factor`` times the
+    mean of the last ``spike_window`` accepted losses (after ``spike_window`` steps), or when
+    the loss or gradient norm is NaN/inf.
+    """
+
+    steps: int = 1000
+    global_batch_size: int = 512
+    micro_batch_size: int = 1
+    seed: int = 42
+    device: str = "auto"
+    mixed_precision: bool = True
+    activation_checkpointing: bool = False
+    compile: bool = False
+    spike_factor: float = 3.0
+    spike_window: int = 20
+    num_threads: int | None = None
+
+
+@dataclass
+class CheckpointSection:
+    """DCP checkpoints under ``dir`` every ``interval`` steps (0 = only at the end); the last
+    ``keep_last`` complete ones are kept. ``resume``: ``auto`` loads the newest complete,
+    valid checkpoint if any; ``never`` starts fresh; a path loads that checkpoint.
+    ``checksum``: record and verify a CRC32 per file (sizes are always checked).
+    ``enabled: false`` writes no checkpoints at all (``jobs/lr_find.py``)."""
+
+    enabled: bool = True
+    dir: str = "build/train/checkpoints"
+    interval: int = 1000
+    keep_last: int = 3
+    resume: str = "auto"
+    checksum: bool = True
+
+
+@dataclass
+class MetricsSection:
+    """Logging: console every ``log_every`` steps, a JSONL row every step
+    (``<out_dir>/metrics.jsonl``), TensorBoard under ``<out_dir>/tb``; validation every
+    ``val_every`` steps (0 = only before the first and after the last step; ``validate: false``
+    = never) with ``val_micro_batch_size`` windows per forward.
+    ``peak_flops_per_device``: for MFU; ``null`` = a table lookup on CUDA, a measured fp32
+    GEMM rate on CPU."""
+
+    log_every: int = 10
+    tensorboard: bool = True
+    validate: bool = True
+    val_every: int = 0
+    val_micro_batch_size: int = 4
+    peak_flops_per_device: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """A full training run. ``out_dir`` receives metrics.jsonl, tb/, summary.json."""
+
+    run_name: str = "run"
+    out_dir: str = "build/train"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    curriculum: CurriculumSection = field(default_factory=CurriculumSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (YAML/JSON serialisable)."""
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {
+    "model": ModelSection,
+    "data": DataSection,
+    "curriculum": CurriculumSection,
+    "optim": OptimSection,
+    "training": TrainingSection,
+    "checkpoint": CheckpointSection,
+    "metrics": MetricsSection,
+}
+
+
+def _build(cls, raw: Any, where: str):
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ValueError(f"config section {where!r} must be a mapping, got {type(raw).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in config section {where!r}; known: {sorted(names)}")
+    kwargs = dict(raw)
+    if cls is CurriculumSection and "stages" in kwargs:
+        stages = kwargs["stages"]
+        if stages == "paper":
+            kwargs["stages"] = paper_curriculum()
+        else:
+            if not isinstance(stages, list) or not stages:
+                raise ValueError("curriculum.stages must be a non-empty list or 'paper'")
+            kwargs["stages"] = [_build(StageConfig, s, f"{where}.stages[{i}]") for i, s in enumerate(stages)]
+    if cls is OptimSection and "betas" in kwargs:
+        kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and f.type in ("float", "float | None") and kwargs[f.name] is not None:
+            kwargs[f.name] = float(kwargs[f.name])  # YAML reads "1e-4" as a string
+    return cls(**kwargs)
+
+
+def _set_dotted(raw: dict, dotted: str) -> None:
+    if "=" not in dotted:
+        raise ValueError(f"override {dotted!r} must look like section.key=value")
+    key, value = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted!r}: {p!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a plain dict (the parsed YAML); raises ``ValueError``
+    on unknown keys or malformed sections."""
+    raw = dict(raw or {})
+    top = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - top)
+    if unknown:
+        raise ValueError(f"unknown top-level config key(s) {unknown}; known: {sorted(top)}")
+    kwargs: dict[str, Any] = {}
+    for k, v in raw.items():
+        kwargs[k] = _build(_SECTIONS[k], v, k) if k in _SECTIONS else v
+    cfg = TrainConfig(**kwargs)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML run config and apply ``section.key=value`` overrides.
+
+    Raises ``FileNotFoundError`` if ``path`` is missing and ``ValueError`` for unknown keys or
+    invalid values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: top level must be a mapping")
+    for o in overrides or []:
+        _set_dotted(raw, o)
+    return config_from_dict(raw)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check value ranges; raises ``ValueError`` with the offending field."""
+    t, o, d = cfg.training, cfg.optim, cfg.data
+    if t.steps <= 0:
+        raise ValueError("training.steps must be > 0")
+    if t.global_batch_size <= 0 or t.micro_batch_size <= 0:
+        raise ValueError("training.global_batch_size and micro_batch_size must be > 0")
+    if t.global_batch_size % t.micro_batch_size:
+        raise ValueError("training.global_batch_size must be a multiple of micro_batch_size")
+    if t.device not in ("auto", "cpu", "cuda"):
+        raise ValueError("training.device must be auto, cpu or cuda")
+    if o.schedule not in ("cosine", "linear_ramp"):
+        raise ValueError("optim.schedule must be cosine or linear_ramp")
+    if o.lr <= 0 or o.warmup_steps < 0 or not (0 <= o.min_lr_ratio <= 1):
+        raise ValueError("optim: need lr > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1")
+    if d.seq_len <= 0:
+        raise ValueError("data.seq_len must be > 0")
+    if not (0 <= d.val_fraction < 1):
+        raise ValueError("data.val_fraction must be in [0, 1)")
+    if cfg.checkpoint.keep_last < 1:
+        raise ValueError("checkpoint.keep_last must be >= 1")
+    if not cfg.curriculum.stages:
+        raise ValueError("curriculum.stages must not be empty")
