@@ -1,0 +1,551 @@
+"""The PolyLM decoder: a GPT-style pre-LayerNorm transformer (PolyLM paper, arXiv 2307.06018, sec. 3).
+
+Architecture (paper sec. 3.2 and the released Megatron-LM scripts of DAMO-NLP-MT/PolyLM):
+
+* learned absolute position embeddings (``max_seq_len`` = 2048 rows), added to token embeddings;
+* ``L`` blocks ``x = x + Attn(LN(x)); x = x + MLP(LN(x))`` (pre-LayerNorm, eps 1e-5, biases on);
+* causal multi-head attention through ``F.scaled_dot_product_attention(is_causal=True)``;
+  the optional ``"eager"`` path computes its softmax explicitly in fp32;
+* MLP ``d -> 4d -> d`` with GeLU in its tanh form (``gelu_new`` / ``gelu_fast``);
+* final LayerNorm, output projection tied to the token embedding (no separate LM head);
+* loss: cross-entropy computed in fp32, fused with the output projection and evaluated in chunks
+  of ``cfg.loss_chunk_tokens`` tokens, so fp32 logits of the whole batch are never materialised.
+  The paper (sec. 3.3) traced loss spikes with the 256K vocabulary to low-precision softmax and
+  computes softmax in attention and in the loss in fp32 (``--attention-softmax-in-fp32``).
+
+Initialisation (``PolyLM.init_weights``): normal(0, ``init_std``) for token/position embeddings,
+QKV and FFN-in weights; normal(0, ``init_std / sqrt(2 * n_layers)``) for the attention output and
+FFN-out weights (GPT-2 sec. 2.3, Megatron ``scaled_init_method_normal``); biases 0, LayerNorm
+weight 1 / bias 0. ``init_std`` = 0.006 for polylm-1.7b/13b (released scripts
+``--init-method-std 0.006``), 0.02 for the CPU sizes. Init draws one full tensor per parameter from
+a generator seeded by (seed, parameter name), then keeps this rank's shard, so the weights are the
+same at any FSDP world size.
+
+Run ``python -m training.model --summary`` for parameter counts, FLOPs per token and per-GPU
+FSDP memory of the registered configs (built on the meta device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import zlib
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from training.config import ModelConfig, model_names
+
+__all__ = [
+    "PolyLM",
+    "Block",
+    "Attention",
+    "MLP",
+    "IGNORE_INDEX",
+    "fused_linear_cross_entropy",
+    "cross_entropy_fp32",
+    "fsdp_memory_per_gpu",
+    "summary_table",
+]
+
+IGNORE_INDEX = -100
+
+
+# ============================================================================ loss
+def cross_entropy_fp32(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token cross-entropy with the softmax evaluated in fp32 (no autograd graph needed).
+
+    Args:
+        logits: ``[N, V]`` any float dtype (bf16 logits from a bf16 GEMM are upcast first).
+        labels: ``[N]`` int64 targets; ``IGNORE_INDEX`` (-100) positions give loss 0.
+
+    Returns:
+        ``(loss [N] fp32, lse [N] fp32)`` where ``lse = logsumexp(logits)``.
+    """
+    x = logits.float()
+    lse = torch.logsumexp(x, dim=-1)
+    valid = labels != IGNORE_INDEX
+    safe = torch.where(valid, labels, torch.zeros_like(labels))
+    tgt = x.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    loss = torch.where(valid, lse - tgt, torch.zeros_like(lse))
+    return loss, lse
+
+
+def _check_labels(labels: torch.Tensor, vocab_size: int) -> None:
+    ok = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < vocab_size))
+    if not bool(ok.all()):
+        bad = labels[~ok]
+        raise ValueError(
+            f"labels must be in [0, {vocab_size}) or {IGNORE_INDEX}; got e.g. {bad[:5].tolist()}")
+
+
+class _FusedLinearCESum(torch.autograd.Function):
+    """sum_t CE(h_t @ W^T, y_t) with gradients computed chunk by chunk during the forward.
+
+    Memory: one chunk of fp32 logits at a time, plus grad buffers ``[N, d]`` and ``[V, d]``
+    (kept in the dtype of ``h``/``W``; accumulated in fp32). No recomputation: same FLOPs as
+    the unfused head (logits GEMM + two gradient GEMMs). Valid because the upstream gradient of a
+    scalar sum is a scalar, which only scales the precomputed gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, labels, chunk):  # type: ignore[override]
+        N = h.shape[0]
+        need_h = ctx.needs_input_grad[0]
+        need_w = ctx.needs_input_grad[1]
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        gh = torch.empty_like(h) if need_h else None
+        gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        for s in range(0, N, chunk):
+            e = min(N, s + chunk)
+            hc, yc = h[s:e], labels[s:e]
+            logits = F.linear(hc, weight)
+            loss, lse = cross_entropy_fp32(logits, yc)
+            total += loss.sum()
+            if need_h or need_w:
+                valid = yc != IGNORE_INDEX
+                safe = torch.where(valid, yc, torch.zeros_like(yc))
+                # d loss / d logits = softmax - onehot (fp32), zero for ignored positions
+                g = logits.float().sub_(lse.unsqueeze(-1)).exp_()
+                g.scatter_add_(-1, safe.unsqueeze(-1), torch.full_like(lse, -1.0).unsqueeze(-1))
+                g.mul_(valid.unsqueeze(-1).to(g.dtype))
+                g = g.to(h.dtype)
+                if need_h:
+                    gh[s:e] = g @ weight
+                if need_w:
+                    gw += (g.t() @ hc).float()
+        ctx.save_for_backward(gh if need_h else None, gw.to(weight.dtype) if need_w else None)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        gh, gw = ctx.saved_tensors
+        dh = gh * grad_out.to(gh.dtype) if gh is not None else None
+        dw = gw * grad_out.to(gw.dtype) if gw is not None else None
+        return dh, dw, None, None
+
+
+class _ChunkedLinearCENone(torch.autograd.Function):
+    """Per-token CE(h_t @ W^T, y_t) -> ``[N]`` fp32, chunked; the backward recomputes each chunk's
+    logits (one extra logits GEMM) because per-token upstream gradients are arbitrary."""
+
+    @staticmethod
+    def forward(ctx, h, weight, labels, chunk):  # type: ignore[override]
+        N = h.shape[0]
+        out = torch.empty(N, dtype=torch.float32, device=h.device)
+        lses = torch.empty(N, dtype=torch.float32, device=h.device)
+        for s in range(0, N, chunk):
+            e = min(N, s + chunk)
+            out[s:e], lses[s:e] = cross_entropy_fp32(F.linear(h[s:e], weight), labels[s:e])
+        ctx.chunk = chunk
+        ctx.save_for_backward(h, weight, labels, lses)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        h, weight, labels, lses = ctx.saved_tensors
+        chunk = ctx.chunk
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gh = torch.empty_like(h) if need_h else None
+        gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        for s in range(0, h.shape[0], chunk):
+            e = min(h.shape[0], s + chunk)
+            hc, yc = h[s:e], labels[s:e]
+            valid = yc != IGNORE_INDEX
+            safe = torch.where(valid, yc, torch.zeros_like(yc))
+            g = F.linear(hc, weight).float().sub_(lses[s:e].unsqueeze(-1)).exp_()
+            g.scatter_add_(-1, safe.unsqueeze(-1), torch.full_like(lses[s:e], -1.0).unsqueeze(-1))
+            g.mul_((grad_out[s:e].float() * valid).unsqueeze(-1))
+            g = g.to(h.dtype)
+            if need_h:
+                gh[s:e] = g @ weight
+            if need_w:
+                gw += (g.t() @ hc).float()
+        return gh, (gw.to(weight.dtype) if need_w else None), None, None
+
+
+def fused_linear_cross_entropy(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    chunk_tokens: int = 2048,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Cross-entropy of ``h @ weight.T`` against ``labels``, fp32 softmax, chunked over tokens.
+
+    The logits GEMM runs in the dtype of ``h``/``weight`` (bf16 under mixed precision); each chunk
+    of logits is upcast to fp32 before log-sum-exp, so at most ``chunk_tokens x V`` fp32 logits
+    exist at any time (never ``[B, T, V]``).
+
+    Args:
+        h: ``[..., d]`` final hidden states (after the final LayerNorm).
+        weight: ``[V, d]`` output projection (the tied token embedding, padding rows removed).
+        labels: ``[...]`` int64 targets (already shifted: ``labels[t]`` is the token after
+            position ``t``), ``IGNORE_INDEX`` (-100) to skip a position.
+        chunk_tokens: tokens per chunk (>= 1).
+        reduction: ``"mean"`` (over non-ignored tokens; 0.0 if there are none), ``"sum"``, or
+            ``"none"`` (fp32 tensor shaped like ``labels``, 0 at ignored positions).
+
+    Returns:
+        fp32 scalar, or fp32 ``labels.shape`` tensor for ``reduction="none"``.
+
+    Raises:
+        ValueError: bad reduction / chunk size, shape mismatch, or labels outside ``[0, V)``.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    if h.shape[:-1] != labels.shape:
+        raise ValueError(f"h {tuple(h.shape)} and labels {tuple(labels.shape)} disagree")
+    _check_labels(labels, weight.shape[0])
+    hf = h.reshape(-1, h.shape[-1])
+    yf = labels.reshape(-1).long()
+    if reduction == "none":
+        return _ChunkedLinearCENone.apply(hf, weight, yf, int(chunk_tokens)).view(labels.shape)
+    total = _FusedLinearCESum.apply(hf, weight, yf, int(chunk_tokens))
+    if reduction == "sum":
+        return total
+    n = (yf != IGNORE_INDEX).sum().clamp(min=1).to(total.dtype)
+    return total / n
+
+
+# ========================================================================== layers
+class Attention(nn.Module):
+    """Causal multi-head self-attention. ``[B, T, d] -> [B, T, d]``.
+
+    ``qkv`` packs query, key, value along the output dim (``[q | k | v]``, each ``[H, head_dim]``
+    head-major), the same layout as GPT-2's ``c_attn``.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.head_dim
+        self.dropout = cfg.dropout
+        self.impl = cfg.attention
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        if self.impl == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        else:
+            y = eager_attention(q, k, v, dropout_p=p)
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """Reference causal attention with the softmax computed in fp32.
+
+    Args: ``q, k, v`` ``[B, H, T, hd]`` in any float dtype. Returns ``[B, H, T, hd]`` in ``v.dtype``.
+    """
+    T = q.shape[-2]
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1)
+    scores = scores.masked_fill(mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    if dropout_p > 0:
+        probs = F.dropout(probs, p=dropout_p)
+    return torch.matmul(probs.to(v.dtype), v)
+
+
+class MLP(nn.Module):
+    """``d -> d_ff -> d`` with tanh-approximated GeLU. ``[B, T, d] -> [B, T, d]``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block. ``[B, T, d] -> [B, T, d]``.
+
+    ``activation_checkpointing`` (set by ``training.parallelize``) recomputes the block in the
+    backward pass (non-reentrant ``torch.utils.checkpoint``) without changing parameter names.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.attn = Attention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.activation_checkpointing = False
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.resid_dropout(self.attn(self.ln_1(x)))
+        return x + self.resid_dropout(self.mlp(self.ln_2(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return _checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+
+# =========================================================================== model
+class PolyLM(nn.Module):
+    """PolyLM decoder-only language model.
+
+    Parameters (FQNs are stable: checkpoints and ``training.export`` rely on them):
+    ``tok_emb.weight [padded_vocab_size, d]`` (also the output projection), ``pos_emb.weight
+    [max_seq_len, d]``, ``layers.<i>.{ln_1,attn.qkv,attn.proj,ln_2,mlp.fc,mlp.proj}.*``,
+    ``ln_f.*``.
+
+    Build for large sizes on the meta device, then materialise::
+
+        with torch.device("meta"):
+            model = PolyLM(cfg)
+        model = parallelize(model, ...)   # optional (FSDP2)
+        model.to_empty(device="cuda")
+        model.init_weights(seed=0)
+
+    The tied output projection reads ``tok_emb.weight`` directly (there is no second parameter),
+    so tying survives ``to_empty`` and FSDP sharding.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        if not any(p.is_meta for p in self.parameters()):
+            self.init_weights()
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def init_weights(self, seed: int = 0) -> None:
+        """(Re-)initialise every parameter in place; see the module docstring for the scheme.
+
+        Each parameter gets its own generator seeded by ``(seed, FQN)`` and is drawn as a full
+        tensor, then this rank's shard is kept (FSDP2 DTensor params), so the result does not
+        depend on the world size or on init order. Padding rows of ``tok_emb`` are zeroed.
+
+        Args:
+            seed: base seed (int).
+
+        Raises:
+            RuntimeError: if parameters are still on the meta device (call ``to_empty`` first).
+        """
+        cfg = self.cfg
+        std = cfg.init_std
+        out_std = cfg.init_std / math.sqrt(2.0 * cfg.n_layers)
+        for name, p in self.named_parameters():
+            if p.is_meta:
+                raise RuntimeError(f"parameter {name} is on the meta device; call "
+                                   "model.to_empty(device=...) before init_weights()")
+            leaf = name.rsplit(".", 1)[-1]
+            parent = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
+            if name.startswith("tok_emb"):
+                def fn(t, g, _v=cfg.vocab_size):
+                    t.normal_(0.0, std, generator=g)
+                    t[_v:].zero_()
+            elif name.startswith("pos_emb"):
+                def fn(t, g):
+                    t.normal_(0.0, std, generator=g)
+            elif ".ln_" in name or name.startswith("ln_f"):
+                fill = 1.0 if leaf == "weight" else 0.0
+                def fn(t, g, _f=fill):
+                    t.fill_(_f)
+            elif leaf == "bias":
+                def fn(t, g):
+                    t.zero_()
+            elif parent == "proj":  # attn.proj / mlp.proj: residual output projections
+                def fn(t, g):
+                    t.normal_(0.0, out_std, generator=g)
+            else:  # attn.qkv, mlp.fc
+                def fn(t, g):
+                    t.normal_(0.0, std, generator=g)
+            _init_param(p, fn, seed=(seed * 1_000_003 + zlib.crc32(_clean_fqn(name).encode())) % (2**63))
+
+    # --------------------------------------------------------------- forward
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Final-LayerNorm output ``[B, T, d]`` for ``input_ids`` ``LongTensor[B, T]``.
+
+        Raises:
+            ValueError: ``T > max_seq_len`` or ids outside ``[0, vocab_size)``.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [B, T], got shape {tuple(input_ids.shape)}")
+        B, T = input_ids.shape
+        if T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.cfg.vocab_size):
+            raise ValueError(f"input_ids must be in [0, {self.cfg.vocab_size}); got range "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        pos = torch.arange(T, device=input_ids.device)
+        x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
+        for layer in self.layers:
+            x = layer(x)
+        return self.ln_f(x)
+
+    def _output_weight(self) -> torch.Tensor:
+        w = self.tok_emb.weight
+        v = self.cfg.vocab_size
+        return w if w.shape[0] == v else w[:v]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        loss_reduction: str = "mean",
+        loss_chunk_tokens: int | None = None,
+    ) -> torch.Tensor:
+        """Logits or loss.
+
+        Args:
+            input_ids: ``LongTensor[B, T]``, ``T <= max_seq_len``.
+            labels: ``LongTensor[B, T]`` next-token targets aligned with ``input_ids``
+                (``labels[:, t]`` is the token following ``input_ids[:, t]``), -100 = ignore.
+            loss_reduction: ``"mean"`` (over non-ignored tokens), ``"sum"`` or ``"none"``.
+            loss_chunk_tokens: override ``cfg.loss_chunk_tokens``.
+
+        Returns:
+            ``labels is None``: logits ``[B, T, vocab_size]`` in the compute dtype (padding
+            columns removed). Otherwise the fp32 loss (scalar, or ``[B, T]`` for ``"none"``).
+        """
+        h = self.hidden_states(input_ids)
+        w = self._output_weight()
+        if labels is None:
+            return F.linear(h, w)
+        if labels.shape != input_ids.shape:
+            raise ValueError(f"labels {tuple(labels.shape)} must match input_ids {tuple(input_ids.shape)}")
+        return fused_linear_cross_entropy(
+            h, w, labels, chunk_tokens=loss_chunk_tokens or self.cfg.loss_chunk_tokens,
+            reduction=loss_reduction)
+
+    def per_token_loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-token fp32 cross-entropy ``[B, T]`` (0 where ``labels == -100``); differentiable.
+
+        Used for per-language loss: average it over the tokens of each language.
+        """
+        return self.forward(input_ids, labels, loss_reduction="none")
+
+
+# ------------------------------------------------------------------- init helpers
+def _clean_fqn(name: str) -> str:
+    for junk in ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module."):
+        name = name.replace(junk, "")
+    return name
+
+
+def _init_param(p: torch.Tensor, fn: Callable[[torch.Tensor, torch.Generator], None], seed: int) -> None:
+    """Run ``fn(full_tensor, generator)`` and copy this rank's part of the result into ``p``."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(p, DTensor):
+        local = p.to_local()
+        dev = local.device
+        g = torch.Generator(device=dev)
+        g.manual_seed(seed)
+        full = torch.empty(p.shape, dtype=p.dtype, device=dev)
+        fn(full, g)
+        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+        shape, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+        if local.numel():
+            idx = tuple(slice(o, o + s) for o, s in zip(offset, shape))
+            local.copy_(full[idx])
+    else:
+        g = torch.Generator(device=p.device)
+        g.manual_seed(seed)
+        fn(p.data, g)
+
+
+# ===================================================================== accounting
+def fsdp_memory_per_gpu(cfg: ModelConfig, n_gpus: int, *, mixed_precision: bool = True) -> dict[str, float]:
+    """Per-GPU bytes of model state under FSDP full sharding (ZeRO-3) with AdamW.
+
+    Accounting (sharded across ``n_gpus``; activations, temporary buffers and the all-gathered
+    unsharded layers are not included -- they depend on micro-batch and AC settings):
+
+    * fp32 sharded parameters (the "master" weights; FSDP2 keeps sharded params in fp32 and
+      casts to bf16 per all-gather with ``MixedPrecisionPolicy(param_dtype=bf16)``): 4 B / param;
+    * fp32 sharded gradients (``reduce_dtype=fp32``): 4 B / param;
+    * AdamW ``exp_avg`` + ``exp_avg_sq`` in fp32: 8 B / param;
+    Total 16 B / param / n_gpus (Rajbhandari et al. 2020, ZeRO sec. 3, K=12 plus fp32 grads).
+    Plus the largest transient bf16 all-gather: the unsharded root params (embeddings, used by
+    the tied output layer) and one block, 2 B / param each (``mixed_precision=False``: 4 B).
+
+    Returns:
+        dict with GiB values: params, grads, optim, sharded_total, unsharded_peak, total.
+    """
+    n = cfg.num_params(padded=True)
+    gib = 1024 ** 3
+    shard = n / n_gpus
+    bpe = 2 if mixed_precision else 4
+    d = cfg.d_model
+    per_block = (cfg.num_params(padded=True) - cfg.padded_vocab_size * d - cfg.max_seq_len * d - 2 * d) / cfg.n_layers
+    root = cfg.padded_vocab_size * d + cfg.max_seq_len * d + 2 * d
+    out = {
+        "params": 4 * shard / gib,
+        "grads": 4 * shard / gib,
+        "optim": 8 * shard / gib,
+    }
+    out["sharded_total"] = out["params"] + out["grads"] + out["optim"]
+    out["unsharded_peak"] = bpe * (root + 2 * per_block) / gib  # root + current and prefetched block
+    out["total"] = out["sharded_total"] + out["unsharded_peak"]
+    return out
+
+
+def summary_table(names: list[str] | None = None, gpus: tuple[int, ...] = (8, 64)) -> str:
+    """Text table: params, FLOPs/token, per-GPU FSDP memory for each config (built on meta)."""
+    names = names or ["polylm-1.7b", "polylm-13b"]
+    lines = []
+    for name in names:
+        cfg = ModelConfig.from_name(name)
+        with torch.device("meta"):
+            model = PolyLM(cfg)
+        n_model = sum(p.numel() for p in model.parameters())
+        n_cfg = cfg.num_params(padded=True)
+        if n_model != n_cfg:  # the formula must describe the module exactly
+            raise AssertionError(f"{name}: module has {n_model} params, formula {n_cfg}")
+        lines.append(f"{name}: L={cfg.n_layers} d={cfg.d_model} heads={cfg.n_heads} d_ff={cfg.d_ff} "
+                     f"vocab={cfg.vocab_size} (padded {cfg.padded_vocab_size}) seq={cfg.max_seq_len}")
+        lines.append(f"  parameters: {cfg.num_params() / 1e9:.3f} B total "
+                     f"({cfg.num_params(include_embeddings=False) / 1e9:.3f} B non-embedding, "
+                     f"{cfg.vocab_size * cfg.d_model / 1e9:.3f} B tied token embedding)")
+        fpt = cfg.flops_per_token(cfg.max_seq_len)
+        lines.append(f"  FLOPs/token (train, 6N + 12*L*d*T, T={cfg.max_seq_len}): {fpt / 1e9:.2f} GFLOP")
+        for g in gpus:
+            m = fsdp_memory_per_gpu(cfg, g)
+            lines.append(
+                f"  FSDP on {g:>3} GPUs: params {m['params']:.2f} + grads {m['grads']:.2f} + Adam "
+                f"{m['optim']:.2f} = {m['sharded_total']:.2f} GiB sharded; + bf16 all-gather peak "
+                f"{m['unsharded_peak']:.2f} GiB => {m['total']:.2f} GiB/GPU (activations excluded)")
+    lines.append("Accounting: fp32 sharded params (master) 4 B + fp32 grads 4 B + AdamW m,v 8 B = "
+                 "16 B/param / n_gpus; peak adds bf16 unsharded root (embeddings) + 2 blocks.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.model",
+        description="PolyLM model facts: parameter counts, FLOPs per token, FSDP memory per GPU.")
+    ap.add_argument("--summary", action="store_true", help="print the summary table (default action)")
+    ap.add_argument("--config", action="append", choices=model_names(),
+                    help="config(s) to summarise (default: polylm-1.7b and polylm-13b)")
+    ap.add_argument("--gpus", type=int, nargs="+", default=[8, 64], help="FSDP world sizes (default 8 64)")
+    args = ap.parse_args(argv)
+    print(summary_table(args.config, tuple(args.gpus)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
