@@ -1,0 +1,106 @@
+"""The stage runner: atomic publish, accounting, reruns replace only their own output."""
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow as pa
+import pytest
+
+from pipeline import fs
+from pipeline.stage import AccountingError, Stage, StageContext, StageInputMissing, map_arrow
+
+
+def _docs(spark, n=20):
+    rows = [(f"d{i:03d}", "src_a" if i % 2 else "src_b", "web", None, f"text {i}", "{}", None,
+             "en" if i % 3 else "de", 0.9) for i in range(n)]
+    return spark.createDataFrame(rows, "id string, source string, tier string, url string, text string, "
+                                       "meta string, lang_declared string, lang string, lang_score float")
+
+
+def _publish_input(spark, out, name, df):
+    df.write.mode("overwrite").parquet(f"{out}/{name}")
+    fs.write_text(spark, f"{out}/{name}/_SUCCESS", "")
+
+
+def _drop_odd(batch: pa.RecordBatch) -> pa.RecordBatch:
+    ids = batch.column("id").to_pylist()
+    reasons = ["odd_id" if int(i[1:]) % 2 else None for i in ids]
+    details = [json.dumps({"n": int(i[1:])}) if r else None for i, r in zip(ids, reasons)]
+    return pa.RecordBatch.from_arrays(list(batch.columns) + [pa.array(reasons, pa.string()),
+                                                            pa.array(details, pa.string())],
+                                      names=batch.schema.names + ["reason", "detail"])
+
+
+class DropOdd(Stage):
+    name = "dropodd"
+
+    def transform(self, df, ctx):
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        schema = StructType(df.schema.fields + [StructField("reason", StringType()),
+                                                StructField("detail", StringType())])
+        return map_arrow(df, _drop_odd, schema)
+
+
+class LosesRows(Stage):
+    name = "lossy"
+
+    def transform(self, df, ctx):
+        from pyspark.sql import functions as F
+
+        return df.limit(3).withColumn("reason", F.lit(None).cast("string")).withColumn(
+            "detail", F.lit(None).cast("string"))
+
+
+def test_publish_and_accounting(spark, tmp_path):
+    out = str(tmp_path)
+    _publish_input(spark, out, "prev", _docs(spark))
+    ctx = StageContext(spark=spark, out=out, config={"languages": ["en", "de"]}, input_stage="prev")
+    stats = DropOdd().run(ctx)
+    assert stats["totals"]["in"] == 20 and stats["totals"]["kept"] == 10
+    assert stats["totals"]["removed"] == {"odd_id": 10}
+    for lang, c in stats["per_lang"].items():
+        assert c["in"] == c["kept"] + sum(c["removed"].values()) + sum(c["quarantined"].values())
+    assert os.path.exists(f"{out}/dropodd/_SUCCESS")
+    kept = spark.read.parquet(f"{out}/dropodd")
+    assert kept.count() == 10 and "reason" not in kept.columns
+    rej = spark.read.parquet(f"{out}/rejected")
+    assert {(r.stage, r.reason) for r in rej.select("stage", "reason").distinct().collect()} == {("dropodd", "odd_id")}
+    assert json.loads(rej.first().detail)["n"] % 2 == 1
+    assert not [p for p in os.listdir(f"{out}/_tmp")]  # temporary output cleaned up
+    on_disk = json.loads(open(f"{out}/stats/dropodd.json").read())
+    assert on_disk["totals"] == stats["totals"]
+
+
+def test_rerun_replaces_only_own_output(spark, tmp_path):
+    out = str(tmp_path)
+    _publish_input(spark, out, "prev", _docs(spark))
+    os.makedirs(f"{out}/rejected/stage=other/reason=x")
+    open(f"{out}/rejected/stage=other/reason=x/keep.txt", "w").write("other stage's output")
+    ctx = StageContext(spark=spark, out=out, config={}, input_stage="prev")
+    DropOdd().run(ctx)
+    first = sorted(r.id for r in spark.read.parquet(f"{out}/dropodd").collect())
+    # A rerun on a smaller input must not leave the first run's files behind.
+    _publish_input(spark, out, "prev", _docs(spark, 6))
+    DropOdd().run(StageContext(spark=spark, out=out, config={}, input_stage="prev"))
+    second = sorted(r.id for r in spark.read.parquet(f"{out}/dropodd").collect())
+    assert len(first) == 10 and second == ["d000", "d002", "d004"]
+    assert spark.read.parquet(f"{out}/rejected/stage=dropodd").count() == 3
+    assert open(f"{out}/rejected/stage=other/reason=x/keep.txt").read() == "other stage's output"
+
+
+def test_missing_input_is_a_clear_error(spark, tmp_path):
+    out = str(tmp_path)
+    _docs(spark).write.parquet(f"{out}/prev")
+    os.remove(f"{out}/prev/_SUCCESS")  # an interrupted previous stage
+    with pytest.raises(StageInputMissing, match="no _SUCCESS"):
+        DropOdd().run(StageContext(spark=spark, out=out, config={}, input_stage="prev"))
+
+
+def test_lost_documents_are_detected(spark, tmp_path):
+    out = str(tmp_path)
+    _publish_input(spark, out, "prev", _docs(spark))
+    with pytest.raises(AccountingError):
+        LosesRows().run(StageContext(spark=spark, out=out, config={}, input_stage="prev"))
+    assert not os.path.exists(f"{out}/lossy/_SUCCESS")
