@@ -1,0 +1,450 @@
+"""PolyLM pretraining loop (FSDP2 under torchrun, or a single process).
+
+Usage::
+
+    torchrun --nproc-per-node 8 -m training.train --config configs/train/polylm-13b.yaml
+    python -m training.train --config configs/train/sample-small.yaml
+    python -m training.train --config ... --set optim.lr=3e-4 --set training.steps=50
+
+Components (each in its own module, torchtitan style): ``training.data`` (curriculum loader),
+``training.model`` + ``training.parallelize`` (PolyLM, FSDP2), ``training.optim`` (AdamW groups,
+warmup + cosine), ``training.checkpoint`` (atomic DCP), ``training.metrics`` (console, JSONL,
+TensorBoard, MFU).
+
+One optimizer step:
+
+1. the loader returns this rank's ``grad_accum x micro_batch`` windows of the global batch;
+2. each micro-batch's per-token fp32 loss is summed and divided by the number of label tokens
+   in the *global* batch times the world size (FSDP averages gradients over ranks), so the
+   gradient is that of the mean loss over the global batch at any world size / accumulation;
+3. loss, per-language loss (each sample carries its language) and token counts are all-reduced;
+4. the global gradient L2 norm is computed; a **guard** skips the update (gradients dropped,
+   the step still counts, LR schedule and data advance) when the loss or the norm is NaN/inf or
+   the loss exceeds ``spike_factor`` x the mean of the last ``spike_window`` accepted losses;
+5. otherwise gradients are clipped to ``grad_clip`` (1.0) and AdamW steps; the LR schedule steps.
+
+Backend: NCCL on CUDA, gloo on CPU, initialised from the torchrun environment (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``); no environment = one process without
+FSDP. CPU runs are fp32; CUDA uses bf16 compute with fp32 master weights and reductions
+(``MixedPrecisionPolicy``) when ``training.mixed_precision``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from training.checkpoint import CheckpointManager
+from training.config import ModelConfig
+from training.data import CurriculumLoader, IGNORE_INDEX
+from training.metrics import MetricsLogger, mfu, peak_flops_per_device, peak_memory_bytes
+from training.optim import WarmupCosine, build_optimizer
+from training.train_config import TrainConfig, load_config
+
+log = logging.getLogger("training.train")
+
+__all__ = ["train", "main", "LossGuard"]
+
+
+# ------------------------------------------------------------------------------- distributed
+def init_distributed(device_pref: str) -> tuple[int, int, torch.device]:
+    """Initialise ``torch.distributed`` from torchrun's environment if present.
+
+    Returns ``(rank, world_size, device)``. Uses NCCL when the device is CUDA, else gloo.
+    Raises ``RuntimeError`` if ``device_pref == "cuda"`` and CUDA is unavailable.
+    """
+    use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("training.device=cuda but CUDA is not available")
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+            device = torch.device("cuda", local_rank)
+        else:
+            device = torch.device("cpu")
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        return dist.get_rank(), dist.get_world_size(), device
+    return 0, 1, torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+# ---------------------------------------------------------------------------------- guard
+class LossGuard:
+    """Detects non-finite loss/grad norm and loss spikes; decides whether to skip an update.
+
+    A spike is ``loss > factor * mean(last `window` accepted losses)``, checked once ``window``
+    losses were accepted (``factor <= 0`` disables spike detection; NaN/inf always skips).
+    """
+
+    def __init__(self, factor: float, window: int):
+        self.factor = float(factor)
+        self.window = max(int(window), 1)
+        self.recent: collections.deque[float] = collections.deque(maxlen=self.window)
+        self.skipped = 0
+
+    def check(self, loss: float, grad_norm: float) -> str | None:
+        """Return the reason to skip (``"nonfinite_loss"``, ``"nonfinite_grad_norm"``,
+        ``"loss_spike"``) or ``None`` to accept (the loss then joins the window)."""
+        reason = None
+        if not math.isfinite(loss):
+            reason = "nonfinite_loss"
+        elif not math.isfinite(grad_norm):
+            reason = "nonfinite_grad_norm"
+        elif (self.factor > 0 and len(self.recent) == self.window
+              and loss > self.factor * (sum(self.recent) / len(self.recent))):
+            reason = "loss_spike"
+        if reason:
+            self.skipped += 1
+        else:
+            self.recent.append(float(loss))
+        return reason
+
+    def state_dict(self) -> dict:
+        return {"recent": list(self.recent), "skipped": self.skipped}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.recent = collections.deque(s.get("recent", []), maxlen=self.window)
+        self.skipped = int(s.get("skipped", 0))
+
+
+# ------------------------------------------------------------------------------------ model
+def build_model_config(cfg: TrainConfig, manifest_vocab: int) -> ModelConfig:
+    """``ModelConfig`` from ``cfg.model`` with the vocabulary from the token manifest
+    (``vocab_size: auto``) and ``max_seq_len >= data.seq_len``. Raises ``ValueError`` if an
+    explicit vocab is smaller than the tokenizer's or the context is too short."""
+    overrides = dict(cfg.model.overrides or {})
+    vocab = manifest_vocab if cfg.model.vocab_size in (None, "auto") else int(cfg.model.vocab_size)
+    if vocab < manifest_vocab:
+        raise ValueError(f"model.vocab_size={vocab} is smaller than the tokenizer's {manifest_vocab}")
+    overrides["vocab_size"] = vocab
+    mcfg = ModelConfig.from_name(cfg.model.name, **overrides)
+    if mcfg.max_seq_len < cfg.data.seq_len:
+        raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's max_seq_len="
+                         f"{mcfg.max_seq_len}; set model.overrides.max_seq_len")
+    return mcfg
+
+
+def build_model(mcfg: ModelConfig, cfg: TrainConfig, device: torch.device, distributed: bool):
+    """PolyLM built on the meta device, parallelised (FSDP2 when ``distributed``),
+    materialised on ``device`` and initialised with ``training.seed`` (same weights at any
+    world size, see ``PolyLM.init_weights``)."""
+    from training.model import PolyLM
+    from training.parallelize import parallelize
+
+    with torch.device("meta"):
+        model = PolyLM(mcfg)
+    model = parallelize(
+        model,
+        mixed_precision=cfg.training.mixed_precision and device.type == "cuda",
+        activation_checkpointing=cfg.training.activation_checkpointing,
+        compile=cfg.training.compile,
+        fsdp=distributed,
+    )
+    model.to_empty(device=device)
+    model.init_weights(seed=cfg.training.seed)
+    return model
+
+
+def _grad_norm_and_clip(model: torch.nn.Module, max_norm: float) -> tuple[float, list]:
+    from torch.distributed.tensor import DTensor
+
+    params = [p for p in model.parameters() if p.grad is not None]
+    grads = [p.grad for p in params]
+    total = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False, foreach=True)
+    if isinstance(total, DTensor):
+        total = total.full_tensor()
+    return float(total), (params, total)
+
+
+# --------------------------------------------------------------------------------- validate
+@torch.no_grad()
+def evaluate(model, val, *, micro_batch: int, device, rank: int, world: int,
+             languages: list[str]) -> dict[str, float]:
+    """Per-language mean validation loss (nats/token) on ``val`` (a ``ValidationSet``).
+
+    Rows are padded with ignored labels to a multiple of ``world * micro_batch`` so every rank
+    runs the same number of forwards (required by FSDP collectives)."""
+    n = val.input_ids.shape[0]
+    if n == 0:
+        return {}
+    chunk = world * micro_batch
+    pad = (-n) % chunk
+    x, y, lid = val.input_ids, val.labels, val.lang_ids
+    if pad:
+        x = torch.cat([x, x[:1].expand(pad, -1)])
+        y = torch.cat([y, torch.full((pad, y.shape[1]), IGNORE_INDEX, dtype=y.dtype)])
+        lid = torch.cat([lid, lid[:1].expand(pad)])
+    L = len(languages)
+    sums = torch.zeros(2 * L, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    for start in range(0, x.shape[0], chunk):
+        lo = start + rank * micro_batch
+        xb, yb, lb = x[lo:lo + micro_batch], y[lo:lo + micro_batch], lid[lo:lo + micro_batch]
+        tok = model(xb.to(device), yb.to(device), loss_reduction="none").float().cpu()
+        valid = (yb != IGNORE_INDEX).to(torch.float64)
+        sums[:L].index_add_(0, lb, (tok.double() * valid).sum(1))
+        sums[L:].index_add_(0, lb, valid.sum(1))
+    model.train(was_training)
+    _all_reduce_sum(sums)
+    return {languages[i]: float(sums[i] / sums[L + i]) for i in range(L) if sums[L + i] > 0}
+
+
+# ------------------------------------------------------------------------------------ train
+def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any]:
+    """Run (or resume) training as configured; returns the run summary (rank 0; other ranks
+    get the same dict). ``stop_at_step``: stop after this global step (a checkpoint is written
+    there when checkpointing is enabled), leaving the schedule unchanged."""
+    t_start = time.perf_counter()
+    if cfg.training.num_threads:
+        torch.set_num_threads(int(cfg.training.num_threads))
+    rank, world, device = init_distributed(cfg.training.device)
+    distributed = dist.is_initialized()
+    torch.manual_seed(cfg.training.seed)
+    out_dir = Path(cfg.out_dir)
+
+    tcfg = cfg.training
+    if tcfg.global_batch_size % (tcfg.micro_batch_size * world):
+        raise ValueError(f"training.global_batch_size={tcfg.global_batch_size} is not a multiple of "
+                         f"micro_batch_size*world_size={tcfg.micro_batch_size}*{world}")
+    loader = CurriculumLoader(
+        cfg.data.tokens_dir, seq_len=cfg.data.seq_len, global_batch_size=tcfg.global_batch_size,
+        micro_batch_size=tcfg.micro_batch_size, stages=cfg.curriculum.stages,
+        total_steps=tcfg.steps, dp_rank=rank, dp_world=world, seed=cfg.data.seed,
+        val_fraction=cfg.data.val_fraction if cfg.metrics.validate else 0.0,
+        val_files_per_stream=cfg.data.val_files_per_stream,
+        val_max_windows_per_lang=cfg.data.val_max_windows_per_lang,
+    )
+    languages = loader.languages
+    mcfg = build_model_config(cfg, loader.manifest.vocab_size)
+    model = build_model(mcfg, cfg, device, distributed)
+    o = cfg.optim
+    optimizer = build_optimizer(model, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    scheduler = WarmupCosine(optimizer, peak_lr=o.lr, warmup_steps=o.warmup_steps,
+                             total_steps=tcfg.steps, min_ratio=o.min_lr_ratio, schedule=o.schedule)
+    guard = LossGuard(tcfg.spike_factor, tcfg.spike_window)
+    ckpt = CheckpointManager(cfg.checkpoint.dir, keep_last=cfg.checkpoint.keep_last,
+                             checksum=cfg.checkpoint.checksum) if cfg.checkpoint.enabled else None
+
+    start_step = 0
+    if ckpt is not None:
+        state = ckpt.load(model, optimizer, resume=cfg.checkpoint.resume)
+        if state is not None:
+            loader.load_state_dict(state["loader"])
+            scheduler.load_state_dict(state["scheduler"])
+            guard.load_state_dict(state.get("guard", {}))
+            start_step = int(state["step"])
+            if loader.step != start_step:
+                raise RuntimeError(f"checkpoint inconsistent: step {start_step}, loader at {loader.step}")
+
+    metrics = MetricsLogger(out_dir, rank=rank, tensorboard=cfg.metrics.tensorboard,
+                            log_every=cfg.metrics.log_every, fresh=start_step == 0)
+    peak, peak_src = peak_flops_per_device(device, cfg.metrics.peak_flops_per_device)
+    fpt = mcfg.flops_per_token(cfg.data.seq_len)
+    n_params = sum(p.numel() for p in model.parameters())  # local shard sizes under FSDP
+    if distributed:
+        n_params = mcfg.num_params(padded=True)
+    end_step = tcfg.steps if stop_at_step is None else min(int(stop_at_step), tcfg.steps)
+    if rank == 0:
+        print(f"[train] run {cfg.run_name}: model {mcfg.name} L={mcfg.n_layers} d={mcfg.d_model} "
+              f"V={mcfg.vocab_size} params={n_params / 1e6:.2f}M flops/token={fpt / 1e6:.2f}M | "
+              f"world={world} device={device} backend={dist.get_backend() if distributed else 'none'} "
+              f"fsdp={distributed} | global_batch={tcfg.global_batch_size}x{cfg.data.seq_len} "
+              f"micro={tcfg.micro_batch_size} grad_accum={loader.grad_accum} | steps {start_step}->{end_step} "
+              f"of {tcfg.steps}", flush=True)
+        for i, (st, start) in enumerate(zip(loader.stages, loader.stage_starts)):
+            shares = loader.target_language_shares(i)
+            top = ", ".join(f"{k}={v:.3f}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])[:6])
+            print(f"[train] curriculum stage {i} '{st.name}' from step {start}: {top}, ...", flush=True)
+        print(f"[train] MFU = tokens_per_sec * flops_per_token / (n_devices * peak); "
+              f"flops_per_token = 6N + 12*L*d*T = {fpt:.4g}; peak = {peak:.4g} FLOP/s ({peak_src})",
+              flush=True)
+
+    val_set = loader.validation_set() if cfg.metrics.validate else None
+
+    def run_validation(step: int) -> dict[str, float]:
+        res = evaluate(model, val_set, micro_batch=cfg.metrics.val_micro_batch_size, device=device,
+                       rank=rank, world=world, languages=languages)
+        if res:
+            mean = sum(res.values()) / len(res)
+            metrics.log(step, {"val_loss_mean": mean, "val_loss": res}, kind="val")
+        return res
+
+    first_val = None
+    if val_set is not None and start_step == 0 and end_step > 0:
+        first_val = run_validation(0)
+
+    def save(step: int) -> None:
+        ckpt.save(step, model, optimizer, {
+            "loader": loader.state_dict(), "scheduler": scheduler.state_dict(),
+            "guard": guard.state_dict(), "run_name": cfg.run_name, "languages": languages,
+        })
+
+    L = len(languages)
+    seq = cfg.data.seq_len
+    losses: list[float] = []
+    model.train()
+    step = start_step
+    for step in range(start_step, end_step):
+        t0 = time.perf_counter()
+        batch = loader.next_batch()
+        lr = scheduler.current_lr()
+        n_valid = torch.tensor([(batch.labels != IGNORE_INDEX).sum().item()], dtype=torch.float64)
+        global_valid = float(_all_reduce_sum(n_valid).item())
+        scale = world / global_valid  # FSDP averages gradients over `world` ranks
+        stats = torch.zeros(2 + 2 * L, dtype=torch.float64)
+        for m in range(loader.grad_accum):
+            if distributed:
+                model.set_requires_gradient_sync(m == loader.grad_accum - 1)
+            x = batch.input_ids[m].to(device, non_blocking=True)
+            y = batch.labels[m].to(device, non_blocking=True)
+            tok = model(x, y, loss_reduction="none")  # [B, T] fp32
+            (tok.sum() * scale).backward()
+            with torch.no_grad():
+                valid = (y != IGNORE_INDEX).to(torch.float64)
+                per_sample = (tok.detach().double() * valid).sum(1).cpu()
+                cnt = valid.sum(1).cpu()
+                stats[0] += per_sample.sum()
+                stats[1] += cnt.sum()
+                stats[2:2 + L].index_add_(0, batch.lang_ids[m], per_sample)
+                stats[2 + L:].index_add_(0, batch.lang_ids[m], cnt)
+        _all_reduce_sum(stats)
+        loss = float(stats[0] / stats[1])
+        grad_norm, (params, total) = _grad_norm_and_clip(model, o.grad_clip)
+        skip = guard.check(loss, grad_norm)
+        if skip is None:
+            torch.nn.utils.clip_grads_with_norm_(params, o.grad_clip, total, foreach=True)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = time.perf_counter() - t0
+        tps = tcfg.global_batch_size * seq / dt
+        row = {
+            "loss": loss,
+            "lang_loss": {languages[i]: float(stats[2 + i] / stats[2 + L + i])
+                          for i in range(L) if stats[2 + L + i] > 0},
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "stage": batch.stage,
+            "tokens_per_sec": tps,
+            "mfu": mfu(tps, fpt, world, peak),
+            "peak_mem_gib": peak_memory_bytes(device) / 2**30,
+            "step_time_s": dt,
+        }
+        if skip:
+            row["event"] = f"skipped_update:{skip}"
+            log.warning("step %d: update skipped (%s), loss=%.4g grad_norm=%.4g", step + 1, skip, loss, grad_norm)
+        metrics.log(step + 1, row)
+        losses.append(loss)
+        done = step + 1
+        if val_set is not None and cfg.metrics.val_every > 0 and done % cfg.metrics.val_every == 0 \
+                and done != end_step:
+            run_validation(done)
+        if ckpt is not None and cfg.checkpoint.interval > 0 and done % cfg.checkpoint.interval == 0:
+            save(done)
+
+    last_val = run_validation(end_step) if (val_set is not None and end_step > start_step) else {}
+    if ckpt is not None and end_step > start_step and not (
+            cfg.checkpoint.interval > 0 and end_step % cfg.checkpoint.interval == 0):
+        save(end_step)
+
+    summary = _summarise(cfg, out_dir, rank, first_val, last_val, start_step, end_step,
+                         time.perf_counter() - t_start, guard.skipped)
+    metrics.close()
+    if distributed:
+        dist.barrier()
+    return summary
+
+
+def _summarise(cfg, out_dir: Path, rank: int, first_val, last_val, start_step, end_step,
+               seconds, skipped) -> dict[str, Any]:
+    """Loss-curve summary from metrics.jsonl (covers resumed runs), printed and written to
+    ``<out_dir>/summary.json`` on rank 0."""
+    summary: dict[str, Any] = {"run_name": cfg.run_name, "steps": end_step, "seconds": seconds,
+                               "skipped_updates": skipped}
+    if rank != 0:
+        return summary
+    rows: dict[int, dict] = {}
+    vals: dict[int, dict] = {}
+    mpath = out_dir / "metrics.jsonl"
+    if mpath.is_file():
+        for line in mpath.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill
+            if r.get("kind") == "train" and r["step"] <= end_step:
+                rows[r["step"]] = r  # the latest run wins for a re-done step
+            elif r.get("kind") == "val" and r["step"] <= end_step:
+                vals[r["step"]] = r
+    curve = [rows[s]["loss"] for s in sorted(rows)]
+    k = min(50, len(curve))
+    if curve:
+        summary["first_50_mean_loss"] = sum(curve[:k]) / k
+        summary["last_50_mean_loss"] = sum(curve[-k:]) / k
+        tps = [rows[s]["tokens_per_sec"] for s in sorted(rows)][1:] or [rows[min(rows)]["tokens_per_sec"]]
+        summary["tokens_per_sec_mean"] = sum(tps) / len(tps)
+        summary["mfu_mean"] = sum(rows[s]["mfu"] for s in sorted(rows)) / len(rows)
+    if vals:
+        summary["val_loss_first"] = vals[min(vals)]["val_loss"]
+        summary["val_loss_last"] = vals[max(vals)]["val_loss"]
+        summary["val_first_step"], summary["val_last_step"] = min(vals), max(vals)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    print(f"[train] done: steps {start_step}->{end_step} in {seconds:.1f} s, skipped updates: {skipped}")
+    if curve:
+        print(f"[train] loss curve: first {k}-step mean {summary['first_50_mean_loss']:.4f}, "
+              f"last {k}-step mean {summary['last_50_mean_loss']:.4f} ({len(curve)} steps logged)")
+        print(f"[train] mean tokens_per_sec {summary['tokens_per_sec_mean']:.1f}, mean mfu {summary['mfu_mean']:.4f}")
+    if vals:
+        a, b = summary["val_loss_first"], summary["val_loss_last"]
+        print(f"[train] validation loss per language (step {min(vals)} -> {max(vals)}):")
+        for lang in b:
+            before = a.get(lang, float("nan"))
+            print(f"    {lang}: {before:.4f} -> {b[lang]:.4f}  ({b[lang] - before:+.4f})")
+    sys.stdout.flush()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="PolyLM pretraining with a language curriculum (FSDP2 under torchrun).")
+    ap.add_argument("--config", required=True, help="YAML run config (configs/train/*.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a config value (repeatable), e.g. --set optim.lr=3e-4")
+    ap.add_argument("--stop-at-step", type=int, default=None,
+                    help="stop after this global step (schedule unchanged; checkpoint written)")
+    ap.add_argument("--log-level", default="WARNING")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_config(args.config, args.set)
+    try:
+        train(cfg, stop_at_step=args.stop_at_step)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
