@@ -1,0 +1,1205 @@
+"""Source readers: raw files -> document records (pure Python; no Spark import at module level).
+
+The ingest stage (:mod:`pipeline.ingest`) lists a source's files on the driver with
+:func:`list_source_files` and calls :func:`read_source_file` for each file inside the executors.
+Every reader streams its file (no whole-file reads except single-document ``html`` pages, which
+are bounded by ``max_doc_bytes``) and yields one ``dict`` per record::
+
+    {"id": str,             # sha1(f"{source}|{path relative to data_root}|{record key}")[:20]
+     "source": str, "tier": str, "url": str | None, "text": str,
+     "meta": dict,          # JSON-serialisable: path, record key / offset, format details
+     "lang_declared": str | None}   # ISO 639-1 declared by the source or the file, else None
+
+A record that cannot be used carries two more keys, ``reason`` (one of :data:`REASONS`) and
+``detail`` (a JSON string), and its ``text`` is a snippet of at most :data:`SNIPPET_BYTES`; the
+ingest stage sends it to ``quarantine/``. :func:`read_source_file` never raises for bad
+content: every record of a file is either a document or a quarantine record, and a failure that
+stops the reading of a file (truncated gzip, unreadable file, reader bug) becomes one
+quarantine record standing for the unread rest of the file.
+
+WARC ``warcinfo``, ``request``, ``metadata`` and ``revisit`` records, and ``resource`` records
+whose target URI is crawl metadata (``metadata://``, ``dns:``, ``filedesc:``, e.g. wget's log),
+are not documents and are not emitted.
+
+Formats (the ``format:`` key of a source, see ``configs/sources/sample.yaml``):
+
+==============  ==========================================================================
+warc            WARC / ARC (warcio, ``.gz`` or not); HTTP responses with HTML get
+                main-content extraction (:mod:`pipeline.extract`); text/plain kept as is
+wet             WARC ``conversion`` records (plain text); ``options.parser: lenient`` uses a
+                cc_net-style line parser for WET files with LF line ends or wrong lengths
+html            one raw HTML page per file; ``INDEX.tsv`` (file, path, html lang) if present
+jsonl           JSON lines (``.jsonl``/``.json``, gzip or not), CCNet / dolma form
+ntrex           NTREX line files grouped into documents by ``DOCUMENT_IDS.tsv``
+ntrex_parallel  NTREX reference aligned line by line with the English source: parallel docs
+ud              UD ``sent_id<TAB>text`` files grouped by the document part of ``sent_id``
+lines           one sentence per line (Leipzig): ``lines_per_doc`` lines per document
+text            whole file one document, or (books) split at ``split_pattern`` lines and at
+                ``max_chunk_bytes``
+parallel_tsv    ``sent_id, lang, en, xx`` TSV (PUD pairs) grouped into parallel documents
+==============  ==========================================================================
+"""
+from __future__ import annotations
+
+import glob as _glob
+import gzip
+import hashlib
+import json
+import os
+import re
+import traceback
+import zlib
+from typing import Any, Iterable, Iterator
+
+#: Default largest document (UTF-8 bytes of its text); larger ones are quarantined as
+#: ``doc_too_large``. Configurable per source (``max_doc_bytes`` or ``options.max_doc_bytes``).
+DEFAULT_MAX_DOC_BYTES = 8 * 1024 * 1024
+#: Largest text kept in a quarantine record.
+SNIPPET_BYTES = 64 * 1024
+#: Share of control / private-use / replacement characters above which text is
+#: ``binary_garbage`` (plain text has none; random bytes have about 11% C0 controls).
+DEFAULT_MAX_GARBAGE_RATIO = 0.05
+#: Default sentences per document for ``lines`` and for UD treebanks without document ids.
+DEFAULT_LINES_PER_DOC = 20
+
+#: Quarantine reasons a reader can emit.
+REASONS = (
+    "bad_json",            # a JSON line that does not parse
+    "invalid_utf8",        # bytes that do not decode (declared charset first for HTML/WARC)
+    "truncated_gzip",      # gzip stream ends early / is corrupt: stands for the unread rest
+    "empty_text",          # empty or whitespace-only text (after extraction)
+    "binary_garbage",      # mostly control / non-text characters
+    "doc_too_large",       # text over max_doc_bytes
+    "warc_bad_header",     # a WARC/ARC record whose header does not parse
+    "extraction_failed",   # the HTML extractor raised
+    "missing_field",       # a record without its text field / a TSV line without its columns
+    "unsupported_content_type",  # a WARC response that is not text (image, PDF, ...)
+    "unreadable_file",     # the file cannot be opened at all
+    "reader_error",        # unexpected error inside a reader: stands for the unread rest
+)
+TIERS = ("web", "reference", "parallel", "book")
+
+# ----------------------------------------------------------------------------- languages
+#: ISO 639-2/3 codes (and a few names used by NTREX / UDHR files) -> ISO 639-1.
+_ISO3_TO_1 = {
+    "ara": "ar", "arb": "ar", "zho": "zh", "chi": "zh", "cmn": "zh", "yue": "zh", "eng": "en",
+    "rus": "ru", "spa": "es", "fra": "fr", "fre": "fr", "por": "pt", "deu": "de", "ger": "de",
+    "ita": "it", "nld": "nl", "dut": "nl", "pol": "pl", "tur": "tr", "heb": "he", "jpn": "ja",
+    "kor": "ko", "tha": "th", "vie": "vi", "ind": "id", "fin": "fi", "hun": "hu", "nor": "no",
+    "nob": "nb", "nno": "nn", "swe": "sv", "dan": "da", "ces": "cs", "cze": "cs", "slk": "sk",
+    "ukr": "uk", "bul": "bg", "ell": "el", "gre": "el", "ron": "ro", "rum": "ro", "hin": "hi",
+    "ben": "bn", "fas": "fa", "per": "fa", "pes": "fa", "msa": "ms", "zsm": "ms", "cat": "ca",
+    "arg": "an", "afr": "af", "est": "et", "lav": "lv", "lit": "lt", "slv": "sl", "hrv": "hr",
+    "srp": "sr", "tgl": "tl", "urd": "ur", "tam": "ta", "eus": "eu", "glg": "gl",
+}
+_OLD_ISO1 = {"iw": "he", "in": "id", "ji": "yi", "jw": "jv"}
+
+
+def to_iso639_1(code: str | None) -> str | None:
+    """Map a language code or tag to ISO 639-1.
+
+    Accepts ISO 639-1 (``"de"``, ``"de-DE"``, ``"pt_BR"``), ISO 639-2/3 with region or script
+    (``"arb"``, ``"zho-CN"``, ``"eng-GB"``, ``"deu_1996"``, ``"cmn_hans"``) and the deprecated
+    ``iw``/``in``. Returns None for unknown or empty codes (``"?"``, ``"xx"``, ``"und"``).
+    """
+    if not code:
+        return None
+    head = re.split(r"[-_\s.]", code.strip().lower(), maxsplit=1)[0]
+    if len(head) == 2 and head.isalpha() and head not in ("xx", "zz"):
+        return _OLD_ISO1.get(head, head)
+    if len(head) == 3:
+        return _ISO3_TO_1.get(head)
+    return None
+
+
+# ----------------------------------------------------------------------------- config
+def source_options(source: dict) -> dict:
+    """The ``options`` mapping of a source ({} if absent)."""
+    return dict(source.get("options") or {})
+
+
+def validate_source(source: dict) -> None:
+    """Check one source entry.
+
+    Raises:
+        ValueError: missing ``name``/``format``/``glob``/``tier``, unknown format or tier, or an
+            invalid ``lang_from`` regex (it needs a named group ``lang``).
+    """
+    for key in ("name", "format", "glob", "tier"):
+        if not source.get(key):
+            raise ValueError(f"source {source.get('name', source)!r}: missing required key {key!r}")
+    if source["format"] not in FORMATS:
+        raise ValueError(f"source {source['name']!r}: unknown format {source['format']!r}; "
+                         f"known: {sorted(FORMATS)}")
+    if source["tier"] not in TIERS:
+        raise ValueError(f"source {source['name']!r}: tier must be one of {TIERS}, got {source['tier']!r}")
+    if source.get("lang_from"):
+        if "(?P<lang>" not in source["lang_from"]:
+            raise ValueError(f"source {source['name']!r}: lang_from needs a named group (?P<lang>...)")
+        re.compile(source["lang_from"])
+    if source.get("lang") and to_iso639_1(source["lang"]) is None:
+        raise ValueError(f"source {source['name']!r}: lang {source['lang']!r} is not a language code")
+
+
+def load_sources(paths: Iterable[str]) -> list[dict]:
+    """Load and validate source entries from YAML files (``sources:`` list each).
+
+    Top-level ``defaults:`` of a file (e.g. ``max_doc_bytes``) are merged under every entry of
+    that file; entries with ``enabled: false`` are left out.
+
+    Raises:
+        ValueError: invalid entry (see :func:`validate_source`) or duplicate source name.
+    """
+    import yaml
+
+    out: list[dict] = []
+    seen: set[str] = set()
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f) or {}
+        defaults = doc.get("defaults") or {}
+        for entry in doc.get("sources") or []:
+            src = {**defaults, **entry}
+            if src.get("enabled", True) is False:
+                continue
+            validate_source(src)
+            if src["name"] in seen:
+                raise ValueError(f"duplicate source name {src['name']!r} (in {path})")
+            seen.add(src["name"])
+            out.append(src)
+    return out
+
+
+def list_source_files(source: dict, data_root: str) -> list[str]:
+    """The files of a source entry, sorted.
+
+    ``source["glob"]`` (a string or a list of strings) is matched relative to ``data_root``
+    (``**`` allowed); ``source["exclude"]`` globs (same form, relative to ``data_root``) are
+    removed. Only regular files are returned, as absolute paths.
+
+    Raises:
+        ValueError: no file matches (the message names the source, globs and data root).
+    """
+    root = os.path.abspath(data_root)
+    globs = source["glob"] if isinstance(source["glob"], list) else [source["glob"]]
+    excl = source.get("exclude") or []
+    excl = excl if isinstance(excl, list) else [excl]
+    files: set[str] = set()
+    for g in globs:
+        files.update(p for p in _glob.glob(os.path.join(root, g), recursive=True) if os.path.isfile(p))
+    for g in excl:
+        files.difference_update(_glob.glob(os.path.join(root, g), recursive=True))
+    if not files:
+        raise ValueError(f"source {source.get('name')!r}: no files match {globs} "
+                         f"(exclude {excl}) under data root {root}")
+    return sorted(files)
+
+
+# ----------------------------------------------------------------------------- helpers
+_GARBAGE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd\ue000-\uf8ff\ud800-\udfff]")
+_CONTROL_BYTES = bytes(list(range(0, 9)) + [11, 12] + list(range(14, 32)) + [127])
+
+
+def garbage_ratio(text: str) -> float:
+    """Share of characters of ``text`` that are C0/C1 controls (except tab, LF, CR), U+FFFD,
+    private-use or surrogate code points. 0.0 for empty text."""
+    if not text:
+        return 0.0
+    return (len(text) - len(_GARBAGE_RE.sub("", text))) / len(text)
+
+
+def control_byte_ratio(data: bytes) -> float:
+    """Share of bytes of ``data`` that are ASCII control bytes other than tab, LF, CR."""
+    if not data:
+        return 0.0
+    return (len(data) - len(data.translate(None, _CONTROL_BYTES))) / len(data)
+
+
+def snippet(text: str, limit: int = SNIPPET_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (lone surrogates replaced)."""
+    b = text.encode("utf-8", "replace")
+    if len(b) <= limit:
+        return b.decode("utf-8")
+    return b[:limit].decode("utf-8", "ignore")
+
+
+def _bytes_snippet(data: bytes, limit: int = SNIPPET_BYTES) -> str:
+    return data[:limit].decode("utf-8", "replace")
+
+
+def _clean(obj: Any) -> Any:
+    """Make ``obj`` JSON- and UTF-8-safe (replace lone surrogates in strings, bytes -> str)."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+            return obj
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if isinstance(obj, dict):
+        return {str(_clean(k)): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return obj
+    return str(obj)
+
+
+def make_id(source_name: str, rel_path: str, key: str) -> str:
+    """Stable document id: ``sha1(f"{source}|{rel_path}|{key}")`` as 20 hex characters."""
+    return hashlib.sha1(f"{source_name}|{rel_path}|{key}".encode("utf-8", "replace")).hexdigest()[:20]
+
+
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _open_binary(path: str):
+    """Open ``path`` for binary reading, transparently gunzipping (detected by magic bytes)."""
+    f = open(path, "rb")
+    magic = f.read(2)
+    f.seek(0)
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    return f
+
+
+class _File:
+    """Per-file reading context: builds records with ids, language and quality checks."""
+
+    def __init__(self, path: str, source: dict, data_root: str):
+        self.path = path
+        self.source = source
+        self.name = source["name"]
+        self.tier = source["tier"]
+        self.opts = source_options(source)
+        self.rel = os.path.relpath(os.path.abspath(path), os.path.abspath(data_root))
+        self.data_root = data_root
+        self.max_doc_bytes = int(self.opts.get("max_doc_bytes", source.get("max_doc_bytes", DEFAULT_MAX_DOC_BYTES)))
+        self.max_garbage = float(self.opts.get("max_garbage_ratio", DEFAULT_MAX_GARBAGE_RATIO))
+        self._seen: dict[str, int] = {}
+        self.lang_variant = None
+        self.lang = None
+        if source.get("lang"):
+            self.lang_variant = source["lang"]
+        elif source.get("lang_from"):
+            m = re.search(source["lang_from"], self.rel)
+            if m:
+                self.lang_variant = m.group("lang")
+        if self.lang_variant:
+            self.lang = to_iso639_1(self.lang_variant)
+
+    def unique(self, key: str) -> str:
+        """``key``, or ``key#n`` if the file already produced ``key`` (duplicate WARC-Record-IDs
+        or JSON ids), so ids stay unique and deterministic."""
+        n = self._seen.get(key, 0)
+        self._seen[key] = n + 1
+        return key if n == 0 else f"{key}#{n + 1}"
+
+    def _meta(self, key: str, meta: dict | None) -> dict:
+        m = {"path": self.rel, "key": key, "format": self.source["format"]}
+        if self.lang_variant and self.lang_variant != self.lang:
+            m["lang_variant"] = self.lang_variant
+        if meta:
+            m.update(meta)
+        return m
+
+    def doc(self, key: str, text: str, url: str | None = None, meta: dict | None = None,
+            lang: str | None = None, check: bool = True) -> dict:
+        """A document record; quality checks (surrogates, size, empty, garbage) may turn it
+        into a quarantine record."""
+        reason = detail = None
+        if check:
+            try:
+                nbytes = len(text.encode("utf-8"))
+            except UnicodeEncodeError as e:
+                reason, detail = "invalid_utf8", {"error": "lone surrogate", "position": e.start}
+            else:
+                if nbytes > self.max_doc_bytes:
+                    reason, detail = "doc_too_large", {"bytes": nbytes, "max_doc_bytes": self.max_doc_bytes}
+                elif not text.strip():
+                    reason, detail = "empty_text", {"chars": len(text)}
+                else:
+                    g = garbage_ratio(text)
+                    if g > self.max_garbage:
+                        reason, detail = "binary_garbage", {"garbage_ratio": round(g, 4),
+                                                            "max_garbage_ratio": self.max_garbage}
+        if reason:
+            return self.bad(key, reason, detail, text=text, url=url, meta=meta, lang=lang)
+        key = self.unique(key)
+        return {"id": make_id(self.name, self.rel, key), "source": self.name, "tier": self.tier,
+                "url": _clean(url) if url else None, "text": text, "meta": _clean(self._meta(key, meta)),
+                "lang_declared": lang if lang is not None else self.lang}
+
+    def bad(self, key: str, reason: str, detail: dict | str | None, text: str = "",
+            url: str | None = None, meta: dict | None = None, lang: str | None = None) -> dict:
+        """A quarantine record (``text`` cut to a snippet)."""
+        assert reason in REASONS, reason
+        key = self.unique(key)
+        return {"id": make_id(self.name, self.rel, key), "source": self.name, "tier": self.tier,
+                "url": _clean(url) if url else None, "text": snippet(text or ""),
+                "meta": _clean(self._meta(key, meta)),
+                "lang_declared": lang if lang is not None else self.lang,
+                "reason": reason,
+                "detail": detail if isinstance(detail, str) else json.dumps(_clean(detail or {}), ensure_ascii=False,
+                                                                             sort_keys=True)}
+
+    # -------------------------------------------------------------- line streaming
+    def sniff_binary(self) -> bool:
+        """True if the first 8 KiB of the (decompressed) file are mostly control bytes."""
+        try:
+            with _open_binary(self.path) as fh:
+                head = fh.read(8192)
+        except _GZIP_ERRORS:
+            return False
+        return control_byte_ratio(head) > self.max_garbage
+
+    def lines(self, strip_bom: bool = True) -> Iterator[tuple[int, str] | dict]:
+        """Stream the decoded lines of the file: ``(lineno, line)`` (1-based, without the line
+        end) for good lines; a quarantine ``dict`` for a line that is binary, not UTF-8 or longer
+        than ``max_doc_bytes``; a final ``truncated_gzip`` ``dict`` if the stream breaks."""
+        limit = self.max_doc_bytes
+        lineno = 0
+        with _open_binary(self.path) as fh:
+            while True:
+                try:
+                    raw = fh.readline(limit + 1)
+                except _GZIP_ERRORS as e:
+                    yield self.bad(f"truncated@L{lineno + 1}", "truncated_gzip",
+                                   {"error": f"{type(e).__name__}: {e}", "lines_read": lineno,
+                                    "note": "the rest of the file could not be read"})
+                    return
+                if not raw:
+                    return
+                lineno += 1
+                if len(raw) > limit and not raw.endswith(b"\n"):
+                    total, head = len(raw), raw[:SNIPPET_BYTES]
+                    try:
+                        while True:
+                            more = fh.readline(1 << 20)
+                            total += len(more)
+                            if not more or more.endswith(b"\n"):
+                                break
+                    except _GZIP_ERRORS as e:
+                        yield self.bad(f"L{lineno}", "doc_too_large", {"bytes_at_least": total,
+                                                                       "max_doc_bytes": limit},
+                                       text=_bytes_snippet(head), meta={"line": lineno})
+                        yield self.bad(f"truncated@L{lineno + 1}", "truncated_gzip",
+                                       {"error": f"{type(e).__name__}: {e}", "lines_read": lineno})
+                        return
+                    yield self.bad(f"L{lineno}", "doc_too_large", {"bytes": total, "max_doc_bytes": limit},
+                                   text=_bytes_snippet(head), meta={"line": lineno})
+                    continue
+                line = raw.rstrip(b"\r\n")
+                if lineno == 1 and strip_bom and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]
+                cr = control_byte_ratio(line)
+                if cr > self.max_garbage:
+                    yield self.bad(f"L{lineno}", "binary_garbage",
+                                   {"control_byte_ratio": round(cr, 4), "line": lineno},
+                                   text=_bytes_snippet(line), meta={"line": lineno})
+                    continue
+                try:
+                    yield lineno, line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield self.bad(f"L{lineno}", "invalid_utf8",
+                                   {"line": lineno, "position": e.start, "error": e.reason},
+                                   text=_bytes_snippet(line), meta={"line": lineno})
+
+
+def _is_truncation(rec: Any) -> bool:
+    return isinstance(rec, dict) and rec.get("reason") == "truncated_gzip"
+
+
+# ----------------------------------------------------------------------------- grouping
+class _Group:
+    """Accumulates lines of one document: key, line numbers, texts, size."""
+
+    __slots__ = ("gkey", "first", "last", "items", "nbytes", "extra")
+
+    def __init__(self, gkey: str, lineno: int):
+        self.gkey, self.first, self.last = gkey, lineno, lineno
+        self.items: list = []
+        self.nbytes = 0
+        self.extra: dict = {}
+
+    def add(self, lineno: int, item, nbytes: int) -> None:
+        self.items.append(item)
+        self.last = lineno
+        self.nbytes += nbytes
+
+
+# ----------------------------------------------------------------------------- formats
+def _read_jsonl(f: _File) -> Iterator[dict]:
+    """JSON lines in CCNet / dolma form: text under ``text_field`` (default ``text``, then
+    ``raw_content``), id under ``id``, URL under ``url`` or ``metadata.url``; other fields go to
+    ``meta.fields`` (values longer than 2 KiB when serialised are dropped from meta)."""
+    text_fields = f.opts.get("text_field", ["text", "raw_content"])
+    text_fields = text_fields if isinstance(text_fields, list) else [text_fields]
+    lang_field = f.opts.get("lang_field")  # a field holding a *declared* language, if any
+    if f.sniff_binary():
+        yield f.bad("file", "binary_garbage", {"note": "file is binary (first 8 KiB)"})
+        return
+    for item in f.lines():
+        if isinstance(item, dict):
+            yield item
+            continue
+        lineno, line = item
+        if not line.strip():
+            continue  # blank separator line: not a record
+        key = f"L{lineno}"
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            yield f.bad(key, "bad_json", {"line": lineno, "error": str(e)}, text=line, meta={"line": lineno})
+            continue
+        if not isinstance(obj, dict):
+            yield f.bad(key, "missing_field", {"line": lineno, "error": f"JSON {type(obj).__name__}, not an object"},
+                        text=line, meta={"line": lineno})
+            continue
+        text = next((obj[k] for k in text_fields if isinstance(obj.get(k), str)), None)
+        rid = obj.get("id")
+        key = f"id:{rid}" if rid is not None else key
+        md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        url = obj.get("url") or md.get("url")
+        url = url if isinstance(url, str) else None
+        fields = {}
+        for k, v in obj.items():
+            if k in text_fields:
+                continue
+            try:
+                if len(json.dumps(v, ensure_ascii=False)) <= 2048:
+                    fields[k] = v
+            except (TypeError, ValueError):
+                pass
+        meta = {"line": lineno, "json_id": None if rid is None else str(rid), "fields": fields}
+        lang = to_iso639_1(obj.get(lang_field)) if lang_field and isinstance(obj.get(lang_field), str) else None
+        if text is None:
+            yield f.bad(key, "missing_field", {"line": lineno, "error": f"no string field among {text_fields}",
+                                               "fields": sorted(obj)[:50]},
+                        text=line, url=url, meta=meta, lang=lang)
+            continue
+        yield f.doc(key, text, url=url, meta=meta, lang=lang)
+
+
+def _read_lines(f: _File) -> Iterator[dict]:
+    """One sentence per line; every ``lines_per_doc`` non-blank lines form a document (text =
+    the lines joined by ``\\n``)."""
+    n = int(f.opts.get("lines_per_doc", DEFAULT_LINES_PER_DOC))
+    if f.sniff_binary():
+        yield f.bad("file", "binary_garbage", {"note": "file is binary (first 8 KiB)"})
+        return
+    g: _Group | None = None
+
+    def flush(grp: _Group, incomplete: bool = False):
+        meta = {"lines": [grp.first, grp.last], "n_lines": len(grp.items)}
+        if incomplete:
+            meta["incomplete"] = True
+        return f.doc(f"L{grp.first}", "\n".join(grp.items), meta=meta)
+
+    for item in f.lines():
+        if isinstance(item, dict):
+            if _is_truncation(item) and g is not None:
+                yield flush(g, incomplete=True)
+                g = None
+            yield item
+            continue
+        lineno, line = item
+        if not line.strip():
+            continue
+        if g is None:
+            g = _Group("", lineno)
+        g.add(lineno, line.strip(), len(line))
+        if len(g.items) >= n or g.nbytes > f.max_doc_bytes // 2:
+            yield flush(g)
+            g = None
+    if g is not None:
+        yield flush(g)
+
+
+def _find_upwards(f: _File, name: str, option: str) -> str | None:
+    """``options[option]`` (relative to data_root) or the first ``name`` found in the file's
+    folder or its parents up to data_root."""
+    if f.opts.get(option):
+        p = os.path.join(f.data_root, f.opts[option])
+        return p if os.path.exists(p) else None
+    d = os.path.dirname(os.path.abspath(f.path))
+    root = os.path.abspath(f.data_root)
+    while True:
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            return p
+        if d == root or os.path.dirname(d) == d:
+            return None
+        d = os.path.dirname(d)
+
+
+_DOC_IDS_CACHE: dict[str, list[str]] = {}
+
+
+def _ntrex_doc_ids(path: str) -> list[str]:
+    if path not in _DOC_IDS_CACHE:
+        with open(path, encoding="utf-8") as fh:
+            _DOC_IDS_CACHE[path] = [ln.strip() for ln in fh]
+    return _DOC_IDS_CACHE[path]
+
+
+def _read_ntrex(f: _File) -> Iterator[dict]:
+    """NTREX line files: consecutive lines with the same id in ``DOCUMENT_IDS.tsv`` (found next
+    to the file or in a parent folder; ``options.doc_ids`` overrides) form one document. Lines
+    beyond the id list are grouped as ``missing_field`` records."""
+    ids_path = _find_upwards(f, "DOCUMENT_IDS.tsv", "doc_ids")
+    if ids_path is None:
+        yield f.bad("file", "missing_field", {"error": "DOCUMENT_IDS.tsv not found (set options.doc_ids)"})
+        return
+    ids = _ntrex_doc_ids(ids_path)
+    g: _Group | None = None
+
+    def flush(grp: _Group, incomplete: bool = False):
+        meta = {"doc_id": grp.gkey, "lines": [grp.first, grp.last], "n_lines": len(grp.items)}
+        if incomplete:
+            meta["incomplete"] = True
+        if grp.gkey == "":
+            return f.bad(f"L{grp.first}", "missing_field",
+                         {"error": f"lines {grp.first}-{grp.last} have no entry in DOCUMENT_IDS.tsv "
+                                   f"({len(ids)} ids)"}, text="\n".join(grp.items), meta=meta)
+        return f.doc(f"{grp.gkey}@L{grp.first}", "\n".join(grp.items), meta=meta)
+
+    for item in f.lines():
+        if isinstance(item, dict):
+            if _is_truncation(item) and g is not None:
+                yield flush(g, incomplete=True)
+                g = None
+            yield item
+            continue
+        lineno, line = item
+        did = ids[lineno - 1] if lineno <= len(ids) else ""
+        if g is not None and g.gkey != did:
+            yield flush(g)
+            g = None
+        if g is None:
+            g = _Group(did, lineno)
+        g.add(lineno, line.strip(), len(line))
+    if g is not None:
+        yield flush(g)
+
+
+def _read_ntrex_parallel(f: _File) -> Iterator[dict]:
+    """NTREX reference file aligned by line with the English source (``options.src``, relative
+    to data_root, default ``newstest2019-src.eng.txt`` next to DOCUMENT_IDS.tsv), grouped by
+    document into parallel docs (meta ``src_lang``, ``tgt_lang``, ``pairs``)."""
+    ids_path = _find_upwards(f, "DOCUMENT_IDS.tsv", "doc_ids")
+    src_path = (os.path.join(f.data_root, f.opts["src"]) if f.opts.get("src")
+                else os.path.join(os.path.dirname(ids_path or f.path), "newstest2019-src.eng.txt"))
+    if ids_path is None or not os.path.exists(src_path):
+        yield f.bad("file", "missing_field", {"error": "DOCUMENT_IDS.tsv or the English source file not found",
+                                              "src": src_path})
+        return
+    ids = _ntrex_doc_ids(ids_path)
+    src_file = _File(src_path, {**f.source, "lang": "en"}, f.data_root)
+    src_lines = {}
+    for item in src_file.lines():
+        if not isinstance(item, dict):
+            src_lines[item[0]] = item[1].strip()
+    g: _Group | None = None
+
+    def flush(grp: _Group, incomplete: bool = False):
+        meta = {"doc_id": grp.gkey, "lines": [grp.first, grp.last], "src_lang": "en",
+                "tgt_lang": f.lang, "pairs": grp.items, "src_path": os.path.relpath(src_path, f.data_root)}
+        if incomplete:
+            meta["incomplete"] = True
+        text = "\n".join(p[1] for p in grp.items)
+        if grp.gkey == "" or any(p[0] is None for p in grp.items):
+            return f.bad(f"L{grp.first}", "missing_field", {"error": "lines without a document id or "
+                                                                     "without an English source line"},
+                         text=text, meta=meta)
+        return f.doc(f"{grp.gkey}@L{grp.first}", text, meta=meta)
+
+    for item in f.lines():
+        if isinstance(item, dict):
+            if _is_truncation(item) and g is not None:
+                yield flush(g, incomplete=True)
+                g = None
+            yield item
+            continue
+        lineno, line = item
+        did = ids[lineno - 1] if lineno <= len(ids) else ""
+        if g is not None and g.gkey != did:
+            yield flush(g)
+            g = None
+        if g is None:
+            g = _Group(did, lineno)
+        g.add(lineno, [src_lines.get(lineno), line.strip()], len(line))
+    if g is not None:
+        yield flush(g)
+
+
+#: How UD ``sent_id`` values encode documents (first match wins; group ``doc``):
+#: PUD ``n01001011`` = domain (n news / w wikipedia) + 2 digits original language + 3 digits
+#: document + 3 digits sentence (UD_*-PUD README); LassySmall ``wiki-1181.p.10.s.1`` =
+#: document.paragraph.sentence; IAHLTwiki ``iahltwiki_<article>-<n>``. GSD / VTB ids
+#: (``dev-s12``, ``train-s3``) carry no document: those sentences are chunked by
+#: ``sents_per_doc``.
+UD_DOC_PATTERNS = (
+    r"^(?P<doc>[nw]\d{5})\d{3}$",
+    r"^(?P<doc>.+?)\.p\.\d+\.s\.\d+$",
+    r"^(?P<doc>iahltwiki_.+)-\d+$",
+)
+
+
+def _read_ud(f: _File) -> Iterator[dict]:
+    """UD ``sent_id<TAB>text`` files: consecutive sentences of one document (see
+    :data:`UD_DOC_PATTERNS`, override with ``options.doc_patterns``) form one document (text
+    = sentences joined by ``\\n``); sentences without a document id are chunked by
+    ``options.sents_per_doc`` (default 20)."""
+    pats = [re.compile(p) for p in f.opts.get("doc_patterns", UD_DOC_PATTERNS)]
+    n = int(f.opts.get("sents_per_doc", DEFAULT_LINES_PER_DOC))
+    treebank = os.path.basename(f.path).split(".")[0]
+    g: _Group | None = None
+
+    def flush(grp: _Group, incomplete: bool = False):
+        meta = {"treebank": treebank, "doc_key": grp.gkey, "sent_ids": [s for s, _ in grp.items],
+                "lines": [grp.first, grp.last]}
+        if incomplete:
+            meta["incomplete"] = True
+        return f.doc(f"{grp.gkey}@L{grp.first}", "\n".join(t for _, t in grp.items), meta=meta)
+
+    for item in f.lines():
+        if isinstance(item, dict):
+            if _is_truncation(item) and g is not None:
+                yield flush(g, incomplete=True)
+                g = None
+            yield item
+            continue
+        lineno, line = item
+        if not line.strip():
+            continue
+        parts = line.split("\t", 1)
+        if len(parts) != 2 or not parts[1].strip():
+            yield f.bad(f"L{lineno}", "missing_field", {"line": lineno, "error": "expected sent_id<TAB>text"},
+                        text=line, meta={"line": lineno})
+            continue
+        sid, text = parts[0].strip(), parts[1].strip()
+        doc = next((m.group("doc") for p in pats for m in [p.match(sid)] if m), None)
+        if doc is None:
+            # no document in the id: chunk consecutive sentences
+            if g is not None and g.gkey.startswith("chunk@") and len(g.items) < n:
+                doc = g.gkey
+            else:
+                doc = f"chunk@{lineno}"
+        if g is not None and g.gkey != doc:
+            yield flush(g)
+            g = None
+        if g is None:
+            g = _Group(doc, lineno)
+        g.add(lineno, (sid, text), len(text))
+    if g is not None:
+        yield flush(g)
+
+
+def _pud_doc(sid: str) -> str:
+    m = re.match(UD_DOC_PATTERNS[0], sid)
+    return m.group("doc") if m else sid
+
+
+def _read_parallel_tsv(f: _File) -> Iterator[dict]:
+    """Parallel TSV (PUD pairs): columns ``sent_id, lang, en, xx`` (a header line naming them
+    is detected; ``options.columns`` overrides). Consecutive pairs of one language and one
+    document (document part of ``sent_id``, as in :data:`UD_DOC_PATTERNS`) form one parallel
+    document: text = the xx side joined by ``\\n``, meta ``src_lang``/``tgt_lang``/``pairs``,
+    ``lang_declared`` = xx."""
+    cols = f.opts.get("columns", ["sent_id", "lang", "en", "xx"])
+    g: _Group | None = None
+
+    def flush(grp: _Group, incomplete: bool = False):
+        lang = grp.extra["lang"]
+        meta = {"doc_key": grp.gkey, "src_lang": "en", "tgt_lang": lang,
+                "pairs": [[e, x] for _, e, x in grp.items], "sent_ids": [s for s, _, _ in grp.items],
+                "lines": [grp.first, grp.last]}
+        if incomplete:
+            meta["incomplete"] = True
+        return f.doc(f"{grp.gkey}@L{grp.first}", "\n".join(x for _, _, x in grp.items), meta=meta,
+                     lang=to_iso639_1(lang))
+
+    for item in f.lines():
+        if isinstance(item, dict):
+            if _is_truncation(item) and g is not None:
+                yield flush(g, incomplete=True)
+                g = None
+            yield item
+            continue
+        lineno, line = item
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if lineno == 1 and [p.strip() for p in parts] == list(cols):
+            continue  # header
+        if len(parts) != len(cols) or not all(p.strip() for p in parts):
+            yield f.bad(f"L{lineno}", "missing_field",
+                        {"line": lineno, "error": f"expected {len(cols)} non-empty columns {cols}, got {len(parts)}"},
+                        text=line, meta={"line": lineno})
+            continue
+        row = dict(zip(cols, (p.strip() for p in parts)))
+        lang, sid = row.get("lang") or f.lang or "", row.get("sent_id", f"L{lineno}")
+        gkey = f"{lang}:{_pud_doc(sid)}"
+        if g is not None and g.gkey != gkey:
+            yield flush(g)
+            g = None
+        if g is None:
+            g = _Group(gkey, lineno)
+            g.extra["lang"] = lang
+        g.add(lineno, (sid, row["en"], row["xx"]), len(line))
+    if g is not None:
+        yield flush(g)
+
+
+def _read_text(f: _File) -> Iterator[dict]:
+    """Plain text. Without options the whole file is one document. Books: a line matching
+    ``options.split_pattern`` (regex) starts a new document, and a document is also cut at a
+    line boundary once it reaches ``options.max_chunk_bytes``."""
+    split = re.compile(f.opts["split_pattern"]) if f.opts.get("split_pattern") else None
+    max_chunk = int(f.opts.get("max_chunk_bytes", 0)) or None
+    if f.sniff_binary():
+        yield f.bad("file", "binary_garbage", {"note": "file is binary (first 8 KiB)"})
+        return
+    g: _Group | None = None
+    too_large = False
+    chunk_no = 0
+
+    def flush(grp: _Group, incomplete: bool = False):
+        nonlocal chunk_no
+        chunk_no += 1
+        text = "\n".join(grp.items).strip("\n")
+        meta = {"lines": [grp.first, grp.last], "chunk": chunk_no}
+        if incomplete:
+            meta["incomplete"] = True
+        if grp.extra.get("too_large"):
+            return f.bad(f"L{grp.first}", "doc_too_large", {"bytes": grp.nbytes, "max_doc_bytes": f.max_doc_bytes},
+                         text=text, meta=meta)
+        if split is None and max_chunk is None:
+            return f.doc("file", text, meta=meta)
+        return f.doc(f"L{grp.first}", text, meta=meta)
+
+    for item in f.lines():
+        if isinstance(item, dict):
+            if _is_truncation(item) and g is not None:
+                yield flush(g, incomplete=True)
+                g = None
+            yield item
+            continue
+        lineno, line = item
+        starts = split is not None and split.search(line) is not None
+        full = max_chunk is not None and g is not None and g.nbytes >= max_chunk
+        if g is not None and (starts or full) and any(s.strip() for s in g.items):
+            yield flush(g)
+            g = None
+        if g is None:
+            g = _Group("", lineno)
+        nb = len(line.encode("utf-8")) + 1
+        if g.nbytes + nb > f.max_doc_bytes:
+            g.extra["too_large"] = True
+            g.nbytes += nb
+            g.last = lineno
+            continue  # keep counting, keep only the snippet already held
+        g.add(lineno, line.rstrip(), nb)
+    if g is not None:
+        yield flush(g)
+
+
+def _read_html(f: _File) -> Iterator[dict]:
+    """One raw HTML page per file: decoded (:func:`pipeline.extract.decode_html`) and
+    main-content extracted. ``INDEX.tsv`` next to the file (``local_file``, ``original_path``,
+    ``html_lang_attr``) gives the declared language, else the page's ``<html lang>``;
+    ``options.url_index`` (JSON ``{file: {"url": ...}}``, relative to data_root) gives URLs."""
+    from pipeline import extract as ex
+
+    cfg = ex.ExtractConfig.from_options(f.opts.get("extract"))
+    base = os.path.basename(f.path)
+    index = _html_index(_find_upwards(f, "INDEX.tsv", "index"))
+    row = index.get(base, {})
+    url = None
+    if f.opts.get("url_index"):
+        url = (_json_index(os.path.join(f.data_root, f.opts["url_index"])).get(base) or {}).get("url")
+    size = os.path.getsize(f.path)
+    meta = {"original_path": row.get("original_path")} if row else {}
+    if size > f.max_doc_bytes:
+        with open(f.path, "rb") as fh:
+            head = fh.read(SNIPPET_BYTES)
+        yield f.bad("file", "doc_too_large", {"bytes": size, "max_doc_bytes": f.max_doc_bytes},
+                    text=_bytes_snippet(head), url=url, meta=meta)
+        return
+    with open(f.path, "rb") as fh:
+        data = fh.read()
+    yield _html_record(f, "file", data, None, url, meta, cfg, declared_lang=row.get("html_lang_attr"))
+
+
+_HTML_INDEX_CACHE: dict[str, dict] = {}
+
+
+def _html_index(path: str | None) -> dict:
+    if not path:
+        return {}
+    if path not in _HTML_INDEX_CACHE:
+        rows = {}
+        with open(path, encoding="utf-8") as fh:
+            header = fh.readline().rstrip("\n").split("\t")
+            for ln in fh:
+                vals = ln.rstrip("\n").split("\t")
+                r = dict(zip(header, vals))
+                if r.get("local_file"):
+                    rows[r["local_file"]] = r
+        _HTML_INDEX_CACHE[path] = rows
+    return _HTML_INDEX_CACHE[path]
+
+
+def _json_index(path: str) -> dict:
+    if path not in _HTML_INDEX_CACHE:
+        with open(path, encoding="utf-8") as fh:
+            _HTML_INDEX_CACHE[path] = json.load(fh)
+    return _HTML_INDEX_CACHE[path]
+
+
+def _html_record(f: _File, key: str, data: bytes, http_charset: str | None, url: str | None,
+                 meta: dict, cfg, declared_lang: str | None = None) -> dict:
+    """Decode + extract one HTML payload into a document or quarantine record."""
+    from pipeline import extract as ex
+
+    meta = dict(meta)
+    cr = control_byte_ratio(data[:65536])
+    if cr > f.max_garbage:
+        return f.bad(key, "binary_garbage", {"control_byte_ratio": round(cr, 4)}, text=_bytes_snippet(data),
+                     url=url, meta=meta)
+    try:
+        dec = ex.decode_html(data, http_charset)
+    except ex.DecodeError as e:
+        return f.bad(key, e.reason, e.detail, text=_bytes_snippet(data), url=url, meta=meta)
+    meta.update({"charset": dec.encoding, "charset_source": dec.encoding_source})
+    if dec.replaced:
+        meta["charset_replaced"] = dec.replaced
+    attr = declared_lang if declared_lang not in (None, "", "?") else ex.html_lang(dec.text)
+    if attr:
+        meta["html_lang"] = attr
+    lang = f.lang or to_iso639_1(attr)
+    meta["extractor"] = cfg.extractor
+    try:
+        text = ex.extract_main_text(dec.text, url=url, config=cfg)
+    except Exception as e:  # the extractor's own failure: quarantine, keep going
+        return f.bad(key, "extraction_failed", {"error": f"{type(e).__name__}: {e}"}, text=dec.text, url=url,
+                     meta=meta, lang=lang)
+    meta["html_bytes"] = len(data)
+    return f.doc(key, text, url=url, meta=meta, lang=lang)
+
+
+# ----------------------------------------------------------------------------- WARC
+_NON_DOC_TYPES = {"warcinfo", "request", "metadata", "revisit", "continuation"}
+_DEFAULT_SKIP_SCHEMES = ("metadata", "dns", "filedesc")
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
+_WARC_HEADERS_KEPT = ("WARC-Date", "WARC-Type", "WARC-Record-ID", "WARC-Refers-To", "WARC-TREC-ID",
+                      "WARC-Identified-Content-Language", "WARC-Identified-Payload-Type", "WARC-Payload-Digest")
+
+
+def _read_warc(f: _File) -> Iterator[dict]:
+    """WARC / ARC records through warcio (see the module docstring for which records are
+    documents). A record whose header does not parse yields ``warc_bad_header`` and the reader
+    resynchronises on the next record (next gzip member, or next ``WARC/`` line when the file
+    is not compressed). A gzip file is first checked member by member
+    (:func:`gzip_first_bad_member`, warcio itself silently drops or cuts records of a truncated
+    member): records from the first truncated / corrupt member on become one ``truncated_gzip``
+    record."""
+    if f.opts.get("parser") == "lenient":
+        yield from _read_wet_lenient(f)
+        return
+    from pipeline import extract as ex
+    from warcio.archiveiterator import ArchiveIterator
+    from warcio.exceptions import ArchiveLoadFailed
+
+    cfg = ex.ExtractConfig.from_options(f.opts.get("extract"))
+    skip_schemes = tuple(f.opts.get("skip_uri_schemes", _DEFAULT_SKIP_SCHEMES))
+    with open(f.path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        bad = gzip_first_bad_member(f.path) if gz else None
+        limit = bad[0] if bad else None
+        start: int | None = 0
+        resyncs = 0
+        while start is not None and (limit is None or start < limit):
+            raw.seek(start)
+            it = ArchiveIterator(raw, arc2warc=True)
+            next_start = None
+            try:
+                for rec in it:
+                    if limit is not None and it.offset >= limit:
+                        break
+                    out = _warc_record(f, rec, it, cfg, skip_schemes)
+                    if out is not None:
+                        yield out
+            except Exception as e:
+                off = it.offset
+                if limit is not None and off >= limit:
+                    pass  # inside the truncated member: reported below
+                elif isinstance(e, (ArchiveLoadFailed, _BadRecord, ValueError, KeyError, IndexError)):
+                    resyncs += 1
+                    yield f.bad(f"offset:{off}", "warc_bad_header",
+                                {"offset": off, "error": f"{type(e).__name__}: {e}"}, meta={"offset": off})
+                    next_start = _resync(raw, off + 1, gz) if resyncs <= 100000 else None
+                elif isinstance(e, _GZIP_ERRORS):
+                    limit = off
+                    bad = (off, f"{type(e).__name__}: {e}")
+                else:
+                    raise
+            start = next_start
+    if bad:
+        yield f.bad(f"truncated@{bad[0]}", "truncated_gzip",
+                    {"offset": bad[0], "error": bad[1],
+                     "note": "gzip member truncated or corrupt: the records from this offset on are not read"},
+                    meta={"offset": bad[0]})
+
+
+def gzip_first_bad_member(path: str, chunk: int = 1 << 20) -> tuple[int, str] | None:
+    """Check a (multi-member) gzip file without keeping its output.
+
+    Returns:
+        None if every member decompresses to its end, else ``(offset, error)``: the compressed
+        byte offset where the first truncated or corrupt member starts, and what went wrong.
+    """
+    with open(path, "rb") as fh:
+        d = zlib.decompressobj(31)
+        consumed = member_start = 0
+        fed = False
+        while True:
+            buf = fh.read(chunk)
+            if not buf:
+                return (member_start, "EOFError: file ends inside a gzip member") if fed else None
+            while buf:
+                try:
+                    d.decompress(buf, 1 << 22)
+                except zlib.error as e:
+                    return member_start, f"zlib.error: {e}"
+                if d.eof:
+                    consumed += len(buf) - len(d.unused_data)
+                    buf = d.unused_data
+                    member_start = consumed
+                    d = zlib.decompressobj(31)
+                    fed = False
+                else:
+                    tail = d.unconsumed_tail
+                    consumed += len(buf) - len(tail)
+                    buf = tail
+                    fed = True
+
+
+class _BadRecord(Exception):
+    """Internal: a WARC record whose header warcio accepted but is not usable."""
+
+
+def _check_header(rec) -> None:
+    """Raise :class:`_BadRecord` for a WARC header warcio parses leniently but that cannot be
+    trusted: no ``WARC-Type``, a non-numeric ``Content-Length``, or an ``application/http``
+    response without parsable HTTP headers (its payload would be read as the next record)."""
+    if getattr(rec, "format", "warc") != "warc":
+        return  # ARC records: warcio synthesises the WARC header
+    h = rec.rec_headers
+    if not h.get_header("WARC-Type"):
+        raise _BadRecord("no WARC-Type header")
+    cl = h.get_header("Content-Length")
+    if cl is None or not cl.strip().isdigit():
+        raise _BadRecord(f"Content-Length is {cl!r}")
+    ct = (h.get_header("Content-Type") or "").lower()
+    if rec.rec_type == "response" and ct.startswith("application/http") and rec.http_headers is None \
+            and int(cl.strip()) > 0:
+        raise _BadRecord("response without HTTP headers")
+
+
+def _resync(raw, pos: int, gz: bool) -> int | None:
+    """Offset of the next record start at or after ``pos`` (gzip magic, or ``WARC/``/ARC line
+    start for uncompressed files), or None."""
+    pat = re.compile(rb"\x1f\x8b\x08" if gz else rb"(?:^|\n)(WARC/\d|\S+ \d+\.\d+\.\d+\.\d+ \d{14} )")
+    carry = b""
+    raw.seek(pos)
+    base = pos
+    while True:
+        block = raw.read(1 << 20)
+        if not block:
+            return None
+        buf = carry + block
+        m = pat.search(buf)
+        if m:
+            s = m.start(1) if not gz else m.start()
+            return base - len(carry) + s
+        carry = buf[-64:]
+        base += len(block)
+
+
+def _warc_record(f: _File, rec, it, cfg, skip_schemes: tuple) -> dict | None:
+    """One warcio record -> document / quarantine record / None (not a document)."""
+    _check_header(rec)
+    rtype = rec.rec_type
+    if rtype in _NON_DOC_TYPES:
+        return None
+    h = rec.rec_headers
+    url = (h.get_header("WARC-Target-URI") or "").strip().strip("<>") or None
+    if rtype == "resource" and url and url.split(":", 1)[0].lower() in skip_schemes:
+        return None
+    rid = h.get_header("WARC-Record-ID") or ""
+    off = it.offset
+    key = rid or f"offset:{off}"
+    meta: dict = {"offset": off, "warc": {k: h.get_header(k) for k in _WARC_HEADERS_KEPT if h.get_header(k)}}
+    http = rec.http_headers
+    ctype = None
+    if http is not None and rtype == "response":
+        try:
+            meta["http_status"] = int(http.get_statuscode() or 0)
+        except ValueError:
+            meta["http_status"] = None
+        ctype = http.get_header("Content-Type")
+    else:
+        ctype = h.get_header("Content-Type")
+    meta["content_type"] = ctype
+    length = rec.length or 0
+    if length > f.max_doc_bytes:
+        return f.bad(key, "doc_too_large", {"bytes": length, "max_doc_bytes": f.max_doc_bytes}, url=url, meta=meta)
+    try:
+        data = rec.content_stream().read(f.max_doc_bytes + 1)
+    except _GZIP_ERRORS:
+        raise
+    except Exception as e:  # e.g. broken chunked / content encoding of the HTTP payload
+        return f.bad(key, "warc_bad_header", {"error": f"payload: {type(e).__name__}: {e}"}, url=url, meta=meta)
+    if len(data) > f.max_doc_bytes:
+        return f.bad(key, "doc_too_large", {"bytes_at_least": len(data), "max_doc_bytes": f.max_doc_bytes},
+                     text=_bytes_snippet(data), url=url, meta=meta)
+    mime = (ctype or "").split(";")[0].strip().lower()
+    if rtype == "conversion" or mime == "text/plain":
+        cr = control_byte_ratio(data[:65536])
+        if cr > f.max_garbage:
+            return f.bad(key, "binary_garbage", {"control_byte_ratio": round(cr, 4)}, text=_bytes_snippet(data),
+                         url=url, meta=meta)
+        charset = ex_charset(ctype) or "utf-8"
+        try:
+            text = data.decode(charset)
+        except (UnicodeDecodeError, LookupError) as e:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                return f.bad(key, "invalid_utf8", {"charset": charset, "error": str(e)}, text=_bytes_snippet(data),
+                             url=url, meta=meta)
+        return f.doc(key, text.strip(), url=url, meta=meta)
+    sniff = data[:1024].lstrip().lower()
+    if mime in _HTML_TYPES or (not mime and (sniff.startswith(b"<!doctype html") or sniff.startswith(b"<html"))):
+        return _html_record(f, key, data, ex_charset(ctype), url, meta, cfg)
+    return f.bad(key, "unsupported_content_type", {"content_type": ctype}, text="", url=url, meta=meta)
+
+
+def ex_charset(ctype: str | None) -> str | None:
+    """``charset=`` of a Content-Type header value (see :func:`pipeline.extract.charset_from_content_type`)."""
+    from pipeline.extract import charset_from_content_type
+
+    return charset_from_content_type(ctype)
+
+
+def _read_wet_lenient(f: _File) -> Iterator[dict]:
+    """cc_net-style WET parser: records start at a ``WARC/1.x`` line, the header ends at the
+    first blank line, the body runs to the next ``WARC/1.x`` line (Content-Length ignored).
+    Only ``conversion`` records are documents."""
+    cur: dict | None = None
+
+    def finish(r: dict):
+        hdr = r["headers"]
+        key = hdr.get("WARC-Record-ID") or f"L{r['line']}"
+        if "WARC-Type" not in hdr or r["bad_header"]:
+            return f.bad(key, "warc_bad_header", {"line": r["line"], "error": "header without WARC-Type or "
+                                                  "with lines that are not 'Name: value'"},
+                         text="\n".join(r["body"]), meta={"line": r["line"]})
+        if hdr["WARC-Type"] != "conversion":
+            return None
+        meta = {"line": r["line"], "warc": {k: hdr[k] for k in _WARC_HEADERS_KEPT if k in hdr},
+                "content_type": hdr.get("Content-Type")}
+        url = hdr.get("WARC-Target-URI")
+        return f.doc(key, "\n".join(r["body"]).strip(), url=url, meta=meta)
+
+    for item in f.lines():
+        if isinstance(item, dict):
+            if cur is not None and _is_truncation(item):
+                out = finish(cur)
+                cur = None
+                if out is not None:
+                    out["meta"]["incomplete"] = True
+                    yield out
+            yield item
+            continue
+        lineno, line = item
+        if re.match(r"^WARC/1\.\d\s*$", line):
+            if cur is not None:
+                out = finish(cur)
+                if out is not None:
+                    yield out
+            cur = {"line": lineno, "headers": {}, "body": [], "in_header": True, "bad_header": False}
+            continue
+        if cur is None:
+            continue  # bytes before the first record: not part of any record
+        if cur["in_header"]:
+            if not line.strip():
+                cur["in_header"] = False
+            elif ":" in line:
+                k, v = line.split(":", 1)
+                cur["headers"][k.strip()] = v.strip()
+            else:
+                cur["bad_header"] = True
+        else:
+            cur["body"].append(line)
+    if cur is not None:
+        out = finish(cur)
+        if out is not None:
+            yield out
+
+
+FORMATS = {
+    "warc": _read_warc,
+    "wet": _read_warc,
+    "html": _read_html,
+    "jsonl": _read_jsonl,
+    "ntrex": _read_ntrex,
+    "ntrex_parallel": _read_ntrex_parallel,
+    "ud": _read_ud,
+    "lines": _read_lines,
+    "text": _read_text,
+    "parallel_tsv": _read_parallel_tsv,
+}
+
+
+def read_source_file(path: str, source: dict, data_root: str) -> Iterator[dict]:
+    """Stream the records of one file of a source (see the module docstring for the record
+    layout and formats).
+
+    Args:
+        path: the file (as returned by :func:`list_source_files`).
+        source: the source entry (``name``, ``format``, ``tier``, ``lang``/``lang_from``,
+            ``options``, ``max_doc_bytes``).
+        data_root: root the ids and ``meta.path`` are relative to.
+
+    Yields:
+        One dict per record: a document, or a quarantine record with ``reason``/``detail``.
+        Never raises for bad content: an unreadable file gives one ``unreadable_file`` record,
+        an unexpected reader error one ``reader_error`` record standing for the rest of the file.
+
+    Raises:
+        ValueError: unknown ``format`` (a configuration error, not bad content).
+    """
+    if source.get("format") not in FORMATS:
+        raise ValueError(f"source {source.get('name')!r}: unknown format {source.get('format')!r}")
+    f = _File(path, source, data_root)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        yield f.bad("file", "unreadable_file", {"error": f"{type(e).__name__}: {e}"})
+        return
+    n = 0
+    try:
+        for rec in FORMATS[source["format"]](f):
+            n += 1
+            yield rec
+    except _GZIP_ERRORS as e:
+        yield f.bad(f"truncated@{n}", "truncated_gzip", {"error": f"{type(e).__name__}: {e}", "records_read": n,
+                                                         "note": "the rest of the file could not be read"})
+    except Exception as e:  # a reader bug or an unforeseen format problem: account, never crash
+        yield f.bad(f"error@{n}", "reader_error", {"error": f"{type(e).__name__}: {e}", "records_read": n,
+                                                   "traceback": traceback.format_exc(limit=5)[-2000:]})
