@@ -11,7 +11,7 @@ MASTER ?=
 STAGE_ARGS = --out $(OUT) --config $(CONFIG) --data-root $(DATA) $(if $(MASTER),--master $(MASTER),)
 STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup system-deps corpus ingest langid rules quality dedup shard report test test-fast bench clean
+.PHONY: tools quality-models help setup system-deps corpus ingest langid rules quality dedup shard report test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -42,6 +42,12 @@ test: setup  ## run the whole test suite
 
 bench: setup  ## run every benchmark in bench/ and print the figures
 	@set -e; for f in bench/bench_*.py; do echo "=== $$f"; $(PY) $$f; done
+
+tools: $(STAMP)  ## build KenLM's lmplz and build_binary from the kenlm sdist into .venv/bin (once)
+	@bash tools/build_kenlm.sh $(VENV)
+
+quality-models: $(STAMP) tools  ## train the quality models (SentencePiece + KenLM per language, fastText classifier) from $(OUT)/langid
+	$(PY) -m jobs.train_quality_models --out $(OUT) --config $(CONFIG) $(if $(FORCE),--force,)
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build spark-warehouse metastore_db derby.log

@@ -1,0 +1,461 @@
+"""Train the quality models (``make quality-models``): per language a SentencePiece model and a
+5-gram KenLM, and one multilingual fastText reference-vs-web classifier.
+
+Input: the ``langid`` stage output (``<out>/langid/``: docs with ``tier``, ``lang``; read with
+pyarrow on the machine running this job). Output: ``<out>/models/quality/`` with
+``manifest.json`` (paths relative to it, training counts, held-out figures and the
+calibrated per-language thresholds the ``quality`` stage uses by default)::
+
+    quality-<lang>.sp.model (+ .sp.vocab)   SentencePiece unigram model on normalised text
+    quality-<lang>.kenlm.binary             5-gram KenLM (lmplz -o 5, build_binary)
+    quality-classifier.bin                  fastText supervised, wordNgrams=2, labels ref/web
+    manifest.json
+
+(File names are unique across languages because Spark ships files to executors by base name.)
+
+Recipe (CCNet, Wenzek et al. 2020 sec. 3.3; PolyLM, arXiv 2307.06018 sec. 3.1):
+
+* Positives / LM training text: the ``reference`` and ``book`` tiers (NTREX, UD, Leipzig,
+  UDHR, books). Negatives: the ``web`` tier. The ``parallel`` tier is left out: its text is a
+  copy of reference documents (PUD) and would leak across the split.
+* Split BEFORE training, by document group: ``sha1(group key)`` below ``--heldout-fraction``
+  goes to held-out. The group key is the source document the reader recorded in ``meta``
+  (``doc_id`` for NTREX and its regional variants, ``doc_key`` for UD/PUD) so translations
+  and near-duplicate variants of one document never straddle the split; UDHR (two copies per
+  language: text and HTML) is grouped per language; everything else by ``id``.
+* Text is normalised with :func:`filters.normalize.normalize` (the same call as scoring),
+  one paragraph per line.
+* Classifier: multilingual (one model). Web documents exist for only a few languages of the
+  sample (mostly en, de, zh, ru, nl, ja, and a few es/fr/pl/pt pages), so a per-language
+  classifier cannot be trained for most languages; one model shares what marks web junk
+  (navigation/boilerplate pieces, shop/spam vocabulary, number patterns) across languages.
+  Its input is the document's SentencePiece pieces (from its language's model), which also
+  gives word-like units for zh/ja/th text without spaces. Web lines are oversampled to
+  balance the classes. Caveat: for languages without web examples the classifier has seen
+  only positives, so their scores say little; their calibrated threshold is then left at
+  the reference-based floor.
+* Thresholds (calibration on held-out reference documents, ``--reference-keep`` q):
+  ``max_ppl`` = the q-quantile of held-out reference ppl and ``min_quality_score`` =
+  min(0.5, the (1-q)-quantile of held-out reference classifier scores), so each filter removes
+  about 1-q of unseen clean text. Override them per language in ``quality.thresholds``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from filters.normalize import normalize
+from filters.quality import (LABEL_REF, LABEL_WEB, MANIFEST, PerplexityModel, QualityClassifier,
+                             classifier_line, roc_auc)
+
+POSITIVE_TIERS = ("reference", "book")
+NEGATIVE_TIERS = ("web",)
+CJK_LANGS = {"zh", "ja", "ko"}
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr with a UTC timestamp."""
+    sys.stderr.write(time.strftime("%H:%M:%S ", time.gmtime()) + "[quality-models] " + msg + "\n")
+    sys.stderr.flush()
+
+
+# ------------------------------------------------------------------ tools
+def find_tool(name: str, explicit: str | None = None) -> str:
+    """Path of a KenLM program (``lmplz`` / ``build_binary``): ``explicit``, else next to the
+    running Python (the venv's bin, where ``make tools`` installs it), else ``$PATH``.
+
+    Raises:
+        FileNotFoundError: not found (the message says to run ``make tools``).
+    """
+    if explicit:
+        if not os.path.exists(explicit):
+            raise FileNotFoundError(f"{name} not found at {explicit}")
+        return explicit
+    cand = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.exists(cand):
+        return cand
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FileNotFoundError(f"KenLM's {name} not found: run `make tools` (builds it into .venv/bin)")
+
+
+# ------------------------------------------------------------------ data
+def split_key(doc_id: str, source: str, lang: str, meta: str | None) -> str:
+    """The group key that decides a document's train / held-out split (see module docstring)."""
+    m = {}
+    if meta:
+        try:
+            m = json.loads(meta)
+        except (ValueError, TypeError):
+            m = {}
+    if isinstance(m, dict):
+        if m.get("doc_id"):
+            return f"doc:{m['doc_id']}"
+        if m.get("doc_key"):
+            return f"doc:{m['doc_key']}"
+    if source and source.startswith("udhr"):
+        return f"udhr:{lang}"
+    return f"id:{doc_id}"
+
+
+def is_heldout(key: str, fraction: float) -> bool:
+    """True if ``key`` falls in the held-out fraction (sha1 of the key, deterministic)."""
+    h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big")
+    return h / 2.0 ** 64 < fraction
+
+
+def load_docs(path: str, languages: list[str] | None = None) -> list[dict]:
+    """Read the langid-stage parquet at ``path`` (kept docs) with pyarrow.
+
+    Returns:
+        list of dicts with ``id, source, tier, lang, text, meta`` (languages filtered).
+
+    Raises:
+        FileNotFoundError: ``path`` has no ``_SUCCESS`` (the stage did not finish).
+    """
+    import pyarrow.dataset as ds
+
+    local = path[len("file:"):] if path.startswith("file:") else path
+    if "://" not in local and not os.path.exists(os.path.join(local, "_SUCCESS")):
+        raise FileNotFoundError(f"{path} has no _SUCCESS: run `make langid` first")
+    cols = ["id", "source", "tier", "lang", "text", "meta"]
+    table = ds.dataset(local, format="parquet").to_table(columns=cols)
+    rows = table.to_pylist()
+    if languages:
+        keep = set(languages)
+        rows = [r for r in rows if r["lang"] in keep]
+    return rows
+
+
+def assign_splits(docs: list[dict], heldout_fraction: float) -> None:
+    """Add ``split`` (``train`` | ``heldout``) and ``label`` (``ref`` | ``web`` | None) in place."""
+    for d in docs:
+        key = split_key(d["id"], d.get("source") or "", d.get("lang") or "", d.get("meta"))
+        d["split"] = "heldout" if is_heldout(key, heldout_fraction) else "train"
+        tier = d.get("tier")
+        d["label"] = "ref" if tier in POSITIVE_TIERS else ("web" if tier in NEGATIVE_TIERS else None)
+
+
+# ------------------------------------------------------------------ per-language LM
+def train_sentencepiece(text_file: str, prefix: str, lang: str, vocab_size: int, seed: int) -> int:
+    """Train a unigram SentencePiece model (``prefix.model``) on normalised paragraphs.
+
+    ``vocab_size`` is an upper bound: on small data SentencePiece lowers it
+    (``hard_vocab_limit=False``). Returns the vocabulary size of the trained model.
+    """
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(
+        input=text_file, model_prefix=prefix, vocab_size=vocab_size, model_type="unigram",
+        character_coverage=0.9995 if lang in CJK_LANGS else 1.0, hard_vocab_limit=False,
+        input_sentence_size=2_000_000, shuffle_input_sentence=True, seed_sentencepiece_size=200_000,
+        max_sentence_length=16384, num_threads=2, random_seed=seed, minloglevel=2,
+        split_digits=False, byte_fallback=False)
+    return spm.SentencePieceProcessor(model_file=prefix + ".model").get_piece_size()
+
+
+def train_kenlm(pieces_file: str, out_binary: str, order: int, lmplz: str, build_binary: str,
+                memory: str = "20%") -> None:
+    """``lmplz -o ORDER --discount_fallback`` on a pieces file, then ``build_binary``.
+
+    ``--discount_fallback`` (Kneser-Ney discounts fall back to defaults when count-of-counts are
+    degenerate) is needed on the few hundred kilobytes of text a language has in the sample.
+
+    Raises:
+        RuntimeError: lmplz or build_binary failed (its stderr tail in the message).
+    """
+    tmpdir = os.path.dirname(out_binary)
+    arpa = out_binary + ".arpa"
+    with open(pieces_file, "rb") as fin, open(arpa, "wb") as fout:
+        p = subprocess.run([lmplz, "-o", str(order), "--discount_fallback", "-S", memory, "-T", tmpdir],
+                           stdin=fin, stdout=fout, stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        raise RuntimeError(f"lmplz failed ({p.returncode}): {p.stderr.decode(errors='replace')[-2000:]}")
+    p = subprocess.run([build_binary, arpa, out_binary], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        raise RuntimeError(f"build_binary failed ({p.returncode}): "
+                           f"{(p.stdout + p.stderr).decode(errors='replace')[-2000:]}")
+    os.remove(arpa)
+
+
+def quantile(xs, q: float) -> float | None:
+    """``numpy.quantile`` (linear) of a non-empty list, else None."""
+    return float(np.quantile(np.asarray(xs, dtype=np.float64), q)) if len(xs) else None
+
+
+def median(xs) -> float | None:
+    """Median of a non-empty list, else None."""
+    return quantile(xs, 0.5)
+
+
+# ------------------------------------------------------------------ main training
+def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[str] | None = None,
+                         heldout_fraction: float = 0.2, vocab_size: int = 8000, order: int = 5,
+                         reference_keep: float = 0.98, epoch: int = 25, lr: float = 0.5,
+                         dim: int = 32, seed: int = 0, lmplz: str | None = None,
+                         build_binary: str | None = None, input_desc: str = "") -> dict:
+    """Train every model from ``docs`` and write them plus ``manifest.json`` to ``models_dir``.
+
+    Args:
+        docs: dicts with ``id, source, tier, lang, text, meta`` (e.g. from :func:`load_docs`).
+        models_dir: output directory (replaced atomically: built in a temp sibling, renamed).
+        languages: languages to train (default: every language with positive documents).
+        heldout_fraction: share of document groups held out from training (for evaluation
+            and threshold calibration).
+        vocab_size: SentencePiece vocabulary upper bound per language.
+        order: KenLM n-gram order (CCNet: 5).
+        reference_keep: q of the threshold calibration (see module docstring).
+        epoch, lr, dim: fastText supervised hyper-parameters (wordNgrams=2, thread=1 fixed).
+        seed: SentencePiece / fastText seed.
+        lmplz, build_binary: KenLM program paths (default: see :func:`find_tool`).
+
+    Returns:
+        The manifest dict.
+
+    Raises:
+        ValueError: no positive documents at all.
+        FileNotFoundError: KenLM programs missing.
+        RuntimeError: lmplz / build_binary failed.
+    """
+    import fasttext
+
+    t0 = time.time()
+    lmplz = find_tool("lmplz", lmplz)
+    build_binary = find_tool("build_binary", build_binary)
+    assign_splits(docs, heldout_fraction)
+    by_lang: dict[str, list[dict]] = {}
+    for d in docs:
+        if d["label"] is not None and d.get("lang"):
+            by_lang.setdefault(d["lang"], []).append(d)
+    langs = sorted(l for l, ds_ in by_lang.items() if any(d["label"] == "ref" and d["split"] == "train" for d in ds_))
+    if languages:
+        langs = [l for l in langs if l in set(languages)]
+    if not langs:
+        raise ValueError("no reference-tier training documents in the input: nothing to train on")
+
+    models_dir = os.path.abspath(models_dir)
+    parent = os.path.dirname(models_dir)
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".quality-models-", dir=parent)
+    manifest: dict = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "input": input_desc, "normalization": "filters.normalize.normalize (NFKC, lowercase, optional "
+        "accents stripped, digits->0, unicode punctuation->ASCII)",
+        "split": {"method": "sha1(group key) < heldout_fraction", "heldout_fraction": heldout_fraction},
+        "positive_tiers": list(POSITIVE_TIERS), "negative_tiers": list(NEGATIVE_TIERS),
+        "kenlm_order": order, "reference_keep": reference_keep, "languages": {}}
+    pieces_cache: dict[str, list[str]] = {}   # doc id -> pieces (for the classifier)
+    try:
+        for i, lang in enumerate(langs, 1):
+            ld = by_lang[lang]
+            train_ref = [d for d in ld if d["label"] == "ref" and d["split"] == "train"]
+            held_ref = [d for d in ld if d["label"] == "ref" and d["split"] == "heldout"]
+            web = [d for d in ld if d["label"] == "web"]
+            lt = time.time()
+            sp_prefix = os.path.join(work, f"quality-{lang}.sp")
+            lm_path = os.path.join(work, f"quality-{lang}.kenlm.binary")
+            txt = os.path.join(work, f"{lang}.train.txt")
+            n_par = 0
+            with open(txt, "w", encoding="utf-8") as f:
+                for d in train_ref:
+                    norm = normalize(d["text"])
+                    if norm:
+                        f.write(norm + "\n")
+                        n_par += norm.count("\n") + 1
+            vs = train_sentencepiece(txt, sp_prefix, lang, vocab_size, seed)
+            import sentencepiece as spm
+
+            sp = spm.SentencePieceProcessor(model_file=sp_prefix + ".model")
+            pieces_txt = os.path.join(work, f"{lang}.train.pieces")
+            n_tok = 0
+            with open(txt, encoding="utf-8") as fin, open(pieces_txt, "w", encoding="utf-8") as fout:
+                lines = fin.read().split("\n")
+                for toks in sp.encode([ln for ln in lines if ln], out_type=str):
+                    fout.write(" ".join(toks) + "\n")
+                    n_tok += len(toks) + 1
+            train_kenlm(pieces_txt, lm_path, order, lmplz, build_binary)
+            os.remove(txt)
+            os.remove(pieces_txt)
+            # evaluate on unseen text: held-out reference and every web doc (never LM training data)
+            pm = PerplexityModel(sp_prefix + ".model", lm_path)
+            ppl = {}
+            for d in ld:
+                r = pm.perplexity(d["text"])
+                pieces_cache[d["id"]] = r.pieces
+                if r.ppl is not None:
+                    ppl[d["id"]] = r.ppl
+            held_ppl = [ppl[d["id"]] for d in held_ref if d["id"] in ppl]
+            web_ppl = [ppl[d["id"]] for d in web if d["id"] in ppl]
+            train_ppl = [ppl[d["id"]] for d in train_ref if d["id"] in ppl]
+            manifest["languages"][lang] = {
+                "sp_model": f"quality-{lang}.sp.model", "kenlm": f"quality-{lang}.kenlm.binary", "vocab_size": vs,
+                "train_docs": len(train_ref), "train_paragraphs": n_par, "train_tokens": n_tok,
+                "heldout_ref_docs": len(held_ref), "web_docs": len(web),
+                "train_ref_median_ppl": _r(median(train_ppl)),
+                "heldout_ref_median_ppl": _r(median(held_ppl)),
+                "web_median_ppl": _r(median(web_ppl)),
+                "heldout_ref_ppl_percentiles": {str(q): _r(quantile(held_ppl, q / 100))
+                                                for q in (10, 30, 50, 60, 90, 95, 98, 99)} if held_ppl else {},
+                "max_ppl": _r(quantile(held_ppl or train_ppl, reference_keep)),
+            }
+            log(f"[{i}/{len(langs)}] {lang}: sp vocab {vs}, {len(train_ref)} train docs, {n_tok} tokens; "
+                f"median ppl held-out ref {_r(median(held_ppl))} (n={len(held_ppl)}) vs web "
+                f"{_r(median(web_ppl))} (n={len(web_ppl)}) [{time.time() - lt:.1f}s]")
+
+        # ---------------------------------------------------------------- classifier
+        lines = []
+        n_pos = n_neg = 0
+        for lang in langs:
+            for d in by_lang[lang]:
+                if d["split"] != "train" or d["id"] not in pieces_cache:
+                    continue
+                feat = classifier_line(pieces_cache[d["id"]])
+                if not feat:
+                    continue
+                if d["label"] == "ref":
+                    lines.append(f"{LABEL_REF} {feat}")
+                    n_pos += 1
+                else:
+                    lines.append(f"{LABEL_WEB} {feat}")
+                    n_neg += 1
+        clf_info = {"path": "quality-classifier.bin", "kind": "multilingual", "labels": [LABEL_REF, LABEL_WEB],
+                    "features": "SentencePiece pieces of the document's language, first 4096",
+                    "params": {"wordNgrams": 2, "epoch": epoch, "lr": lr, "dim": dim, "thread": 1,
+                               "minCount": 1, "bucket": 200000, "loss": "softmax", "seed": seed},
+                    "train_pos": n_pos, "train_neg": n_neg}
+        if n_pos and n_neg:
+            rep = max(1, round(n_pos / n_neg))
+            neg_lines = [ln for ln in lines if ln.startswith(LABEL_WEB)]
+            all_lines = lines + neg_lines * (rep - 1)
+            rng = np.random.default_rng(seed)
+            order_idx = rng.permutation(len(all_lines))
+            ft_train = os.path.join(work, "classifier.train.txt")
+            with open(ft_train, "w", encoding="utf-8") as f:
+                for j in order_idx:
+                    f.write(all_lines[j] + "\n")
+            clf_info["negative_oversampling"] = rep
+            log(f"classifier: {n_pos} reference vs {n_neg} web training docs (web x{rep}), "
+                f"fastText wordNgrams=2 epoch={epoch}")
+            model = fasttext.train_supervised(input=ft_train, wordNgrams=2, epoch=epoch, lr=lr, dim=dim,
+                                              thread=1, minCount=1, bucket=200000, loss="softmax",
+                                              seed=seed, verbose=0)
+            model.save_model(os.path.join(work, "quality-classifier.bin"))
+            os.remove(ft_train)
+            clf = QualityClassifier(os.path.join(work, "quality-classifier.bin"))
+            auc_all_pos, auc_all_neg = [], []
+            clf_info["heldout_auc"] = {}
+            for lang in langs:
+                held = [d for d in by_lang[lang] if d["split"] == "heldout" and d["id"] in pieces_cache]
+                scores = clf.predict_proba([classifier_line(pieces_cache[d["id"]]) for d in held])
+                pos = [s for d, s in zip(held, scores) if d["label"] == "ref"]
+                neg = [s for d, s in zip(held, scores) if d["label"] == "web"]
+                auc_all_pos += pos
+                auc_all_neg += neg
+                lm = manifest["languages"][lang]
+                lm["heldout_web_docs"] = len(neg)
+                lm["heldout_auc"] = _r(roc_auc(pos, neg)) if pos and neg else None
+                clf_info["heldout_auc"][lang] = lm["heldout_auc"]
+                floor = quantile(pos, 1 - reference_keep)
+                lm["min_quality_score"] = _r(min(0.5, floor)) if floor is not None else 0.0
+                lm["heldout_ref_median_quality_score"] = _r(median(pos))
+            clf_info["heldout_auc_all"] = (_r(roc_auc(auc_all_pos, auc_all_neg))
+                                           if auc_all_pos and auc_all_neg else None)
+            manifest["classifier"] = clf_info
+            log(f"classifier held-out ROC AUC (all languages): {clf_info['heldout_auc_all']}")
+        else:
+            log(f"classifier NOT trained: {n_pos} positive and {n_neg} negative training docs "
+                f"(needs both tiers); quality_score will be null")
+            manifest["classifier"] = None
+            clf_info["skipped"] = True
+        manifest["seconds"] = round(time.time() - t0, 1)
+        with open(os.path.join(work, MANIFEST), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, ensure_ascii=False)
+        if os.path.exists(models_dir):
+            old = models_dir + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(models_dir, old)
+            os.rename(work, models_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(work, models_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log(f"models written to {models_dir} in {manifest['seconds']}s")
+    return manifest
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def default_models_dir(out: str) -> str:
+    """``<out>/models/quality``."""
+    return os.path.join(out, "models", "quality")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m jobs.train_quality_models [--out build/sample] ...``."""
+    from pipeline.cli import resolve_out
+    from pipeline.config import DEFAULT_CONFIG, load_config
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=os.environ.get("POLY_OUT", "build/sample"), help="pipeline output root")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML config")
+    p.add_argument("--data-root", default=None, help="(accepted for symmetry with the stage jobs; unused)")
+    p.add_argument("--input", default=None, help="docs parquet to train on (default <out>/langid)")
+    p.add_argument("--models-dir", default=None, help="output directory (default <out>/models/quality)")
+    p.add_argument("--languages", default=None, help="comma-separated subset (default: config languages)")
+    p.add_argument("--heldout-fraction", type=float, default=0.2)
+    p.add_argument("--vocab-size", type=int, default=8000, help="SentencePiece vocabulary upper bound")
+    p.add_argument("--order", type=int, default=5, help="KenLM n-gram order")
+    p.add_argument("--reference-keep", type=float, default=0.98,
+                   help="calibration quantile: thresholds keep this share of held-out reference docs")
+    p.add_argument("--epoch", type=int, default=25, help="fastText epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lmplz", default=None, help="path of lmplz (default: .venv/bin, then PATH)")
+    p.add_argument("--build-binary", default=None, help="path of build_binary")
+    p.add_argument("--force", action="store_true", help="retrain even if a manifest exists")
+    args = p.parse_args(argv)
+    config = load_config(args.config, args.data_root)
+    out = resolve_out(args.out)
+    models_dir = args.models_dir or default_models_dir(out)
+    if os.path.exists(os.path.join(models_dir, MANIFEST)) and not args.force:
+        log(f"{models_dir}/{MANIFEST} exists; skipping (use --force to retrain)")
+        return 0
+    src = args.input or os.path.join(out, "langid")
+    langs = [s.strip() for s in args.languages.split(",")] if args.languages else list(config["languages"])
+    log(f"reading {src}")
+    docs = load_docs(src, langs)
+    log(f"{len(docs)} documents in {len({d['lang'] for d in docs})} languages")
+    m = train_quality_models(docs, models_dir, languages=langs, heldout_fraction=args.heldout_fraction,
+                             vocab_size=args.vocab_size, order=args.order,
+                             reference_keep=args.reference_keep, epoch=args.epoch, seed=args.seed,
+                             lmplz=args.lmplz, build_binary=args.build_binary, input_desc=src)
+    print(f"{'lang':4} {'train':>6} {'held':>5} {'web':>4} {'ppl_held':>9} {'ppl_web':>9} {'max_ppl':>9} "
+          f"{'auc':>6} {'min_q':>6}")
+    for lang, lm in m["languages"].items():
+        print(f"{lang:4} {lm['train_docs']:6d} {lm['heldout_ref_docs']:5d} {lm['web_docs']:4d} "
+              f"{_fmt(lm['heldout_ref_median_ppl']):>9} {_fmt(lm['web_median_ppl']):>9} {_fmt(lm['max_ppl']):>9} "
+              f"{_fmt(lm.get('heldout_auc')):>6} {_fmt(lm.get('min_quality_score')):>6}")
+    print(f"models: {models_dir}")
+    return 0
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else (f"{x:.1f}" if abs(x) >= 10 else f"{x:.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

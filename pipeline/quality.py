@@ -1,0 +1,382 @@
+"""Stage ``quality``: add ``ppl`` (KenLM perplexity), ``ppl_bucket`` (head/middle/tail) and
+``quality_score`` (fastText reference-vs-web probability); remove documents above the
+language's ``max_ppl`` (``ppl_too_high``) or below its ``min_quality_score`` (``quality_low``).
+
+Models come from ``<out>/models/quality/manifest.json`` (``make quality-models``; trained
+automatically from ``<out>/langid`` when missing and ``train_if_missing`` is on) or from the
+user's files (``quality.models``, ``quality.classifier``). Model files are shipped to the
+executors with SparkFiles and loaded once per Python worker.
+
+Config (``quality:`` in configs/pipeline.yaml)::
+
+    models_dir: null          # default <out>/models/quality
+    train_if_missing: true    # train from <out>/langid when there is no manifest
+    models: {}                # {lang: {sp_model: path, kenlm: path}} user models (override)
+    classifier: null          # path of a user fastText classifier (labels __label__ref/__label__web)
+    bucket_percentiles: [30, 60]   # CCNet head/middle/tail cut-offs (Wenzek et al. 2020, sec. 3.3)
+    cutoffs: {}               # {lang: [c_head, c_tail]} fixed ppl cut-offs instead of run percentiles
+    default_thresholds: {max_ppl: auto, min_quality_score: auto}
+    thresholds: {}            # {lang: {max_ppl: x|null|auto, min_quality_score: y|null|auto}}
+    missing_model: keep       # keep | reject (reason quality_no_model) docs of languages without models
+    max_paragraph_chars: 20000
+    classifier_max_tokens: 4096
+
+``auto`` takes the calibrated value from the manifest (thresholds that keep ``reference_keep``
+of held-out reference documents); ``null`` disables the rule.
+
+Reasons: ``ppl_too_high``, ``quality_low``, ``quality_no_text`` (nothing left after
+normalisation), ``quality_no_model`` (only with ``missing_model: reject``); a document whose
+scoring raised goes to ``quarantine/stage=quality/reason=quality_error/`` with the error.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pyarrow as pa
+
+from filters import quality as Q
+from pipeline.ship import resolve, ship
+from pipeline.stage import QUARANTINE, Stage, StageContext, log, map_arrow
+
+HELPER_COLS = ("ppl", "ppl_bucket", "quality_score", "_n_tokens", "_q_error", "reason", "detail")
+
+
+class QualityScoreBatch:
+    """Picklable batch function: adds ``ppl`` (float64), ``quality_score`` (float64),
+    ``_n_tokens`` (int64, -1 = no model) and ``_q_error`` (string) to an Arrow batch.
+
+    Args:
+        models: ``{lang: (sp_model_path, kenlm_path)}`` as shipped on the driver.
+        classifier: shipped classifier path or None.
+        max_paragraph_chars, classifier_max_tokens: see :mod:`filters.quality`.
+    """
+
+    def __init__(self, models: dict, classifier: str | None, max_paragraph_chars: int,
+                 classifier_max_tokens: int):
+        self.models = dict(models)
+        self.classifier = classifier
+        self.max_paragraph_chars = int(max_paragraph_chars)
+        self.classifier_max_tokens = int(classifier_max_tokens)
+
+    def score(self, langs: list, texts: list) -> tuple[list, list, list, list]:
+        """Score parallel lists of languages and texts -> (ppl, quality_score, n_tokens, error)."""
+        n = len(texts)
+        ppl: list = [None] * n
+        qs: list = [None] * n
+        ntok: list = [-1] * n
+        err: list = [None] * n
+        lines, line_rows = [], []
+        for i, (lang, text) in enumerate(zip(langs, texts)):
+            paths = self.models.get(lang)
+            if paths is None:
+                continue
+            try:
+                lm = Q.load_lm(resolve(paths[0]), resolve(paths[1]), self.max_paragraph_chars)
+                r = lm.perplexity(text or "")
+                ppl[i] = r.ppl
+                ntok[i] = r.n_tokens
+                if r.n_tokens > 0 and self.classifier:
+                    lines.append(Q.classifier_line(r.pieces, self.classifier_max_tokens))
+                    line_rows.append(i)
+            except Exception as e:  # a bad record never crashes the job: quarantined with the error
+                ntok[i] = 0
+                err[i] = f"{type(e).__name__}: {e}"[:500]
+        if lines:
+            clf = Q.load_classifier(resolve(self.classifier))
+            for i, p in zip(line_rows, clf.predict_proba(lines)):
+                qs[i] = float(p)
+        return ppl, qs, ntok, err
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        ppl, qs, ntok, err = self.score(batch.column("lang").to_pylist(), batch.column("text").to_pylist())
+        cols = [c for c in batch.schema.names if c not in HELPER_COLS]
+        arrays = [batch.column(c) for c in cols] + [
+            pa.array(ppl, pa.float64()), pa.array(qs, pa.float64()),
+            pa.array(ntok, pa.int64()), pa.array(err, pa.string())]
+        return pa.RecordBatch.from_arrays(arrays, names=cols + ["ppl", "quality_score", "_n_tokens", "_q_error"])
+
+
+class QualityDecideBatch:
+    """Picklable batch function: bucket and removal decision from the scores.
+
+    Args:
+        cutoffs: ``{lang: (c_head, c_tail)}``.
+        thresholds: ``{lang: (max_ppl or None, min_quality_score or None)}``.
+        missing_model: ``keep`` or ``reject``.
+    """
+
+    def __init__(self, cutoffs: dict, thresholds: dict, missing_model: str):
+        self.cutoffs = {k: tuple(v) for k, v in cutoffs.items()}
+        self.thresholds = dict(thresholds)
+        self.missing_model = missing_model
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        langs = batch.column("lang").to_pylist()
+        ppls = batch.column("ppl").to_pylist()
+        qss = batch.column("quality_score").to_pylist()
+        ntoks = batch.column("_n_tokens").to_pylist()
+        errs = batch.column("_q_error").to_pylist()
+        buckets, reasons, details, disp = [], [], [], []
+        for lang, ppl, qs, nt, er in zip(langs, ppls, qss, ntoks, errs):
+            if er is not None:
+                buckets.append(None)
+                reasons.append("quality_error")
+                details.append(json.dumps({"error": er}, ensure_ascii=False))
+                disp.append(QUARANTINE)
+                continue
+            if nt is None or nt < 0:  # no model for this language
+                buckets.append(None)
+                if self.missing_model == "reject":
+                    reasons.append(Q.REASON_NO_MODEL)
+                    details.append(json.dumps({"lang": lang}))
+                    disp.append("rejected")
+                else:
+                    reasons.append(None)
+                    details.append(None)
+                    disp.append("kept")
+                continue
+            buckets.append(Q.ppl_bucket(ppl, self.cutoffs.get(lang)))
+            max_ppl, min_q = self.thresholds.get(lang, (None, None))
+            r, d = Q.decide(ppl, nt, qs, max_ppl, min_q)
+            reasons.append(r)
+            details.append(d)
+            disp.append("kept" if r is None else "rejected")
+        cols = [c for c in batch.schema.names if c not in HELPER_COLS]
+        arrays = [batch.column(c) for c in cols] + [
+            batch.column("ppl"), pa.array(buckets, pa.string()), batch.column("quality_score"),
+            pa.array(reasons, pa.string()), pa.array(details, pa.string()), pa.array(disp, pa.string())]
+        return pa.RecordBatch.from_arrays(
+            arrays, names=cols + ["ppl", "ppl_bucket", "quality_score", "reason", "detail", "_disposition"])
+
+
+def _threshold_value(v, auto):
+    """Config value -> float or None: ``auto`` takes ``auto`` (the manifest's), null disables."""
+    if isinstance(v, str):
+        if v.strip().lower() != "auto":
+            raise ValueError(f"quality threshold must be a number, null or 'auto', got {v!r}")
+        v = auto
+    if v is None:
+        return None
+    v = float(v)
+    if math.isnan(v):
+        raise ValueError("quality threshold is NaN")
+    return v
+
+
+def resolve_thresholds(cfg: dict, manifest: dict, langs) -> dict[str, tuple]:
+    """Per-language ``(max_ppl, min_quality_score)`` from config and manifest calibration.
+
+    Raises:
+        ValueError: a threshold is neither a number, null nor ``auto``.
+    """
+    default = {"max_ppl": "auto", "min_quality_score": "auto", **(cfg.get("default_thresholds") or {})}
+    per = cfg.get("thresholds") or {}
+    out = {}
+    for lang in langs:
+        cal = (manifest.get("languages") or {}).get(lang) or {}
+        t = {**default, **(per.get(lang) or {})}
+        out[lang] = (_threshold_value(t.get("max_ppl"), cal.get("max_ppl")),
+                     _threshold_value(t.get("min_quality_score"), cal.get("min_quality_score")))
+    return out
+
+
+class QualityStage(Stage):
+    """KenLM perplexity + fastText quality classifier (see module docstring)."""
+
+    name = "quality"
+
+    def _models(self, ctx: StageContext, cfg: dict):
+        models_dir = cfg.get("models_dir") or ctx.path("models", "quality")
+        if models_dir.startswith("file:"):
+            models_dir = models_dir[len("file:"):]
+        have_manifest = os.path.exists(os.path.join(models_dir, Q.MANIFEST))
+        if not have_manifest and not cfg.get("models") and cfg.get("train_if_missing", True):
+            from jobs.train_quality_models import load_docs, train_quality_models
+
+            src = ctx.path("langid")
+            src = src[len("file:"):] if src.startswith("file:") else src
+            log(f"[quality] no models in {models_dir}: training them from {src} "
+                f"(`make quality-models` does this ahead of time)")
+            docs = load_docs(src, list(ctx.config["languages"]))
+            train_quality_models(docs, models_dir, languages=list(ctx.config["languages"]),
+                                 input_desc=src)
+        return Q.model_paths(models_dir, cfg.get("models") or {}, cfg.get("classifier"))
+
+    def transform(self, df, ctx: StageContext):
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+        cfg = ctx.stage_config("quality")
+        missing = cfg.get("missing_model", "keep")
+        if missing not in ("keep", "reject"):
+            raise ValueError(f"quality.missing_model must be keep or reject, got {missing!r}")
+        models, clf, manifest = self._models(ctx, cfg)
+        if not models:
+            raise FileNotFoundError("no quality models: run `make quality-models` or set quality.models")
+        shipped = {lang: (ship(ctx.spark, a), ship(ctx.spark, b)) for lang, (a, b) in sorted(models.items())}
+        names = [os.path.basename(p) for pair in shipped.values() for p in pair] + (
+            [os.path.basename(clf)] if clf else [])
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"quality model files must have distinct base names (SparkFiles ships by "
+                             f"name); duplicated: {dup}")
+        clf = ship(ctx.spark, clf) if clf else None
+        log(f"[quality] models for {len(shipped)} languages: {', '.join(shipped)}; classifier: "
+            f"{os.path.basename(clf) if clf else 'none'}")
+        keep = [f for f in df.schema.fields if f.name not in HELPER_COLS]
+        scored_schema = StructType(keep + [StructField("ppl", DoubleType()), StructField("quality_score", DoubleType()),
+                                           StructField("_n_tokens", LongType()), StructField("_q_error", StringType())])
+        fn = QualityScoreBatch(shipped, clf, int(cfg.get("max_paragraph_chars", Q.DEFAULT_MAX_PARAGRAPH_CHARS)),
+                               int(cfg.get("classifier_max_tokens", Q.DEFAULT_CLASSIFIER_MAX_TOKENS)))
+        scored = map_arrow(df.select([f.name for f in keep]), fn, scored_schema).persist(StorageLevel.MEMORY_AND_DISK)
+        self._scored = scored
+
+        # per-language bucket cut-offs: fixed in config, else percentiles of this run
+        pcts = [float(p) / 100.0 for p in cfg.get("bucket_percentiles", [30, 60])]
+        if len(pcts) != 2 or not 0 < pcts[0] < pcts[1] < 1:
+            raise ValueError(f"quality.bucket_percentiles must be two increasing percentiles, got {pcts}")
+        fixed = {k: tuple(float(x) for x in v) for k, v in (cfg.get("cutoffs") or {}).items()}
+        rows = (scored.where(F.col("ppl").isNotNull() & (F.col("_n_tokens") > 0))
+                .groupBy("lang").agg(F.percentile_approx("ppl", pcts, 100000).alias("c"),
+                                     F.count("*").alias("n")).collect())
+        cutoffs = {r["lang"]: tuple(float(x) for x in r["c"]) for r in rows}
+        cutoffs.update(fixed)
+        thresholds = resolve_thresholds(cfg, manifest, sorted(set(shipped) | set(cutoffs)))
+        self._info = {"cutoffs": cutoffs, "thresholds": thresholds, "bucket_percentiles": pcts,
+                      "fixed_cutoffs": sorted(fixed), "manifest": manifest}
+        for lang in sorted(cutoffs):
+            mp, mq = thresholds.get(lang, (None, None))
+            log(f"[quality] {lang}: ppl cut-offs {cutoffs[lang][0]:.1f}/{cutoffs[lang][1]:.1f}, "
+                f"max_ppl {mp}, min_quality_score {mq}")
+        out_schema = StructType(keep + [StructField("ppl", DoubleType()), StructField("ppl_bucket", StringType()),
+                                        StructField("quality_score", DoubleType()),
+                                        StructField("reason", StringType()), StructField("detail", StringType()),
+                                        StructField("_disposition", StringType())])
+        return map_arrow(scored, QualityDecideBatch(cutoffs, thresholds, missing), out_schema)
+
+    def after_write(self, written, ctx: StageContext) -> None:
+        """Per-language figures (medians per tier, removal share per tier, cut-offs, thresholds)
+        into ``ctx.extra`` and ppl / classifier-score histograms into ``ctx.plots``."""
+        from pyspark.sql import functions as F
+
+        scored = getattr(self, "_scored", None)
+        if scored is not None:
+            scored.unpersist()
+        info = getattr(self, "_info", {})
+        rows = (written.select("lang", "tier", "ppl", "quality_score", "_disposition", "reason")
+                .collect())
+        per: dict[str, dict] = {}
+        for r in rows:
+            d = per.setdefault(r["lang"] or "und", {})
+            t = d.setdefault(r["tier"] or "unknown", {"docs": 0, "removed": 0, "ppl": [], "q": [], "reasons": {}})
+            t["docs"] += 1
+            if r["_disposition"] != "kept":
+                t["removed"] += 1
+                t["reasons"][r["reason"]] = t["reasons"].get(r["reason"], 0) + 1
+            if r["ppl"] is not None:
+                t["ppl"].append(r["ppl"])
+            if r["quality_score"] is not None:
+                t["q"].append(r["quality_score"])
+        import numpy as np
+
+        summary = {}
+        for lang, tiers in sorted(per.items()):
+            s = {"cutoffs": _round(info.get("cutoffs", {}).get(lang)),
+                 "max_ppl": _round((info.get("thresholds", {}).get(lang) or (None, None))[0]),
+                 "min_quality_score": _round((info.get("thresholds", {}).get(lang) or (None, None))[1]),
+                 "tiers": {}}
+            for tier, t in sorted(tiers.items()):
+                s["tiers"][tier] = {
+                    "documents": t["docs"], "removed": t["removed"],
+                    "removed_share": round(t["removed"] / t["docs"], 4) if t["docs"] else 0.0,
+                    "reasons": t["reasons"],
+                    "median_ppl": _round(float(np.median(t["ppl"])) if t["ppl"] else None),
+                    "median_quality_score": _round(float(np.median(t["q"])) if t["q"] else None)}
+            summary[lang] = s
+            parts = [f"{tier} {v['removed']}/{v['documents']}" for tier, v in s["tiers"].items()]
+            log(f"[quality] {lang}: removed " + ", ".join(parts))
+        ctx.extra["per_lang"] = summary
+        ctx.extra["bucket_percentiles"] = info.get("bucket_percentiles")
+        man = info.get("manifest") or {}
+        if man:
+            ctx.extra["models"] = {"created": man.get("created"),
+                                   "classifier": {k: (man.get("classifier") or {}).get(k)
+                                                  for k in ("kind", "heldout_auc_all", "train_pos", "train_neg")}}
+        try:
+            ctx.plots.extend(self._plots(per, info, ctx))
+        except Exception as e:  # plots are a report nicety; never fail the stage for them
+            log(f"[quality] plots skipped: {type(e).__name__}: {e}")
+
+    def _plots(self, per: dict, info: dict, ctx: StageContext) -> list[str]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        out_dir = ctx.path("stats", "plots")
+        if "://" in out_dir and not out_dir.startswith("file:"):
+            log("[quality] plots are written only for local output roots")
+            return []
+        out_dir = out_dir[len("file:"):] if out_dir.startswith("file:") else out_dir
+        os.makedirs(out_dir, exist_ok=True)
+        langs = sorted(per)
+        colors = {"reference": "tab:green", "book": "tab:olive", "web": "tab:red", "parallel": "tab:blue"}
+        paths = []
+        for kind in ("ppl", "q"):
+            ncol = 6
+            nrow = max(1, math.ceil(len(langs) / ncol))
+            fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False)
+            for ax in axes.flat[len(langs):]:
+                ax.axis("off")
+            for ax, lang in zip(axes.flat, langs):
+                vals_all = [v for t in per[lang].values() for v in (t["ppl"] if kind == "ppl" else t["q"])]
+                if not vals_all:
+                    ax.set_title(f"{lang} (no scores)", fontsize=9)
+                    continue
+                if kind == "ppl":
+                    lv = np.log10(np.maximum(np.asarray(vals_all), 1.0))
+                    bins = np.linspace(lv.min(), lv.max() + 1e-9, 30)
+                else:
+                    bins = np.linspace(0, 1, 26)
+                for tier, t in sorted(per[lang].items()):
+                    v = t["ppl"] if kind == "ppl" else t["q"]
+                    if not v:
+                        continue
+                    v = np.log10(np.maximum(np.asarray(v), 1.0)) if kind == "ppl" else np.asarray(v)
+                    ax.hist(v, bins=bins, alpha=0.55, label=tier, color=colors.get(tier, "gray"))
+                thr = info.get("thresholds", {}).get(lang) or (None, None)
+                if kind == "ppl":
+                    for c, ls in zip(info.get("cutoffs", {}).get(lang) or (), (":", "--")):
+                        ax.axvline(math.log10(max(c, 1.0)), color="k", ls=ls, lw=1)
+                    if thr[0] is not None:
+                        ax.axvline(math.log10(max(thr[0], 1.0)), color="purple", lw=1.5)
+                    ax.set_xlabel("log10 ppl", fontsize=8)
+                else:
+                    if thr[1] is not None:
+                        ax.axvline(thr[1], color="purple", lw=1.5)
+                    ax.set_xlabel("quality_score", fontsize=8)
+                ax.set_title(lang, fontsize=9)
+                ax.tick_params(labelsize=7)
+                ax.legend(fontsize=6)
+            title = ("KenLM perplexity per language (dotted/dashed: head/middle and middle/tail cut-offs; "
+                     "purple: max_ppl)" if kind == "ppl" else
+                     "Classifier quality_score per language (purple: min_quality_score)")
+            fig.suptitle(title, fontsize=10)
+            fig.tight_layout()
+            p = os.path.join(out_dir, "quality_ppl.png" if kind == "ppl" else "quality_score.png")
+            fig.savefig(p, dpi=80)
+            plt.close(fig)
+            paths.append(p)
+        return paths
+
+
+def _round(x, nd: int = 4):
+    if x is None:
+        return None
+    if isinstance(x, (tuple, list)):
+        return [round(float(v), nd) for v in x]
+    return round(float(x), nd)
