@@ -346,13 +346,16 @@ class _File:
 
     # -------------------------------------------------------------- line streaming
     def sniff_binary(self) -> bool:
-        """True if the first 8 KiB of the (decompressed) file are mostly control bytes."""
+        """True if the (decompressed) file looks binary as a whole: its first 8 KiB hold a NUL
+        byte (never found in UTF-8 text; git's and grep's test) and more than
+        ``max_garbage_ratio`` control bytes. Such a file gives one ``binary_garbage`` record
+        instead of one per pseudo-line."""
         try:
             with _open_binary(self.path) as fh:
                 head = fh.read(8192)
         except _GZIP_ERRORS:
             return False
-        return control_byte_ratio(head) > self.max_garbage
+        return b"\x00" in head and control_byte_ratio(head) > self.max_garbage
 
     def lines(self, strip_bom: bool = True) -> Iterator[tuple[int, str] | dict]:
         """Stream the decoded lines of the file: ``(lineno, line)`` (1-based, without the line
@@ -437,9 +440,6 @@ def _read_jsonl(f: _File) -> Iterator[dict]:
     text_fields = f.opts.get("text_field", ["text", "raw_content"])
     text_fields = text_fields if isinstance(text_fields, list) else [text_fields]
     lang_field = f.opts.get("lang_field")  # a field holding a *declared* language, if any
-    if f.sniff_binary():
-        yield f.bad("file", "binary_garbage", {"note": "file is binary (first 8 KiB)"})
-        return
     for item in f.lines():
         if isinstance(item, dict):
             yield item
