@@ -52,21 +52,17 @@ def load_config(path: str | os.PathLike | None = None, data_root: str | None = N
     if bad:
         raise ConfigError(f"languages must be ISO 639-1 codes, got {bad}")
     cfg.setdefault("stages", ["ingest", "langid", "shard"])
-    src_file = cfg.get("sources_file")
-    if src_file:
-        sp = Path(repo_path(src_file))
-        if not sp.exists():
+    src_files = cfg.get("sources_file") or []
+    if isinstance(src_files, str):
+        src_files = [src_files]
+    paths = [repo_path(f) for f in src_files]
+    for sp in paths:
+        if not Path(sp).exists():
             raise ConfigError(f"sources_file not found: {sp}")
-        srcs = (yaml.safe_load(sp.read_text()) or {}).get("sources") or []
-        for s in srcs:
-            for key in ("name", "format", "glob", "tier"):
-                if key not in s:
-                    raise ConfigError(f"source {s.get('name', s)!r} in {sp} lacks {key!r}")
-        names = [s["name"] for s in srcs]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ConfigError(f"duplicate source names in {sp}: {sorted(dup)}")
-        cfg["sources"] = srcs
-    else:
-        cfg.setdefault("sources", [])
+    from pipeline.readers import load_sources
+
+    try:
+        cfg["sources"] = load_sources(paths) if paths else []
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     return cfg
