@@ -63,13 +63,19 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: floa
     """Multiplier of the peak LR for optimizer step ``step`` (0-based).
 
     Warmup: ``(step + 1) / warmup_steps`` for ``step < warmup_steps`` (starts near 0, reaches
-    1.0 at the last warmup step). ``cosine``: then ``min_ratio + (1 - min_ratio) * 0.5 * (1 +
+    1.0 at the last warmup step); with ``schedule="exp_ramp"`` warmup is geometric instead,
+    from ``min_ratio`` at step 0 to 1.0 at the last warmup step (``jobs/lr_find.py``).
+    ``cosine``: then ``min_ratio + (1 - min_ratio) * 0.5 * (1 +
     cos(pi * p))`` with ``p = (step - warmup) / (total - warmup)`` clamped to [0, 1], i.e. the
     peak decays to ``min_ratio`` (0.1) of it at ``total_steps``. ``linear_ramp``: warmup, then 1.0.
     """
+    if schedule == "exp_ramp" and warmup_steps > 0 and step < warmup_steps:
+        if warmup_steps == 1:
+            return 1.0
+        return min_ratio ** (1.0 - step / (warmup_steps - 1))
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
-    if schedule == "linear_ramp":
+    if schedule in ("linear_ramp", "exp_ramp"):
         return 1.0
     if schedule != "cosine":
         raise ValueError(f"unknown schedule {schedule!r}")

@@ -149,7 +149,8 @@ class OptimSection:
 
     ``schedule``: ``cosine`` = linear warmup from ~0 over ``warmup_steps`` then cosine to
     ``min_lr_ratio * lr`` at ``training.steps``; ``linear_ramp`` = linear warmup only, then
-    constant (used by ``jobs/lr_find.py``).
+    constant; ``exp_ramp`` = geometric warmup from ``min_lr_ratio * lr`` to ``lr``, then
+    constant (both used by ``jobs/lr_find.py``).
     """
 
     lr: float = 1.0e-4
@@ -334,8 +335,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("training.global_batch_size must be a multiple of micro_batch_size")
     if t.device not in ("auto", "cpu", "cuda"):
         raise ValueError("training.device must be auto, cpu or cuda")
-    if o.schedule not in ("cosine", "linear_ramp"):
-        raise ValueError("optim.schedule must be cosine or linear_ramp")
+    if o.schedule not in ("cosine", "linear_ramp", "exp_ramp"):
+        raise ValueError("optim.schedule must be cosine, linear_ramp or exp_ramp")
+    if o.schedule == "exp_ramp" and not (0 < o.min_lr_ratio <= 1):
+        raise ValueError("optim.schedule=exp_ramp needs 0 < min_lr_ratio <= 1 (the start factor)")
     if o.lr <= 0 or o.warmup_steps < 0 or not (0 <= o.min_lr_ratio <= 1):
         raise ValueError("optim: need lr > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1")
     if d.seq_len <= 0:
