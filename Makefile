@@ -49,5 +49,19 @@ tools: $(STAMP)  ## build KenLM's lmplz and build_binary from the kenlm sdist in
 quality-models: $(STAMP) tools  ## train the quality models (SentencePiece + KenLM per language, fastText classifier) from $(OUT)/langid
 	$(PY) -m jobs.train_quality_models --out $(OUT) --config $(CONFIG) $(if $(FORCE),--force,)
 
+# --- training (issue 6): small PolyLM on the sample token shards; NPROC=2 runs torchrun + FSDP (gloo)
+.PHONY: train lr-find
+NPROC ?= 1
+TRAIN_CONFIG ?= configs/train/sample-small.yaml
+TRAIN_ARGS ?=
+LR_FIND_ARGS ?= --steps 150 --ramp exp --min-lr 1e-5 --max-lr 0.3
+TRAIN_LAUNCH = $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC),$(PY))
+
+train: tokenize  ## pretrain a small PolyLM on $(OUT)/tokens with the curriculum (NPROC=2: FSDP on gloo)
+	$(TRAIN_LAUNCH) -m training.train --config $(TRAIN_CONFIG) --set data.tokens_dir=$(OUT)/tokens $(TRAIN_ARGS)
+
+lr-find: tokenize  ## ramp the LR during warmup, report where the grad norm surges (build/lr_find/lr_find.png)
+	$(TRAIN_LAUNCH) -m jobs.lr_find --config $(TRAIN_CONFIG) --set data.tokens_dir=$(OUT)/tokens --out build/lr_find $(LR_FIND_ARGS)
+
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build spark-warehouse metastore_db derby.log
