@@ -2,13 +2,14 @@
 
 Two steps, used by the ``warc`` and ``html`` readers in :mod:`pipeline.readers`:
 
-1. :func:`decode_html` turns the raw bytes of a page into ``str``: the charset declared by the
-   HTTP ``Content-Type`` header first, then the ``<meta charset>`` / ``http-equiv`` tag, then
-   UTF-8, then the charset detected by resiliparse (uchardet, WHATWG names). Every candidate is
-   tried *strictly*; a page no candidate decodes raises :class:`DecodeError` with reason
-   ``invalid_utf8`` (the reader quarantines it), except that a page detected as UTF-8 with a
-   tiny share of bad bytes (``max_error_ratio``, default 0.1%, typical of pages cut mid-
-   character) is decoded with U+FFFD replacements and the count is reported.
+1. :func:`decode_html` turns the raw bytes of a page into ``str``: valid non-ASCII UTF-8 is
+   UTF-8; otherwise the charset declared by the HTTP ``Content-Type`` header, then the
+   ``<meta charset>`` / ``http-equiv`` tag, then UTF-8, then the charset detected by
+   resiliparse (uchardet, WHATWG names). Every candidate is tried *strictly*; a page no
+   candidate decodes raises :class:`DecodeError` with reason ``invalid_utf8`` (the reader
+   quarantines it), except that a page declared or detected as UTF-8 with a tiny share of bad
+   bytes (``max_error_ratio``, default 0.1%, typical of pages cut mid-character) is decoded
+   with U+FFFD replacements and the count is reported.
 2. :func:`extract_main_text` runs a maintained main-content extractor on the decoded page and
    returns plain text (paragraphs separated by newlines).
 
@@ -171,10 +172,13 @@ def meta_charset(data: bytes) -> str | None:
 def decode_html(data: bytes, http_charset: str | None = None, max_error_ratio: float = 0.001) -> Decoded:
     """Decode an HTML page's bytes.
 
-    Candidates, each tried strictly in order: ``http_charset`` (HTTP header), the HTML meta
-    charset, UTF-8, the resiliparse/uchardet detection. If none decodes and the detected or
-    declared charset is UTF-8 with at most ``max_error_ratio`` bad bytes, the page is decoded
-    with U+FFFD replacement (``Decoded.replaced`` counts them).
+    Order: a UTF-8 byte-order mark; bytes that are valid UTF-8 and not pure ASCII are UTF-8
+    whatever the declaration says (valid multi-byte UTF-8 is vanishingly unlikely in legacy
+    encodings, while servers that default to ``ISO-8859-1`` for UTF-8 pages are common and would
+    give mojibake); then, each tried strictly, ``http_charset`` (HTTP header), the HTML meta
+    charset, UTF-8 and the resiliparse (uchardet) detection. If none decodes and the page was
+    declared or detected as UTF-8 with at most ``max_error_ratio`` bad bytes, it is decoded with
+    U+FFFD replacement (``Decoded.replaced`` counts them).
 
     Args:
         data: raw page bytes.
@@ -182,23 +186,33 @@ def decode_html(data: bytes, http_charset: str | None = None, max_error_ratio: f
         max_error_ratio: tolerated share of undecodable bytes for the lenient UTF-8 path.
 
     Returns:
-        :class:`Decoded`.
+        :class:`Decoded` (``encoding`` is a Python codec name, ``encoding_source`` one of
+        ``bom``, ``utf-8``, ``http``, ``meta``, ``detected``, ``utf-8-lenient``).
 
     Raises:
         DecodeError: reason ``invalid_utf8`` when nothing decodes.
     """
-    declared: list[tuple[str, str | None]] = [("http", http_charset), ("meta", meta_charset(data))]
+    tried: list[str] = []
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark overrides declarations
         data = data[3:]
-        declared = [("bom", "utf-8")]
+        text = data.decode("utf-8", "replace")
+        bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+        if bad <= max_error_ratio * max(len(data), 1):
+            return Decoded(text, "utf-8", "bom", replaced=bad, tried=["utf-8"])
+    if not data.isascii():
+        tried.append("utf-8")
+        try:
+            return Decoded(data.decode("utf-8"), "utf-8", "utf-8", tried=tried)
+        except UnicodeDecodeError:
+            pass
     candidates: list[tuple[str, str]] = []
-    for src, label in (*declared, ("utf-8", "utf-8")):
+    for src, label in (("http", http_charset), ("meta", meta_charset(data)), ("utf-8", "utf-8")):
         codec = _norm_codec(label)
         if codec and codec not in [c for c, _ in candidates]:
             candidates.append((codec, src))
-    detected = None
-    tried = []
     for codec, src in candidates:
+        if codec in tried:
+            continue
         tried.append(codec)
         try:
             return Decoded(data.decode(codec), codec, src, tried=tried)
