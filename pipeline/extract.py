@@ -21,7 +21,7 @@ extraction must keep, 524 ``without`` snippets it must drop; see :func:`evaluate
 configuration                          with kept  without dropped  accuracy  pages/s
 =====================================  ========  ===========  ========  =========
 ours: trafilatura, comments off        489       467          0.917     ~8
-trafilatura 2.0.0 library defaults     490       462          0.912     ~8
+trafilatura 2.0.0 library defaults     490       462          0.914     ~8
 resiliparse ``main_content=True``      488       356          0.810     ~130
 resiliparse library defaults           511        79          0.566     ~130
 =====================================  ========  ===========  ========  =========
