@@ -229,3 +229,22 @@ def test_ids_stable_and_relative_to_data_root(sources, shared_data, tmp_path):
     assert [r["id"] for r in a] == [r["id"] for r in c]
     assert a[0]["id"] == make_id("leipzig", "leipzig-sentences/th.txt", "L1")
     json.dumps([r["meta"] for r in a])
+
+
+def test_arc_records(tmp_path):
+    """ARC (the pre-WARC Internet Archive format) goes through warcio's arc2warc conversion;
+    the filedesc:// header record is not a document."""
+    import gzip
+
+    body = (b"HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><article><p>"
+            b"An old ARC record with a paragraph of English text that is long enough to be kept by the "
+            b"extractor as the main content of this page.</p></article></body></html>")
+    fd = b"1 0 Test\nURL IP-address Archive-date Content-type Archive-length\n"
+    head = b"filedesc://t.arc 0.0.0.0 20010101000000 text/plain %d\n" % len(fd) + fd + b"\n"
+    rec = b"http://old.example/ 1.2.3.4 20010101000000 text/html %d\n" % len(body) + body + b"\n"
+    (tmp_path / "t.arc").write_bytes(head + rec)
+    (tmp_path / "t.arc.gz").write_bytes(gzip.compress(head) + gzip.compress(rec))
+    s = {"name": "arc", "format": "warc", "glob": "t.arc*", "tier": "web"}
+    recs = read(s, tmp_path)
+    assert [(r.get("reason"), r["url"]) for r in recs] == [(None, "http://old.example/")] * 2
+    assert all(r["text"].startswith("An old ARC record") for r in recs)
