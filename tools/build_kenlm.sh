@@ -26,9 +26,12 @@ fi
 
 have_tools() {
   [[ -x "$BIN/lmplz" && -x "$BIN/build_binary" ]] || return 1
-  "$BIN/lmplz" --help >/dev/null 2>&1 || return 1
-  # build_binary prints usage and exits 1 without arguments; it must at least load.
-  "$BIN/build_binary" 2>&1 | grep -q "build_binary" || return 1
+  # Both print their usage and exit 1 when called without work; they must at least load.
+  local out
+  out=$("$BIN/lmplz" --help 2>&1 || true)
+  [[ $out == *Kneser-Ney* ]] || return 1
+  out=$("$BIN/build_binary" 2>&1 || true)
+  [[ $out == *Usage:*build_binary* ]] || return 1
 }
 
 if have_tools; then
@@ -68,8 +71,8 @@ if [[ ! -f "$SRC_TGZ" ]]; then
       -d "$BUILD_DIR" "kenlm==$KENLM_VERSION"
 fi
 SRC="$BUILD_DIR/kenlm-$KENLM_VERSION"
-rm -rf "$SRC"
-tar -xzf "$SRC_TGZ" -C "$BUILD_DIR"
+# An earlier, interrupted build is resumed (cmake builds incrementally).
+[[ -f "$SRC/CMakeLists.txt" ]] || tar -xzf "$SRC_TGZ" -C "$BUILD_DIR"
 
 # ---- build only the two programs -----------------------------------------------------------
 echo "build_kenlm: configuring (cmake, Release)"
