@@ -69,8 +69,8 @@ REASONS = (
     "truncated_gzip",      # gzip stream ends early / is corrupt: stands for the unread rest
     "empty_text",          # empty or whitespace-only text (after extraction)
     "binary_garbage",      # mostly control / non-text characters
-    "doc_too_large",       # text over max_doc_bytes
-    "warc_bad_header",     # a WARC/ARC record whose header does not parse
+    "doc_too_large",       # text over max_doc_bytes (HTML pages, WARC payloads: raw bytes over it)
+    "warc_bad_header",     # a WARC/ARC record whose header (or HTTP payload framing) does not parse
     "extraction_failed",   # the HTML extractor raised
     "missing_field",       # a record without its text field / a TSV line without its columns
     "unsupported_content_type",  # a WARC response that is not text (image, PDF, ...)
@@ -256,12 +256,11 @@ _GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
 def _open_binary(path: str):
     """Open ``path`` for binary reading, transparently gunzipping (detected by magic bytes)."""
-    f = open(path, "rb")
-    magic = f.read(2)
-    f.seek(0)
+    with open(path, "rb") as f:
+        magic = f.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f, mode="rb")
-    return f
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 class _File:
@@ -305,25 +304,25 @@ class _File:
         return m
 
     def doc(self, key: str, text: str, url: str | None = None, meta: dict | None = None,
-            lang: str | None = None, check: bool = True) -> dict:
-        """A document record; quality checks (surrogates, size, empty, garbage) may turn it
-        into a quarantine record."""
+            lang: str | None = None) -> dict:
+        """A document record; the checks (lone surrogates -> ``invalid_utf8``, size ->
+        ``doc_too_large``, blank -> ``empty_text``, control characters -> ``binary_garbage``)
+        may turn it into a quarantine record."""
         reason = detail = None
-        if check:
-            try:
-                nbytes = len(text.encode("utf-8"))
-            except UnicodeEncodeError as e:
-                reason, detail = "invalid_utf8", {"error": "lone surrogate", "position": e.start}
+        try:
+            nbytes = len(text.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            reason, detail = "invalid_utf8", {"error": "lone surrogate", "position": e.start}
+        else:
+            if nbytes > self.max_doc_bytes:
+                reason, detail = "doc_too_large", {"bytes": nbytes, "max_doc_bytes": self.max_doc_bytes}
+            elif not text.strip():
+                reason, detail = "empty_text", {"chars": len(text)}
             else:
-                if nbytes > self.max_doc_bytes:
-                    reason, detail = "doc_too_large", {"bytes": nbytes, "max_doc_bytes": self.max_doc_bytes}
-                elif not text.strip():
-                    reason, detail = "empty_text", {"chars": len(text)}
-                else:
-                    g = garbage_ratio(text)
-                    if g > self.max_garbage:
-                        reason, detail = "binary_garbage", {"garbage_ratio": round(g, 4),
-                                                            "max_garbage_ratio": self.max_garbage}
+                g = garbage_ratio(text)
+                if g > self.max_garbage:
+                    reason, detail = "binary_garbage", {"garbage_ratio": round(g, 4),
+                                                        "max_garbage_ratio": self.max_garbage}
         if reason:
             return self.bad(key, reason, detail, text=text, url=url, meta=meta, lang=lang)
         key = self.unique(key)
@@ -1072,7 +1071,7 @@ def _warc_record(f: _File, rec, it, cfg, skip_schemes: tuple) -> dict | None:
         if cr > f.max_garbage:
             return f.bad(key, "binary_garbage", {"control_byte_ratio": round(cr, 4)}, text=_bytes_snippet(data),
                          url=url, meta=meta)
-        charset = ex_charset(ctype) or "utf-8"
+        charset = _charset_of(ctype) or "utf-8"
         try:
             text = data.decode(charset)
         except (UnicodeDecodeError, LookupError) as e:
@@ -1084,11 +1083,11 @@ def _warc_record(f: _File, rec, it, cfg, skip_schemes: tuple) -> dict | None:
         return f.doc(key, text.strip(), url=url, meta=meta)
     sniff = data[:1024].lstrip().lower()
     if mime in _HTML_TYPES or (not mime and (sniff.startswith(b"<!doctype html") or sniff.startswith(b"<html"))):
-        return _html_record(f, key, data, ex_charset(ctype), url, meta, cfg)
+        return _html_record(f, key, data, _charset_of(ctype), url, meta, cfg)
     return f.bad(key, "unsupported_content_type", {"content_type": ctype}, text="", url=url, meta=meta)
 
 
-def ex_charset(ctype: str | None) -> str | None:
+def _charset_of(ctype: str | None) -> str | None:
     """``charset=`` of a Content-Type header value (see :func:`pipeline.extract.charset_from_content_type`)."""
     from pipeline.extract import charset_from_content_type
 
