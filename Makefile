@@ -43,6 +43,10 @@ test: setup  ## run the whole test suite
 bench: setup  ## run every benchmark in bench/ and print the figures
 	@set -e; for f in bench/bench_*.py; do echo "=== $$f"; $(PY) $$f; done
 
+.PHONY: eval-extract
+eval-extract: setup  ## HTML main-content extraction on web-html/evaldata.json: ours vs the library defaults
+	$(PY) -m pipeline.extract --data-root $(DATA) --all
+
 tools: $(STAMP)  ## build KenLM's lmplz and build_binary from the kenlm sdist into .venv/bin (once)
 	@bash tools/build_kenlm.sh $(VENV)
 
