@@ -66,6 +66,7 @@ def build_bad_inputs(root: str, seed: int = 0) -> tuple[list[dict], dict]:
         json.dumps({"id": "huge", "text": "word " * (BIG // 5)}).encode(),
         json.dumps({"id": "no-text", "title": "no text field here"}).encode(),
         json.dumps(["not", "an", "object"]).encode(),
+        b'{"id": "lone-surrogate", "text": "half a pair \\ud800 here"}',
         json.dumps({"id": "good-2", "text": "A perfectly good second document."}).encode(),
     ]
     with open(os.path.join(d, "records.jsonl"), "wb") as f:
@@ -125,7 +126,7 @@ def build_bad_inputs(root: str, seed: int = 0) -> tuple[list[dict], dict]:
         {"name": "bad-blob", "format": "lines", "glob": "bad/blob.txt", "tier": "reference"},
     ]
     expected = {
-        "bad-jsonl": {"ok": 2, "bad_json": 1, "invalid_utf8": 1, "empty_text": 2, "binary_garbage": 2,
+        "bad-jsonl": {"ok": 2, "bad_json": 1, "invalid_utf8": 2, "empty_text": 2, "binary_garbage": 2,
                       "doc_too_large": 1, "missing_field": 2},
         "bad-gzip": {"ok": 2, "truncated_gzip": 1},
         # gzip: 0, 2 ok; 1 bad header; 3 empty page; 4 image. plain: 0, 2 ok; 1 bad header
@@ -230,3 +231,34 @@ def test_truncated_member_keeps_complete_lines_before_the_cut(tmp_path):
     assert [r.get("reason") for r in out[len(ok):]] == ["truncated_gzip"]
     assert [r["text"] for r in ok] == [r["text"] for r in recs[: len(ok)]]
     assert json.loads(out[-1]["detail"])["lines_read"] == len(ok)
+
+
+def test_extraction_failure_is_quarantined(tmp_path, monkeypatch):
+    import pipeline.extract as ex
+
+    def boom(*a, **k):
+        raise RuntimeError("extractor crashed")
+
+    (tmp_path / "p.html").write_bytes(_page(7))
+    monkeypatch.setattr(ex, "extract_main_text", boom)
+    src = {"name": "h", "format": "html", "glob": "p.html", "tier": "web"}
+    recs = list(read_source_file(str(tmp_path / "p.html"), src, str(tmp_path)))
+    assert [r["reason"] for r in recs] == ["extraction_failed"]
+    assert "extractor crashed" in recs[0]["detail"] and "document number 7" in recs[0]["text"]
+
+
+def test_unexpected_reader_error_is_accounted(tmp_path, monkeypatch):
+    """A reader bug mid-file never escapes: the records read so far stay, one reader_error
+    record stands for the rest."""
+    import pipeline.readers as rd
+
+    def flaky(f):
+        yield f.doc("a", "first document")
+        raise KeyError("bug")
+
+    monkeypatch.setitem(rd.FORMATS, "lines", flaky)
+    (tmp_path / "x.txt").write_text("x\n")
+    src = {"name": "x", "format": "lines", "glob": "x.txt", "tier": "web"}
+    recs = list(read_source_file(str(tmp_path / "x.txt"), src, str(tmp_path)))
+    assert [r.get("reason") for r in recs] == [None, "reader_error"]
+    assert json.loads(recs[1]["detail"])["records_read"] == 1
