@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import zlib
 from typing import Callable
 
@@ -433,9 +434,10 @@ class PolyLM(nn.Module):
     def per_token_loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-token fp32 cross-entropy ``[B, T]`` (0 where ``labels == -100``); differentiable.
 
-        Used for per-language loss: average it over the tokens of each language.
+        Used for per-language loss: average it over the tokens of each language. Goes through
+        ``__call__`` so FSDP2's pre/post-forward hooks (all-gather, reshard) run.
         """
-        return self.forward(input_ids, labels, loss_reduction="none")
+        return self(input_ids, labels, loss_reduction="none")
 
 
 # ------------------------------------------------------------------- init helpers
@@ -447,9 +449,10 @@ def _clean_fqn(name: str) -> str:
 
 def _init_param(p: torch.Tensor, fn: Callable[[torch.Tensor, torch.Generator], None], seed: int) -> None:
     """Run ``fn(full_tensor, generator)`` and copy this rank's part of the result into ``p``."""
-    from torch.distributed.tensor import DTensor
-
-    if isinstance(p, DTensor):
+    # DTensor params only exist once torch.distributed.tensor is imported (FSDP2 imports it);
+    # avoid paying its import time for plain modules.
+    dt = sys.modules.get("torch.distributed.tensor")
+    if dt is not None and isinstance(p, dt.DTensor):
         local = p.to_local()
         dev = local.device
         g = torch.Generator(device=dev)

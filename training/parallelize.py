@@ -58,6 +58,7 @@ def parallelize(
     compile: bool = False,
     fsdp: bool | None = None,
     reshard_after_forward: bool = True,
+    compile_backend: str = "inductor",
 ) -> nn.Module:
     """Activation checkpointing, then per-block ``torch.compile``, then FSDP2, in place.
 
@@ -72,6 +73,8 @@ def parallelize(
         fsdp: force FSDP on (True) or off (False); default: on iff a mesh is available.
         reshard_after_forward: FSDP2 option for the blocks (True = ZeRO-3; False keeps
             unsharded block params between forward and backward, ZeRO-2-like).
+        compile_backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` traces
+            forward and backward graphs without code generation, for quick CPU tests).
 
     Returns:
         The same module object (``fully_shard`` converts it in place; its parameters become
@@ -92,7 +95,7 @@ def parallelize(
     # 2. torch.compile per block, in place (FQNs unchanged)
     if compile:
         for block in layers:
-            block.compile()
+            block.compile(backend=compile_backend)
 
     # 3. FSDP2
     if fsdp is None:
