@@ -389,7 +389,8 @@ def load_dcp_model_state(checkpoint_dir: str | Path, cfg: ModelConfig, key: str 
         stored_clean[c] = (k, v)
     missing = sorted(set(want) - set(stored_clean))
     if missing:
-        raise ValueError(f"{checkpoint_dir}: model tensors missing for config {cfg.name!r}: {missing[:8]}")
+        raise ValueError(f"{checkpoint_dir}: model tensors missing for config {cfg.name!r} (wrong "
+                         f"--config?): {missing[:8]}")
     bad = [f"{k}: checkpoint {tuple(stored_clean[k][1].size)} vs config {tuple(t.shape)}"
            for k, t in want.items() if tuple(stored_clean[k][1].size) != tuple(t.shape)]
     if bad:
