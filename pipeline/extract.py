@@ -43,7 +43,6 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass, field, asdict
-from typing import Any
 
 #: Extractor names accepted by :class:`ExtractConfig`.
 EXTRACTORS = ("trafilatura", "resiliparse")
