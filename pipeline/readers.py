@@ -1094,6 +1094,9 @@ def _charset_of(ctype: str | None) -> str | None:
     return charset_from_content_type(ctype)
 
 
+_WARC_VERSION_LINE = re.compile(r"^WARC/1\.\d\s*$")
+
+
 def _read_wet_lenient(f: _File) -> Iterator[dict]:
     """cc_net-style WET parser: records start at a ``WARC/1.x`` line, the header ends at the
     first blank line, the body runs to the next ``WARC/1.x`` line (Content-Length ignored).
@@ -1125,7 +1128,7 @@ def _read_wet_lenient(f: _File) -> Iterator[dict]:
             yield item
             continue
         lineno, line = item
-        if re.match(r"^WARC/1\.\d\s*$", line):
+        if _WARC_VERSION_LINE.match(line):
             if cur is not None:
                 out = finish(cur)
                 if out is not None:
