@@ -16,7 +16,7 @@ STAMP := $(VENV)/.setup-done
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
 
-setup: $(STAMP)  ## create .venv and install everything (system packages too, when missing)
+setup: $(STAMP) tools  ## create .venv and install everything (system packages, KenLM's lmplz too, when missing)
 
 system-deps:  ## Java 17 for Spark, compilers and boost for KenLM (apt-get, only when missing)
 	@bash scripts/system_deps.sh
