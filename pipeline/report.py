@@ -26,7 +26,8 @@ def collect(spark, out: str, config: dict) -> dict:
         p = f"{out}/stats/{name}.json"
         if fs.exists(spark, p):
             stages.append(fs.read_json(spark, p))
-    langs = sorted({l for s in stages for l in s.get("per_lang", {})} - {"und"})
+    # "und": documents whose language is not known yet (web pages before langid) or at all.
+    langs = sorted({l for s in stages for l in s.get("per_lang", {})})
     funnel = {}
     for lang in langs:
         row = []
