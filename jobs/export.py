@@ -2,12 +2,14 @@
 
 Usage::
 
-    python -m jobs.export --checkpoint build/sample/train/checkpoints \\
-        --config configs/train/sample-small.yaml --out build/sample/hf
+    python -m jobs.export --config configs/train/sample-small.yaml --out build/sample/hf
+    python -m jobs.export --checkpoint build/train/sample-small/checkpoints/step-00000300 \\
+        --config small --vocab-size 8000 --tokenizer build/sample/tokenizer/spm.model --out hf/
 
 ``--checkpoint`` is either one DCP checkpoint directory (holding ``.metadata``) or a checkpoint
 root with ``step-N`` directories; then the newest complete one (``COMPLETE.json`` marker and
-file sizes verified, see ``training.checkpoint``) is used. ``--config`` is a training config
+file sizes verified, see ``training.checkpoint``) is used. Default: the training config's
+``checkpoint.dir``. ``--config`` is a training config
 YAML (its ``model`` section; ``vocab_size: auto`` is read from the token manifest), a model
 config name (``tiny``, ``small``, ``polylm-1.7b``, ``polylm-13b``) or a model config YAML.
 The tokenizer defaults to the ``tokenizer`` path in the token manifest.
@@ -60,7 +62,8 @@ def _manifest(tokens_dir: str | Path) -> dict | None:
 
 def resolve_model_config(config: str, *, vocab_size: int | None, tokenizer: str | None,
                          overrides: list[str] | None = None):
-    """``(ModelConfig, tokenizer_path | None)`` from a train config, model name or model YAML.
+    """``(ModelConfig, tokenizer_path | None, checkpoint_dir | None)`` from a training config,
+    a model name or a model YAML (the checkpoint dir only comes from a training config).
 
     Vocabulary size: ``--vocab-size``, else the train config's explicit one, else the token
     manifest's ``vocab_size``, else the SentencePiece model's piece count.
@@ -82,8 +85,8 @@ def resolve_model_config(config: str, *, vocab_size: int | None, tokenizer: str 
 
         tcfg = load_config(p, overrides or [])
         man = _manifest(tcfg.data.tokens_dir)
-        if tok is None and man is not None:
-            tok = man.get("tokenizer")
+        if tok is None and man is not None and man.get("tokenizer"):
+            tok = _find_tokenizer(man["tokenizer"], Path(tcfg.data.tokens_dir))
         v = vocab_size
         if v is None and tcfg.model.vocab_size not in (None, "auto"):
             v = int(tcfg.model.vocab_size)
@@ -100,10 +103,21 @@ def resolve_model_config(config: str, *, vocab_size: int | None, tokenizer: str 
         cfg = ModelConfig.from_name(tcfg.model.name, **ov)
         if cfg.max_seq_len < seq:  # the trainer raises in this case, so it cannot have trained it
             raise ValueError(f"model max_seq_len {cfg.max_seq_len} < data.seq_len {seq}")
-        return cfg, tok
+        return cfg, tok, tcfg.checkpoint.dir
     v = vocab_size if vocab_size is not None else (_spm_size(tok) if tok else None)
     kw = {"vocab_size": v} if v is not None else {}
-    return ModelConfig.from_name(config, **kw), tok
+    return ModelConfig.from_name(config, **kw), tok, None
+
+
+def _find_tokenizer(recorded: str, tokens_dir: Path) -> str:
+    """The manifest's tokenizer path as recorded (absolute or relative to the working directory),
+    else relative to the token directory or the build output above it."""
+    for cand in (Path(recorded), tokens_dir / recorded, tokens_dir.parent / recorded,
+                 tokens_dir.parent / "tokenizer" / Path(recorded).name):
+        if cand.is_file():
+            return str(cand)
+    raise FileNotFoundError(f"tokenizer {recorded!r} from {tokens_dir}/manifest.json not found; "
+                            "pass --tokenizer")
 
 
 def _spm_size(path: str | Path) -> int:
@@ -118,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m jobs.export",
         description="Export a PolyLM DCP checkpoint to a Hugging Face GPT2LMHeadModel + tokenizer.")
-    ap.add_argument("--checkpoint", required=True,
-                    help="DCP checkpoint dir (with .metadata) or a root of step-N dirs (newest complete used)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="DCP checkpoint dir (with .metadata) or a root of step-N dirs (newest complete "
+                         "used); default: checkpoint.dir of the training config")
     ap.add_argument("--config", required=True,
                     help="training config YAML, model config name (tiny/small/polylm-1.7b/polylm-13b) or model YAML")
     ap.add_argument("--out", required=True, help="output directory (replaced atomically)")
@@ -138,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     from training.export import export_hf, load_dcp_model_state
 
     t0 = time.perf_counter()
-    cp = resolve_checkpoint(args.checkpoint)
-    cfg, tok = resolve_model_config(args.config, vocab_size=args.vocab_size, tokenizer=args.tokenizer,
-                                    overrides=args.set)
+    cfg, tok, cp_default = resolve_model_config(args.config, vocab_size=args.vocab_size,
+                                                tokenizer=args.tokenizer, overrides=args.set)
+    if args.checkpoint is None and cp_default is None:
+        ap.error("--checkpoint is required unless --config is a training config")
+    cp = resolve_checkpoint(args.checkpoint or cp_default)
     if args.no_tokenizer:
         tok = None
     elif tok is None:

@@ -200,3 +200,34 @@ def test_export_cli_from_trainer_dcp_checkpoint(spm_model, tmp_path, offline, ca
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         main(["--checkpoint", str(tmp_path), "--config", "tiny", "--no-tokenizer",
               "--out", str(tmp_path / "hf3")])
+
+
+def test_export_cli_with_training_config(spm_model, tmp_path, offline):
+    """`make export` path: model shape, vocabulary (token manifest), tokenizer and checkpoint dir
+    all come from the training config."""
+    from transformers import GPT2LMHeadModel
+
+    from jobs.export import main
+    from training.checkpoint import CheckpointManager
+
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    (tokens / "manifest.json").write_text(json.dumps(
+        {"tokenizer": str(spm_model), "vocab_size": 4000, "bos_id": 2, "eos_id": 3, "pad_id": 0,
+         "streams": [], "total_tokens": 0}))
+    tc = tmp_path / "train.yaml"
+    tc.write_text(f"""
+model: {{name: tiny, vocab_size: auto, overrides: {{max_seq_len: 48, n_layers: 1}}}}
+data: {{tokens_dir: {tokens}, seq_len: 32}}
+checkpoint: {{dir: {tmp_path / "ck"}}}
+""")
+    cfg = ModelConfig.from_name("tiny", vocab_size=4000, max_seq_len=48, n_layers=1)
+    m = _model(cfg, seed=2)
+    CheckpointManager(tmp_path / "ck").save(1, m, torch.optim.SGD(m.parameters(), lr=0.1), {})
+    assert main(["--config", str(tc), "--out", str(tmp_path / "hf")]) == 0
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    assert hf.config.n_layer == 1 and hf.config.n_positions == 48
+    x = torch.randint(0, 4000, (1, 48))
+    with torch.no_grad():
+        assert (m(x) - hf(x).logits).abs().max().item() < 1e-4
+    assert (tmp_path / "hf" / "tokenizer.json").is_file()
