@@ -1,7 +1,8 @@
 """Curriculum data loader over the token shards of the ``tokenize`` stage.
 
-Input: ``<tokens_dir>/manifest.json`` (format in ``briefs``/``shared`` conventions: vocab_size,
-bos/eos/pad ids and one entry per (lang, source) *stream* with its shard files) and the shards
+Input: ``<tokens_dir>/manifest.json`` (written by ``jobs/tokenize.py``: tokenizer path,
+vocab_size, bos/eos/pad ids, one entry per (lang, source) *stream* with tier, document and token
+counts and its shard files relative to ``tokens_dir``, total_tokens) and the shards
 ``lang=xx/source=yy/part-*.parquet`` (one document per row, ``input_ids: list<int32>`` with EOS
 appended, ``id: string``).
 
