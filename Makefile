@@ -67,5 +67,19 @@ train: tokenize  ## pretrain a small PolyLM on $(OUT)/tokens with the curriculum
 lr-find: tokenize  ## ramp the LR during warmup, report where the grad norm surges (build/lr_find/lr_find.png)
 	$(TRAIN_LAUNCH) -m jobs.lr_find --config $(TRAIN_CONFIG) --set data.tokens_dir=$(OUT)/tokens --out build/lr_find $(LR_FIND_ARGS)
 
+# --- model (issue 6): model facts, Hugging Face export, training-throughput benchmark
+.PHONY: model-summary export bench-train
+EXPORT_OUT ?= $(OUT)/hf
+EXPORT_ARGS ?=
+
+model-summary: setup  ## parameters, FLOPs/token and per-GPU FSDP memory (8 and 64 GPUs) of polylm-1.7b / 13b
+	$(PY) -m training.model --summary
+
+export: setup  ## export the newest `make train` checkpoint to a HF GPT2LMHeadModel + tokenizer in $(OUT)/hf
+	$(PY) -m jobs.export --config $(TRAIN_CONFIG) --set data.tokens_dir=$(OUT)/tokens --out $(EXPORT_OUT) $(EXPORT_ARGS)
+
+bench-train: setup  ## training tokens/s on CPU: PolyLM vs transformers GPT2LMHeadModel of the same shape
+	$(PY) bench/bench_train.py
+
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build spark-warehouse metastore_db derby.log
