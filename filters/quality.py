@@ -97,13 +97,59 @@ def chunk_paragraph(par: str, max_chars: int) -> list[str]:
     return out
 
 
+class PieceTokenizer:
+    """SentencePiece tokenisation of normalised paragraphs, as used for KenLM training and scoring.
+
+    Pieces outside the SentencePiece vocabulary (runs of characters the model does not cover,
+    e.g. Chinese text given to the English model) are split into single characters, so every
+    unknown character is one KenLM token: otherwise a whole run of foreign text would count as
+    one token and look deceptively likely.
+
+    Args:
+        sp_model: path of a SentencePiece ``.model``.
+
+    Raises:
+        FileNotFoundError: ``sp_model`` missing. OSError: not a SentencePiece model.
+    """
+
+    def __init__(self, sp_model: str):
+        import sentencepiece as spm
+
+        if not os.path.exists(sp_model):
+            raise FileNotFoundError(f"quality model file not found: {sp_model}")
+        self.sp = spm.SentencePieceProcessor(model_file=sp_model)
+        self.vocab = frozenset(self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size()))
+
+    def encode(self, paragraphs: list[str]) -> list[list[str]]:
+        """Pieces (list of str) of each paragraph; unknown pieces split into characters."""
+        if not paragraphs:
+            return []
+        vocab = self.vocab
+        out = []
+        for pieces in self.sp.encode(paragraphs, out_type=str, num_threads=1):
+            if all(p in vocab for p in pieces):
+                out.append(pieces)
+                continue
+            fixed = []
+            for p in pieces:
+                if p in vocab:
+                    fixed.append(p)
+                else:
+                    if p.startswith("\u2581") and len(p) > 1:
+                        fixed.append("\u2581")
+                        p = p[1:]
+                    fixed.extend(p)
+            out.append(fixed)
+        return out
+
+
 class PerplexityModel:
     """SentencePiece tokenizer + KenLM n-gram model of one language.
 
     Args:
         sp_model: path of a SentencePiece ``.model`` trained on normalised text.
         lm_model: path of a KenLM model (binary from ``build_binary`` or ARPA) trained on the
-            same normalised, SentencePiece-tokenised text.
+            same normalised text tokenised by :class:`PieceTokenizer`.
         max_paragraph_chars: paragraphs longer than this are scored in chunks.
 
     Raises:
@@ -114,12 +160,10 @@ class PerplexityModel:
     def __init__(self, sp_model: str, lm_model: str,
                  max_paragraph_chars: int = DEFAULT_MAX_PARAGRAPH_CHARS):
         import kenlm
-        import sentencepiece as spm
 
-        for p in (sp_model, lm_model):
-            if not os.path.exists(p):
-                raise FileNotFoundError(f"quality model file not found: {p}")
-        self.sp = spm.SentencePieceProcessor(model_file=sp_model)
+        if not os.path.exists(lm_model):
+            raise FileNotFoundError(f"quality model file not found: {lm_model}")
+        self.tokenizer = PieceTokenizer(sp_model)
         self.lm = kenlm.Model(lm_model)
         self.max_paragraph_chars = int(max_paragraph_chars)
 
@@ -132,10 +176,8 @@ class PerplexityModel:
         return out
 
     def tokenize(self, paragraphs: list[str]) -> list[list[str]]:
-        """SentencePiece pieces of each (already normalised) paragraph."""
-        if not paragraphs:
-            return []
-        return self.sp.encode(paragraphs, out_type=str, num_threads=1)
+        """Pieces of each (already normalised) paragraph (:meth:`PieceTokenizer.encode`)."""
+        return self.tokenizer.encode(paragraphs)
 
     def score_pieces(self, pieces_per_par: list[list[str]]) -> tuple[float, int]:
         """Sum of KenLM log10 probabilities and token count over paragraphs.

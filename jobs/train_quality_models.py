@@ -25,15 +25,16 @@ Recipe (CCNet, Wenzek et al. 2020 sec. 3.3; PolyLM, arXiv 2307.06018 sec. 3.1):
   language: text and HTML) is grouped per language; everything else by ``id``.
 * Text is normalised with :func:`filters.normalize.normalize` (the same call as scoring),
   one paragraph per line.
-* Classifier: multilingual (one model). Web documents exist for only a few languages of the
-  sample (mostly en, de, zh, ru, nl, ja, and a few es/fr/pl/pt pages), so a per-language
-  classifier cannot be trained for most languages; one model shares what marks web junk
-  (navigation/boilerplate pieces, shop/spam vocabulary, number patterns) across languages.
-  Its input is the document's SentencePiece pieces (from its language's model), which also
-  gives word-like units for zh/ja/th text without spaces. Web lines are oversampled to
-  balance the classes. Caveat: for languages without web examples the classifier has seen
-  only positives, so their scores say little; their calibrated threshold is then left at
-  the reference-based floor.
+* Classifier: multilingual (one model). After langid the sample has web documents in only
+  some languages (en ~116, de ~100, ja ~29, es ~20, zh ~14, fr ~12, pl ~11, a handful in
+  pt/it/ru/nl, none in the other seven), so a per-language classifier cannot be trained for
+  most languages and would see a few dozen negatives in the rest; one model shares what marks
+  web text (navigation/boilerplate pieces, shop/spam vocabulary, number patterns) across
+  languages. Its input is the document's SentencePiece pieces (from its language's model),
+  which also gives word-like units for zh/ja/th text without spaces. Positives are capped
+  (evenly per language) and web lines oversampled to balance the classes. Caveat: for
+  languages without web examples the classifier has seen only positives, so their scores say
+  little; their threshold still comes from held-out reference scores.
 * Thresholds (calibration on held-out reference documents, ``--reference-keep`` q):
   ``max_ppl`` = the q-quantile of held-out reference ppl and ``min_quality_score`` =
   min(0.5, the (1-q)-quantile of held-out reference classifier scores), so each filter removes
@@ -54,8 +55,8 @@ import time
 import numpy as np
 
 from filters.normalize import normalize
-from filters.quality import (LABEL_REF, LABEL_WEB, MANIFEST, PerplexityModel, QualityClassifier,
-                             classifier_line, roc_auc)
+from filters.quality import (LABEL_REF, LABEL_WEB, MANIFEST, PerplexityModel, PieceTokenizer,
+                             QualityClassifier, classifier_line, roc_auc)
 
 POSITIVE_TIERS = ("reference", "book")
 NEGATIVE_TIERS = ("web",)
@@ -155,11 +156,12 @@ def train_sentencepiece(text_file: str, prefix: str, lang: str, vocab_size: int,
     """
     import sentencepiece as spm
 
+    spm.set_random_generator_seed(seed)
     spm.SentencePieceTrainer.train(
         input=text_file, model_prefix=prefix, vocab_size=vocab_size, model_type="unigram",
         character_coverage=0.9995 if lang in CJK_LANGS else 1.0, hard_vocab_limit=False,
         input_sentence_size=2_000_000, shuffle_input_sentence=True, seed_sentencepiece_size=200_000,
-        max_sentence_length=16384, num_threads=2, random_seed=seed, minloglevel=2,
+        max_sentence_length=16384, num_threads=2, minloglevel=2,
         split_digits=False, byte_fallback=False)
     return spm.SentencePieceProcessor(model_file=prefix + ".model").get_piece_size()
 
@@ -202,7 +204,8 @@ def median(xs) -> float | None:
 def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[str] | None = None,
                          heldout_fraction: float = 0.2, vocab_size: int = 8000, order: int = 5,
                          reference_keep: float = 0.98, epoch: int = 25, lr: float = 0.5,
-                         dim: int = 32, seed: int = 0, lmplz: str | None = None,
+                         dim: int = 32, max_positives: int = 3000, classifier_train_tokens: int = 512,
+                         seed: int = 0, lmplz: str | None = None,
                          build_binary: str | None = None, input_desc: str = "") -> dict:
     """Train every model from ``docs`` and write them plus ``manifest.json`` to ``models_dir``.
 
@@ -216,6 +219,9 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
         order: KenLM n-gram order (CCNet: 5).
         reference_keep: q of the threshold calibration (see module docstring).
         epoch, lr, dim: fastText supervised hyper-parameters (wordNgrams=2, thread=1 fixed).
+        max_positives: cap on classifier positives, spread evenly over languages (web
+            negatives are few; training on every reference doc only slows fastText down).
+        classifier_train_tokens: pieces per training document for the classifier.
         seed: SentencePiece / fastText seed.
         lmplz, build_binary: KenLM program paths (default: see :func:`find_tool`).
 
@@ -273,14 +279,12 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                         f.write(norm + "\n")
                         n_par += norm.count("\n") + 1
             vs = train_sentencepiece(txt, sp_prefix, lang, vocab_size, seed)
-            import sentencepiece as spm
-
-            sp = spm.SentencePieceProcessor(model_file=sp_prefix + ".model")
+            tok = PieceTokenizer(sp_prefix + ".model")
             pieces_txt = os.path.join(work, f"{lang}.train.pieces")
             n_tok = 0
             with open(txt, encoding="utf-8") as fin, open(pieces_txt, "w", encoding="utf-8") as fout:
                 lines = fin.read().split("\n")
-                for toks in sp.encode([ln for ln in lines if ln], out_type=str):
+                for toks in tok.encode([ln for ln in lines if ln]):
                     fout.write(" ".join(toks) + "\n")
                     n_tok += len(toks) + 1
             train_kenlm(pieces_txt, lm_path, order, lmplz, build_binary)
@@ -313,31 +317,38 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                 f"{_r(median(web_ppl))} (n={len(web_ppl)}) [{time.time() - lt:.1f}s]")
 
         # ---------------------------------------------------------------- classifier
-        lines = []
-        n_pos = n_neg = 0
+        rng = np.random.default_rng(seed)
+        pos_by_lang: dict[str, list[str]] = {}
+        neg_lines: list[str] = []
         for lang in langs:
             for d in by_lang[lang]:
                 if d["split"] != "train" or d["id"] not in pieces_cache:
                     continue
-                feat = classifier_line(pieces_cache[d["id"]])
+                feat = classifier_line(pieces_cache[d["id"]], classifier_train_tokens)
                 if not feat:
                     continue
                 if d["label"] == "ref":
-                    lines.append(f"{LABEL_REF} {feat}")
-                    n_pos += 1
+                    pos_by_lang.setdefault(lang, []).append(f"{LABEL_REF} {feat}")
                 else:
-                    lines.append(f"{LABEL_WEB} {feat}")
-                    n_neg += 1
+                    neg_lines.append(f"{LABEL_WEB} {feat}")
+        # Positives: at most max_positives, spread evenly over languages (a fixed-seed sample);
+        # negatives (scarce) are oversampled to the same count.
+        pos_lines: list[str] = []
+        quota = max(1, max_positives // max(1, len(pos_by_lang)))
+        for lang, ls in sorted(pos_by_lang.items()):
+            idx = rng.permutation(len(ls))[:quota]
+            pos_lines.extend(ls[j] for j in sorted(idx))
+        n_pos, n_neg = len(pos_lines), len(neg_lines)
         clf_info = {"path": "quality-classifier.bin", "kind": "multilingual", "labels": [LABEL_REF, LABEL_WEB],
-                    "features": "SentencePiece pieces of the document's language, first 4096",
+                    "features": f"SentencePiece pieces of the document's language (first "
+                                f"{classifier_train_tokens} in training)",
                     "params": {"wordNgrams": 2, "epoch": epoch, "lr": lr, "dim": dim, "thread": 1,
                                "minCount": 1, "bucket": 200000, "loss": "softmax", "seed": seed},
-                    "train_pos": n_pos, "train_neg": n_neg}
+                    "train_pos": n_pos, "train_neg": n_neg,
+                    "train_pos_available": sum(len(v) for v in pos_by_lang.values())}
         if n_pos and n_neg:
             rep = max(1, round(n_pos / n_neg))
-            neg_lines = [ln for ln in lines if ln.startswith(LABEL_WEB)]
-            all_lines = lines + neg_lines * (rep - 1)
-            rng = np.random.default_rng(seed)
+            all_lines = pos_lines + neg_lines * rep
             order_idx = rng.permutation(len(all_lines))
             ft_train = os.path.join(work, "classifier.train.txt")
             with open(ft_train, "w", encoding="utf-8") as f:
@@ -423,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-keep", type=float, default=0.98,
                    help="calibration quantile: thresholds keep this share of held-out reference docs")
     p.add_argument("--epoch", type=int, default=25, help="fastText epochs")
+    p.add_argument("--max-positives", type=int, default=3000,
+                   help="classifier positives (reference docs), spread evenly over languages")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lmplz", default=None, help="path of lmplz (default: .venv/bin, then PATH)")
     p.add_argument("--build-binary", default=None, help="path of build_binary")
@@ -442,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     m = train_quality_models(docs, models_dir, languages=langs, heldout_fraction=args.heldout_fraction,
                              vocab_size=args.vocab_size, order=args.order,
                              reference_keep=args.reference_keep, epoch=args.epoch, seed=args.seed,
+                             max_positives=args.max_positives,
                              lmplz=args.lmplz, build_binary=args.build_binary, input_desc=src)
     print(f"{'lang':4} {'train':>6} {'held':>5} {'web':>4} {'ppl_held':>9} {'ppl_web':>9} {'max_ppl':>9} "
           f"{'auc':>6} {'min_q':>6}")

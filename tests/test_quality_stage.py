@@ -1,0 +1,231 @@
+"""The ``quality`` stage on Spark: accounting, reasons, bad inputs, thresholds, worker
+determinism, report figures; and the stage inside the sample build."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from filters import quality as Q
+from tests.test_quality import _ref_docs, _web_docs_en, tiny_models
+
+COLS = ["id", "source", "tier", "url", "text", "meta", "lang_declared", "lang", "lang_score"]
+
+
+def _write_langid(out: str, docs: list[dict]) -> None:
+    d = os.path.join(out, "langid")
+    os.makedirs(d, exist_ok=True)
+    rows = {c: [] for c in COLS}
+    for x in docs:
+        for c in COLS:
+            rows[c].append(x.get(c))
+    schema = pa.schema([(c, pa.float32() if c == "lang_score" else pa.string()) for c in COLS])
+    pq.write_table(pa.table(rows, schema=schema), os.path.join(d, "part-00000.parquet"))
+    open(os.path.join(d, "_SUCCESS"), "w").close()
+
+
+def _docs(shared) -> list[dict]:
+    en = _ref_docs(shared, "en", "eng")[:40]
+    de = _ref_docs(shared, "de", "deu")[:30]
+    web = _web_docs_en(shared)[:15]
+    bad = [
+        {"id": "bad/empty", "source": "t", "tier": "web", "lang": "en", "text": "", "meta": "{}"},
+        {"id": "bad/space", "source": "t", "tier": "web", "lang": "en", "text": " \n\t ", "meta": "{}"},
+        {"id": "bad/punct", "source": "t", "tier": "web", "lang": "en", "text": "!!! ... ??? ***", "meta": "{}"},
+        {"id": "bad/script", "source": "t", "tier": "web", "lang": "de",
+         "text": "国务院总理今天在北京会见了来访的代表团，双方就合作问题交换了意见。", "meta": "{}"},
+        {"id": "bad/big", "source": "t", "tier": "web", "lang": "en",
+         "text": ("The council met again on Monday to discuss the budget. " * 40 + "\n") * 1500, "meta": "{}"},
+        {"id": "nomodel/fr", "source": "t", "tier": "reference", "lang": "fr",
+         "text": "Le conseil municipal s'est réuni lundi.", "meta": "{}"},
+    ]
+    docs = en + de + web + bad
+    for d in docs:
+        d.setdefault("url", None)
+        d["lang_declared"] = d["lang"] if d["tier"] != "web" else None
+        d["lang_score"] = 0.99
+    return docs
+
+
+def _config(models_dir: str, **quality) -> dict:
+    from pipeline.config import load_config
+
+    cfg = copy.deepcopy(load_config())
+    cfg["stages"] = ["ingest", "langid", "quality"]
+    q = dict(cfg.get("quality") or {})
+    q.update({"models_dir": models_dir, "train_if_missing": False}, **quality)
+    cfg["quality"] = q
+    return cfg
+
+
+def _read(path: str):
+    import pyarrow.dataset as ds
+
+    return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+@pytest.fixture(scope="module")
+def stage_run(spark, tmp_path_factory, shared_data):
+    from pipeline.cli import run_stages
+
+    mdir = tiny_models(tmp_path_factory, shared_data)
+    out = str(tmp_path_factory.mktemp("quality_stage"))
+    docs = _docs(shared_data)
+    _write_langid(out, docs)
+    stats = run_stages(spark, out, _config(mdir), ["quality"])["quality"]
+    return out, mdir, docs, stats
+
+
+def test_stage_accounting_and_columns(stage_run):
+    out, mdir, docs, stats = stage_run
+    kept = _read(os.path.join(out, "quality"))
+    rejected = _read(os.path.join(out, "rejected", "stage=quality"))
+    t = stats["totals"]
+    assert t["in"] == len(docs) == len(kept) + len(rejected) + sum(t["quarantined"].values())
+    assert t["kept"] == len(kept)
+    assert {r["id"] for r in kept} | {r["id"] for r in rejected} == {d["id"] for d in docs}
+    assert os.path.exists(os.path.join(out, "quality", "_SUCCESS"))
+    for r in kept:
+        for c in ("ppl", "ppl_bucket", "quality_score", "detail"):
+            assert c in r
+        if r["lang"] in ("en", "de"):
+            assert math.isfinite(r["ppl"]) and r["ppl"] > 1
+            assert r["ppl_bucket"] in ("head", "middle", "tail")
+            assert 0.0 <= r["quality_score"] <= 1.0
+    for r in rejected:
+        assert r["reason"] in ("ppl_too_high", "quality_low", "quality_no_text"), r["reason"]
+        assert r["detail"] and json.loads(r["detail"])
+
+
+def test_stage_bad_inputs(stage_run):
+    out, _, _, _ = stage_run
+    rows = {r["id"]: r for r in _read(os.path.join(out, "quality")) + _read(os.path.join(out, "rejected", "stage=quality"))}
+    assert rows["bad/empty"]["reason"] == "quality_no_text" and rows["bad/empty"]["ppl"] is None
+    assert rows["bad/space"]["reason"] == "quality_no_text"
+    for i in ("bad/punct", "bad/script", "bad/big"):
+        assert rows[i]["ppl"] is not None and math.isfinite(rows[i]["ppl"]), i
+        assert rows[i]["quality_score"] is not None and math.isfinite(rows[i]["quality_score"]), i
+    # Chinese text scored by the German model: far above German reference text -> removed
+    assert rows["bad/script"]["reason"] == "ppl_too_high"
+    # a language without models is kept unscored (missing_model: keep)
+    fr = rows["nomodel/fr"]
+    assert fr["reason"] is None and fr["ppl"] is None and fr["ppl_bucket"] is None
+
+
+def test_stage_buckets_follow_run_percentiles(stage_run):
+    out, _, _, stats = stage_run
+    rows = _read(os.path.join(out, "quality")) + _read(os.path.join(out, "rejected", "stage=quality"))
+    en = [r for r in rows if r["lang"] == "en" and r["ppl"] is not None]
+    cut = stats["extra"]["per_lang"]["en"]["cutoffs"]
+    for r in en:
+        want = "head" if r["ppl"] < cut[0] else ("middle" if r["ppl"] < cut[1] else "tail")
+        if r["ppl_bucket"] is not None:
+            assert r["ppl_bucket"] == want
+    share_head = sum(r["ppl"] < cut[0] for r in en) / len(en)
+    assert 0.2 < share_head < 0.4
+
+
+def test_stage_report_figures(stage_run):
+    out, _, _, stats = stage_run
+    extra = stats["extra"]
+    assert set(extra["per_lang"]) >= {"en", "de"}
+    ref = extra["per_lang"]["en"]["tiers"]["reference"]
+    assert ref["documents"] == 40 and ref["median_ppl"] > 1
+    assert extra["per_lang"]["en"]["max_ppl"] > 1
+    assert len(stats["plots"]) == 2
+    for p in stats["plots"]:
+        assert os.path.getsize(p) > 1000 and p.endswith(".png")
+    with open(os.path.join(out, "stats", "quality.json")) as f:
+        assert json.load(f)["extra"]["per_lang"]["de"]["tiers"]
+
+
+def test_same_ppl_on_every_worker(stage_run, spark):
+    """The ppl a Spark worker computes equals a local computation and one on another
+    partitioning (other worker, other batch neighbours) to 1e-6 relative."""
+    from pipeline.quality import QualityScoreBatch
+    from pipeline.stage import map_arrow
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+    out, mdir, docs, _ = stage_run
+    langs, clf, _ = Q.model_paths(mdir)
+    stage_ppl = {r["id"]: r["ppl"] for r in _read(os.path.join(out, "quality"))
+                 + _read(os.path.join(out, "rejected", "stage=quality"))}
+    small = [d for d in docs if d["lang"] in langs and d["id"] != "bad/big"]
+    df = spark.createDataFrame([(d["id"], d["lang"], d["text"]) for d in small], "id string, lang string, text string")
+    schema = StructType([StructField("id", StringType()), StructField("lang", StringType()),
+                         StructField("text", StringType()), StructField("ppl", DoubleType()),
+                         StructField("quality_score", DoubleType()), StructField("_n_tokens", LongType()),
+                         StructField("_q_error", StringType())])
+    fn = QualityScoreBatch(langs, clf, Q.DEFAULT_MAX_PARAGRAPH_CHARS, Q.DEFAULT_CLASSIFIER_MAX_TOKENS)
+    other = {r["id"]: r["ppl"] for r in map_arrow(df.repartition(3), fn, schema).collect()}
+    for d in small:
+        local = Q.load_lm(*langs[d["lang"]]).perplexity(d["text"]).ppl
+        for got in (stage_ppl[d["id"]], other[d["id"]]):
+            if local is None:
+                assert got is None
+            else:
+                assert got == pytest.approx(local, rel=1e-6), d["id"]
+
+
+def test_stage_thresholds_and_missing_model(spark, tmp_path, stage_run):
+    from pipeline.cli import run_stages
+
+    _, mdir, docs, _ = stage_run
+    out = str(tmp_path)
+    few = [d for d in docs if d["id"] != "bad/big"]
+    _write_langid(out, few)
+    cfg = _config(mdir, thresholds={"en": {"max_ppl": 1.5}, "de": {"max_ppl": None, "min_quality_score": 1.01}},
+                  missing_model="reject")
+    stats = run_stages(spark, out, cfg, ["quality"])["quality"]
+    rows = {r["id"]: r for r in _read(os.path.join(out, "rejected", "stage=quality"))}
+    kept = _read(os.path.join(out, "quality"))
+    assert not [r for r in kept if r["lang"] in ("en", "de", "fr")]
+    for d in few:
+        r = rows[d["id"]]
+        if d["lang"] == "fr":
+            assert r["reason"] == "quality_no_model"
+        elif d["id"] in ("bad/empty", "bad/space"):
+            assert r["reason"] == "quality_no_text"
+        elif d["lang"] == "en":
+            assert r["reason"] == "ppl_too_high" and json.loads(r["detail"])["max_ppl"] == 1.5
+        else:
+            assert r["reason"] == "quality_low"
+    assert stats["totals"]["kept"] == 0
+
+
+def test_resolve_thresholds():
+    from pipeline.quality import resolve_thresholds
+
+    man = {"languages": {"en": {"max_ppl": 900.0, "min_quality_score": 0.3}}}
+    t = resolve_thresholds({}, man, ["en", "xx"])
+    assert t == {"en": (900.0, 0.3), "xx": (None, None)}
+    t = resolve_thresholds({"default_thresholds": {"min_quality_score": None},
+                            "thresholds": {"en": {"max_ppl": 50}}}, man, ["en"])
+    assert t == {"en": (50.0, None)}
+    with pytest.raises(ValueError):
+        resolve_thresholds({"thresholds": {"en": {"max_ppl": "high"}}}, man, ["en"])
+
+
+def test_quality_in_sample_build(sample_build):
+    """When the configured chain runs the quality stage, it accounts for every document and
+    does not remove clean reference text en masse; prints per-language losses."""
+    out, config, stats = sample_build
+    if "quality" not in config["stages"]:
+        pytest.skip("quality is not in the configured chain (configs/pipeline.yaml stages:)")
+    s = stats["quality"]
+    t = s["totals"]
+    assert t["in"] == t["kept"] + sum(t["removed"].values()) + sum(t["quarantined"].values())
+    print("\nlang  reference removed/in   web removed/in")
+    worst = 0.0
+    for lang, v in sorted(s["extra"]["per_lang"].items()):
+        ref = v["tiers"].get("reference") or {"removed": 0, "documents": 0, "removed_share": 0}
+        web = v["tiers"].get("web") or {"removed": 0, "documents": 0}
+        print(f"{lang:4}  {ref['removed']:5d}/{ref['documents']:<5d}        {web['removed']:4d}/{web['documents']}")
+        if ref["documents"] >= 20:
+            worst = max(worst, ref["removed_share"])
+    assert worst < 0.1, f"quality stage removes {worst:.0%} of a language's reference documents"
