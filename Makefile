@@ -28,11 +28,11 @@ $(STAMP): pyproject.toml scripts/system_deps.sh
 	$(PY) -m pip install -q -e ".[test]"
 	@touch $(STAMP)
 
-corpus: setup  ## build the corpus on the sample (all configured stages + report)
-	$(PY) -m jobs.build_corpus $(STAGE_ARGS)
+corpus: setup  ## build the corpus on the sample (all configured stages + report); MASTER=spark://... submits to a cluster
+	$(if $(CLUSTER_MASTER),$(CLUSTER_SUBMIT),$(PY) -m jobs.build_corpus $(STAGE_ARGS))
 
 ingest langid rules quality dedup shard: setup  ## run one stage on the previous stage's output
-	$(PY) -m jobs.$@ $(STAGE_ARGS)
+	$(if $(CLUSTER_MASTER),$(CLUSTER_SUBMIT) --stages $@ --no-report,$(PY) -m jobs.$@ $(STAGE_ARGS))
 
 report: setup  ## rewrite report.json / report.html from the stage stats
 	$(PY) -m jobs.report $(STAGE_ARGS)
@@ -83,3 +83,28 @@ bench-train: setup  ## training tokens/s on CPU: PolyLM vs transformers GPT2LMHe
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build spark-warehouse metastore_db derby.log
+
+# --- cluster (issue 7): Spark standalone master + 2 workers on 127.0.0.1 (jobs/cluster.py).
+# `make corpus MASTER=spark://127.0.0.1:7077` runs every stage with spark-submit (--py-files
+# build/pyfiles.zip, --files the model files); MASTER=local[...] or unset keeps the local path.
+.PHONY: cluster-up cluster-down cluster-status pyfiles bench-scale
+CLUSTER_ROOT ?= build/cluster
+CLUSTER_ARGS ?=
+CLUSTER_MASTER = $(filter-out local%,$(MASTER))
+CLUSTER_SUBMIT = $(PY) -m jobs.cluster submit --master $(MASTER) --out $(OUT) --config $(CONFIG) --data-root $(DATA)
+
+cluster-up: setup  ## start a Spark standalone master (spark://127.0.0.1:7077, UI :8080) and 2 workers
+	$(PY) -m jobs.cluster up --root $(CLUSTER_ROOT) $(CLUSTER_ARGS)
+
+cluster-down:  ## stop the standalone cluster started by cluster-up
+	$(PY) -m jobs.cluster down --root $(CLUSTER_ROOT)
+
+cluster-status: setup  ## workers and applications of the running cluster
+	$(PY) -m jobs.cluster status --root $(CLUSTER_ROOT)
+
+pyfiles: setup  ## build/pyfiles.zip: pipeline/ filters/ training/ jobs/ sources for spark-submit --py-files
+	$(PY) -m jobs.cluster pyfiles --dest build/pyfiles.zip
+
+BENCH_SCALE_N ?= 1000000
+bench-scale: setup  ## whole corpus build on BENCH_SCALE_N replicated+perturbed documents in local[2]
+	$(PY) bench/bench_scale.py --docs $(BENCH_SCALE_N)

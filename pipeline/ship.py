@@ -39,8 +39,12 @@ def ship(spark, path: str) -> str:
 def resolve(path: str) -> str:
     """Return the local path of a file shipped with :func:`ship` (executor side).
 
+    With ``POLY_SHIP_STRICT=1`` in the environment (cluster executors) only the shipped copy
+    is accepted.
+
     Raises:
-        FileNotFoundError: if neither a shipped copy nor the original path exists.
+        FileNotFoundError: if neither a shipped copy nor the original path exists (strict:
+            if no shipped copy exists).
     """
     try:
         from pyspark import SparkFiles
@@ -51,6 +55,10 @@ def resolve(path: str) -> str:
             return cand
     except Exception:
         pass
+    if os.environ.get("POLY_SHIP_STRICT") == "1":
+        # set on cluster executors by jobs/cluster.py: a driver path must never be read there
+        raise FileNotFoundError(f"{path} was not shipped to this executor through SparkFiles "
+                                "(ship() it on the driver or pass it with spark-submit --files)")
     if os.path.exists(path):
         return path
     raise FileNotFoundError(f"{path} was not shipped to this executor (ship() it on the driver)")
