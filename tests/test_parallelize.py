@@ -89,6 +89,13 @@ def _fsdp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
             pt = model.per_token_loss(x, y)
             res["per_token_diff"] = (pt - ref.per_token_loss(x, y)).abs().max().item()
             res["logits_shape"] = tuple(model(x).shape)
+        # export from the sharded model (collective: DTensors are gathered on every rank)
+        from training.export import to_hf_state_dict
+
+        hf_sharded = to_hf_state_dict(model.state_dict(), cfg)
+        hf_ref = to_hf_state_dict(ref.state_dict(), cfg)
+        res["export_diff"] = max((hf_sharded[k] - hf_ref[k]).abs().max().item() for k in hf_ref)
+        res["export_keys_equal"] = set(hf_sharded) == set(hf_ref)
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -109,6 +116,7 @@ def test_fsdp2_two_process_gloo_forward_backward(tmp_path):
         assert res["losses"][1] != res["losses"][0]  # the optimizer step happened
         assert res["per_token_diff"] < 1e-5
         assert res["logits_shape"] == (4, 24, V)
+        assert res["export_keys_equal"] and res["export_diff"] < 1e-5
 
 
 def test_single_process_without_process_group_is_plain_module():
