@@ -1,0 +1,273 @@
+"""The ``tokenize`` job (`make tokenize`): corpus shards -> token shards + manifest for the trainer.
+
+``python -m jobs.tokenize --help`` or ``spark-submit jobs/tokenize.py ...``.
+
+Input: ``<out>/corpus/lang=xx/source=yy/part-*.parquet`` (the shard stage) and the SentencePiece
+model ``<out>/tokenizer/spm.model`` (`make tokenizer`), shipped to executors with
+:func:`pipeline.ship.ship`.
+
+Output (format fixed by the project conventions; the trainer's curriculum reads it):
+
+* ``<out>/tokens/lang=xx/source=yy/part-NNNNN.parquet``: one document per row, columns
+  ``id string`` and ``input_ids list<int32>`` (``</s>`` appended, no ``<s>``). Parallel-tier
+  documents are rendered as bilingual documents (:mod:`training.bilingual`) and filed under
+  ``source=parallel``.
+* ``<out>/tokens/manifest.json``: tokenizer path, vocab size, bos/eos/pad ids, one *stream* per
+  (lang, source) with documents, tokens and files, and ``total_tokens``; ``_SUCCESS`` last.
+* ``<out>/rejected/stage=tokenize/reason=<r>/``: documents that could not be tokenized
+  (``empty_text``, ``parallel_meta_invalid``), with ``detail``.
+* ``<out>/stats/tokenize.json``: accounting (corpus documents = tokenized + rejected), per
+  stream tokens and characters, seconds, tokens_per_sec.
+
+Determinism: a stream with ``T`` tokens gets ``ceil(T / shard_tokens)`` files; a document goes
+to file ``pmod(xxhash64(id), files)``; each file is written by one task with pyarrow, its rows
+sorted by ``id``, under a fixed name. So tokenizing the same corpus with the same model twice
+gives byte-identical shards and the same manifest.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pyarrow as pa  # noqa: E402
+
+from pipeline import fs  # noqa: E402
+from pipeline.stage import log, map_arrow  # noqa: E402
+
+TOKEN_SCHEMA = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32()))])
+SHARD_RESULT_DDL = "lang string, source string, bucket int, file string, documents bigint, tokens bigint"
+
+
+class ShardWriter:
+    """``applyInArrow`` function: writes one token shard (all rows of one (lang, source, bucket)
+    group) with pyarrow to ``<root>/lang=xx/source=yy/part-<bucket>.parquet``, rows sorted by
+    ``id`` (ties by the token bytes), and returns one row ``(lang, source, bucket, file,
+    documents, tokens)``. ``root`` must be reachable from executors (shared disk, HDFS, S3)."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def __call__(self, key, table: pa.Table) -> pa.Table:
+        import pyarrow.compute as pc
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        lang, source, bucket = (k.as_py() for k in key)
+        ids = table.column("id").to_pylist()
+        toks = table.column("input_ids")
+        digests = [hashlib.blake2b(x.values.to_numpy(zero_copy_only=False).tobytes(), digest_size=8).digest()
+                   if x.is_valid else b"" for x in toks]
+        order = sorted(range(len(ids)), key=lambda i: (ids[i], digests[i]))
+        out = pa.table({"id": table.column("id").take(pa.array(order, pa.int64())),
+                        "input_ids": toks.take(pa.array(order, pa.int64())).cast(pa.list_(pa.int32()))},
+                       schema=TOKEN_SCHEMA)
+        rel = f"lang={lang}/source={source}/part-{bucket:05d}.parquet"
+        filesystem, base = pafs.FileSystem.from_uri(self.root) if "://" in self.root else (pafs.LocalFileSystem(), self.root)
+        path = f"{base.rstrip('/')}/{rel}"
+        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with filesystem.open_output_stream(path) as f:
+            pq.write_table(out, f, compression="zstd", row_group_size=8192, write_statistics=False)
+        n_tok = int(pc.sum(pc.list_value_length(out.column("input_ids"))).as_py() or 0)
+        return pa.table({"lang": [lang], "source": [source], "bucket": pa.array([bucket], pa.int32()),
+                         "file": [rel], "documents": pa.array([out.num_rows], pa.int64()),
+                         "tokens": pa.array([n_tok], pa.int64())})
+
+
+def _local(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | None = None,
+                 corpus_dir: str | None = None) -> dict:
+    """Tokenize the corpus into token shards (see module docstring).
+
+    Args:
+        spark: SparkSession.
+        out: output root (``build/sample``): reads ``<out>/corpus``, writes ``<out>/tokens``.
+        cfg: loaded ``configs/tokenizer.yaml`` (:func:`training.tokenizer.load_config`); uses its
+            ``bilingual`` and ``tokenize`` sections. ``None`` = the default file and profile.
+        model_path: SentencePiece model; default ``<out>/tokenizer/spm.model``.
+        corpus_dir: default ``<out>/corpus``.
+
+    Returns:
+        the manifest dict (also ``<out>/tokens/manifest.json``).
+
+    Raises:
+        FileNotFoundError: no corpus (``_SUCCESS`` of the shard stage) or no model.
+        RuntimeError: the shards do not account for every corpus document / token.
+    """
+    from pyspark.sql import functions as F
+
+    from pipeline.ship import ship
+    from training.tokenizer import TOKENIZED_DDL, TokenizeBatch, load_config, model_info
+
+    t0 = time.time()
+    cfg = cfg if cfg is not None else load_config()
+    tcfg = dict(cfg.get("tokenize") or {})
+    unknown = set(tcfg) - {"shard_tokens", "parallel_source"}
+    if unknown:
+        raise ValueError(f"unknown keys in tokenize config: {sorted(unknown)}")
+    shard_tokens = int(tcfg.get("shard_tokens", 1 << 28))
+    if shard_tokens <= 0:
+        raise ValueError("tokenize.shard_tokens must be > 0")
+    parallel_source = str(tcfg.get("parallel_source", "parallel"))
+    out = out.rstrip("/")
+    corpus_dir = (corpus_dir or f"{out}/corpus").rstrip("/")
+    model_path = model_path or f"{_local(out)}/tokenizer/spm.model"
+    if not fs.exists(spark, corpus_dir + "/_SUCCESS"):
+        raise FileNotFoundError(f"{corpus_dir} has no _SUCCESS marker: build the corpus first (`make corpus`)")
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(f"tokenizer model {model_path} not found: train it first (`make tokenizer`)")
+    info = model_info(model_path)
+    shipped = ship(spark, model_path)
+    log(f"[tokenize] corpus {corpus_dir}, model {model_path} (vocab {info['vocab_size']})")
+
+    df = spark.read.option("basePath", corpus_dir).option("pathGlobFilter", "*.parquet").parquet(corpus_dir)
+    for c in ("lang", "source"):
+        df = df.withColumn(c, F.col(c).cast("string"))
+    cols = [F.col(c).cast("string").alias(c) if c in df.columns else F.lit(None).cast("string").alias(c)
+            for c in ("id", "lang", "source", "tier", "text", "meta")]
+    df = df.select(*cols)
+    n_in = df.count()
+    log(f"[tokenize] {n_in} corpus documents")
+    fn = TokenizeBatch(shipped, cfg.get("bilingual") or {}, parallel_source)
+    tok = map_arrow(df, fn, TOKENIZED_DDL)
+
+    tmp = f"{out}/_tmp/tokenize-{uuid.uuid4().hex[:12]}"
+    t1 = time.time()
+    tok.write.mode("overwrite").parquet(f"{tmp}/all")
+    t_tok = time.time() - t1
+    allt = spark.read.parquet(f"{tmp}/all")
+
+    # accounting: every corpus document is tokenized or rejected
+    acc = allt.agg(F.sum("input_docs").alias("docs"),
+                   F.sum(F.when(F.col("reason").isNull(), F.col("input_docs"))).alias("kept_in"),
+                   F.sum(F.when(F.col("reason").isNull(), 1)).alias("kept_rows"),
+                   F.sum(F.when(F.col("reason").isNull(), F.col("n_tokens"))).alias("tokens"),
+                   F.sum(F.when(F.col("reason").isNull(), F.col("n_chars"))).alias("chars")).collect()[0]
+    rej = {r["reason"]: r["n"] for r in
+           allt.where(F.col("reason").isNotNull()).groupBy("reason").agg(F.sum("input_docs").alias("n")).collect()}
+    if int(acc["docs"] or 0) != n_in or int(acc["kept_in"] or 0) + sum(rej.values()) != n_in:
+        raise RuntimeError(f"tokenize: {n_in} corpus documents but output accounts for {acc['docs']} "
+                           f"(tokenized {acc['kept_in']}, rejected {rej})")
+    kept = allt.where(F.col("reason").isNull())
+    streams = kept.groupBy("lang", "source").agg(
+        F.count("*").alias("documents"), F.sum("n_tokens").alias("tokens"), F.sum("n_chars").alias("chars"),
+        F.mode("tier").alias("tier")).collect()
+    streams = sorted(streams, key=lambda r: (r["lang"], r["source"]))
+    nfiles = {(r["lang"], r["source"]): max(1, math.ceil(int(r["tokens"]) / shard_tokens)) for r in streams}
+    log(f"[tokenize] {acc['kept_rows']} documents, {acc['tokens']} tokens in {len(streams)} streams "
+        f"-> at most {sum(nfiles.values())} shards; rejected {rej or 'none'}")
+
+    shards_root = f"{tmp}/tokens"
+    if nfiles:
+        nf = F.create_map(*[x for (l, s), n in sorted(nfiles.items())
+                            for x in (F.lit(f"{l}\u0001{s}"), F.lit(n))])
+        keyed = kept.withColumn("bucket", F.pmod(F.xxhash64("id"), nf[F.concat_ws("\u0001", "lang", "source")])
+                                .cast("int"))
+        writer = ShardWriter(shards_root)
+
+        def write_shard(key, table):  # a plain function: Spark infers the eval type from its signature
+            return writer(key, table)
+
+        written = (keyed.select("lang", "source", "bucket", "id", "input_ids")
+                   .groupBy("lang", "source", "bucket").applyInArrow(write_shard, SHARD_RESULT_DDL)
+                   .collect())
+    else:
+        written = []
+    if rej:
+        (allt.where(F.col("reason").isNotNull()).drop("input_ids")
+         .write.mode("overwrite").partitionBy("reason").parquet(f"{tmp}/rejected"))
+
+    manifest_streams = []
+    by_stream: dict[tuple, list] = {}
+    for w in written:
+        by_stream.setdefault((w["lang"], w["source"]), []).append(w)
+    for r in streams:
+        ws = sorted(by_stream.get((r["lang"], r["source"]), []), key=lambda w: w["bucket"])
+        docs, toks = sum(w["documents"] for w in ws), sum(w["tokens"] for w in ws)
+        if docs != r["documents"] or toks != r["tokens"]:
+            raise RuntimeError(f"tokenize: stream {r['lang']}/{r['source']} has {r['documents']} documents, "
+                               f"{r['tokens']} tokens but its shards hold {docs}, {toks}")
+        manifest_streams.append({"lang": r["lang"], "source": r["source"], "tier": r["tier"],
+                                 "documents": int(docs), "tokens": int(toks), "files": [w["file"] for w in ws]})
+    total = sum(s["tokens"] for s in manifest_streams)
+    dest = f"{out}/tokens"
+    model_abs = os.path.abspath(model_path)
+    manifest = {"tokenizer": model_abs, "vocab_size": info["vocab_size"], "bos_id": info["bos_id"],
+                "eos_id": info["eos_id"], "pad_id": info["pad_id"], "streams": manifest_streams,
+                "total_tokens": int(total)}
+
+    # publish: old _SUCCESS first, then swap directories, manifest and _SUCCESS last
+    fs.delete(spark, dest + "/_SUCCESS")
+    fs.delete(spark, dest)
+    if written:
+        fs.rename(spark, shards_root, dest)
+    else:
+        fs.mkdirs(spark, dest)
+    fs.delete(spark, f"{out}/rejected/stage=tokenize")
+    if rej:
+        for part in fs.list_dir(spark, f"{tmp}/rejected"):
+            if part.startswith("reason="):
+                fs.rename(spark, f"{tmp}/rejected/{part}", f"{out}/rejected/stage=tokenize/{part}")
+    fs.delete(spark, tmp)
+    fs.write_json(spark, dest + "/manifest.json", manifest)
+    seconds = time.time() - t0
+    stats = {"stage": "tokenize", "input": "corpus", "documents_in": n_in,
+             "totals": {"in": n_in, "kept": int(acc["kept_in"] or 0), "removed": rej, "quarantined": {}},
+             "extra": {"documents_out": int(acc["kept_rows"] or 0), "tokens": int(total),
+                       "characters": int(acc["chars"] or 0),
+                       "chars_per_token": (int(acc["chars"] or 0) / total) if total else None,
+                       "tokenize_seconds": round(t_tok, 3),
+                       "tokens_per_sec": round(total / t_tok, 1) if t_tok > 0 else None,
+                       "per_stream": [{"lang": r["lang"], "source": r["source"], "documents": int(r["documents"]),
+                                       "tokens": int(r["tokens"]), "characters": int(r["chars"])}
+                                      for r in streams]},
+             "plots": [], "seconds": round(seconds, 3)}
+    fs.mkdirs(spark, f"{out}/stats")
+    fs.write_json(spark, f"{out}/stats/tokenize.json", stats)
+    fs.write_text(spark, dest + "/_SUCCESS", "")
+    log(f"[tokenize] wrote {sum(len(s['files']) for s in manifest_streams)} shards, {total} tokens to {dest} "
+        f"in {seconds:.1f}s")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: tokenize ``<out>/corpus`` with ``<out>/tokenizer/spm.model`` into ``<out>/tokens``."""
+    from pipeline.cli import resolve_out
+    from pipeline.session import build_spark, parse_conf
+    from training.tokenizer import load_config
+
+    p = argparse.ArgumentParser(description="Tokenize the corpus shards into token shards + manifest "
+                                            "(input of the trainer).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=os.environ.get("POLY_OUT", "build/sample"), help="output root")
+    p.add_argument("--config", default=None, help="tokenizer YAML (default configs/tokenizer.yaml)")
+    p.add_argument("--profile", default=None, help="config profile (default: the file's `profile:`)")
+    p.add_argument("--model", default=None, help="SentencePiece model (default <out>/tokenizer/spm.model)")
+    p.add_argument("--master", default=None, help="Spark master (default local[*] / spark-submit's)")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark conf")
+    p.add_argument("--data-root", default=None, help="accepted for symmetry with other jobs; unused")
+    args = p.parse_args(argv)
+    out = resolve_out(args.out)
+    cfg = load_config(args.config, args.profile)
+    spark = build_spark("polycorpus-tokenize", master=args.master, conf=parse_conf(args.conf))
+    try:
+        m = run_tokenize(spark, out, cfg, model_path=args.model)
+    finally:
+        spark.stop()
+    print(json.dumps({"total_tokens": m["total_tokens"], "streams": len(m["streams"]),
+                      "manifest": f"{out}/tokens/manifest.json"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
