@@ -26,7 +26,7 @@ EDGE_CASES = [
     "Ｆｕｌｌｗｉｄｔｈ ＡＢＣ １２３", "ﬁ ligature ① ½", "digits 1234567890 3.14159",
     "emoji 😀🎉👩‍👩‍👧 mixed 中文 English русский عربى עברית ไทย",
     "rare CJK 𠀋𡈽 and 鿕", "<s> literal special </s> <unk> <pad>", "\u200bzero\u200dwidth",
-    "control\x01\x07chars",
+    "control\x01\x07chars", "a   b    c", "\n\nparagraph\n\n  indented", "code:\n    def f(x):\n        return x",
 ]
 
 
@@ -43,21 +43,32 @@ def corpus(shared_data):
     return train, held
 
 
-@pytest.fixture(scope="module")
-def spm_model(tmp_path_factory, corpus):
-    """A small SentencePiece BPE model trained here on NTREX (settings as the project's tokenizer:
-    byte fallback, split digits, full character coverage)."""
+SPM_SETTINGS = {
+    # as training/tokenizer.py trains the project tokenizer: no normalisation, whitespace kept
+    "project": dict(normalization_rule_name="identity", remove_extra_whitespaces=False,
+                    add_dummy_prefix=True, allow_whitespace_only_pieces=True),
+    # SentencePiece defaults: NFKC charsmap, whitespace collapsed
+    "nfkc": dict(),
+}
+
+
+def _train_spm(path, train, **extra):
     import sentencepiece as spm
 
-    train, _ = corpus
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(train), model_writer=buf, vocab_size=4000, model_type="bpe",
         byte_fallback=True, split_digits=True, character_coverage=1.0,
-        pad_id=0, unk_id=1, bos_id=2, eos_id=3, num_threads=1, minloglevel=2)
-    p = tmp_path_factory.mktemp("spm") / "spm.model"
-    p.write_bytes(buf.getvalue())
-    return p
+        pad_id=0, unk_id=1, bos_id=2, eos_id=3, num_threads=1, minloglevel=2, **extra)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory, corpus):
+    """A small SentencePiece BPE model trained here on NTREX with the project's settings
+    (byte fallback, split digits, full character coverage, identity normalisation)."""
+    return _train_spm(tmp_path_factory.mktemp("spm") / "spm.model", corpus[0], **SPM_SETTINGS["project"])
 
 
 def _model(cfg: ModelConfig, seed: int = 0) -> PolyLM:
@@ -75,10 +86,12 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
-def test_tokenizer_ids_identical_to_sentencepiece(spm_model, corpus, tmp_path, offline):
+@pytest.mark.parametrize("setting", sorted(SPM_SETTINGS))
+def test_tokenizer_ids_identical_to_sentencepiece(setting, corpus, tmp_path, offline):
     import sentencepiece as spm
     from transformers import AutoTokenizer
 
+    spm_model = _train_spm(tmp_path / "spm.model", corpus[0], **SPM_SETTINGS[setting])
     sp = spm.SentencePieceProcessor(model_file=str(spm_model))
     hf_tok = hf_tokenizer_from_spm(spm_model)
     hf_tok.save_pretrained(tmp_path / "tok")

@@ -191,9 +191,13 @@ def _spm_special_ids(spm_path: Path) -> dict[str, Any]:
 def hf_tokenizer_from_spm(spm_path: str | Path, model_max_length: int | None = None):
     """A ``transformers.PreTrainedTokenizerFast`` over a SentencePiece model, same ids.
 
-    Conversion uses ``transformers.convert_slow_tokenizer.SpmConverter`` (it honours the model's
-    normalizer -- the precompiled NFKC charsmap --, ``add_dummy_prefix``, byte fallback and the
-    BPE/unigram model type). No BOS/EOS are added on encode (the token shards append EOS
+    Conversion builds on ``transformers.convert_slow_tokenizer.SpmConverter`` (vocabulary,
+    merges ordered by piece score, byte fallback, BPE/unigram) with the normalizer and word split
+    re-derived from the model's own ``normalizer_spec`` / ``trainer_spec``: charsmap (NFKC or
+    identity), ``remove_extra_whitespaces``, ``add_dummy_prefix`` (always, as SentencePiece),
+    ``split_by_whitespace`` and ``allow_whitespace_only_pieces`` (runs of spaces kept as pieces).
+    Verified id-for-id on NTREX in 18 languages and whitespace/emoji/rare-CJK edge cases
+    (tests/test_export.py). No BOS/EOS are added on encode (the token shards append EOS
     themselves; pretraining data has no BOS). Control pieces (``<s>``, ``</s>``, ...) are
     registered as special tokens but ``split_special_tokens=True``: literal "<s>" in input text is
     tokenized as text, exactly as SentencePiece does (pass ids to insert a real EOS).
@@ -214,7 +218,7 @@ def hf_tokenizer_from_spm(spm_path: str | Path, model_max_length: int | None = N
         raise FileNotFoundError(f"SentencePiece model not found: {spm_path}")
     sp = _spm_special_ids(spm_path)
 
-    from tokenizers import Regex, normalizers, pre_tokenizers, decoders
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
 
     class _Slow:  # the minimal "slow tokenizer" interface SpmConverter reads
         vocab_file = str(spm_path)
@@ -224,20 +228,30 @@ def hf_tokenizer_from_spm(spm_path: str | Path, model_max_length: int | None = N
         handle_byte_fallback = True
 
         def normalizer(self, proto):
-            # SentencePiece order: charsmap (e.g. NFKC), then whitespace clean-up
+            # SentencePiece's normalizer, step by step: charsmap (e.g. NFKC; none for
+            # "identity"), optional whitespace clean-up, " " -> "▁", the dummy "▁" prefix
+            # (always added, even before a leading space; tokenizers' Metaspace would skip it)
             ns = proto.normalizer_spec
             seq = []
             if ns.precompiled_charsmap:
                 seq.append(normalizers.Precompiled(ns.precompiled_charsmap))
             if ns.remove_extra_whitespaces:
                 seq += [normalizers.Strip(left=True, right=True), normalizers.Replace(Regex(" {2,}"), " ")]
+            if ns.escape_whitespaces:
+                seq.append(normalizers.Replace(" ", "▁"))
+            if ns.add_dummy_prefix:
+                seq.append(normalizers.Prepend("▁"))
             return normalizers.Sequence(seq)
 
         def pre_tokenizer(self, replacement, add_prefix_space):
-            return pre_tokenizers.Metaspace(
-                replacement=replacement,
-                prepend_scheme="always" if self.proto.normalizer_spec.add_dummy_prefix else "never",
-                split=bool(self.proto.trainer_spec.split_by_whitespace))
+            # the word split of SentencePiece's trainer (SplitIntoWords): a word starts at "▁";
+            # with allow_whitespace_only_pieces a run of "▁" stays with the word after it.
+            # No piece crosses these boundaries, so BPE per word == SentencePiece on the text.
+            ts = self.proto.trainer_spec
+            if not ts.split_by_whitespace or ts.treat_whitespace_as_suffix:
+                return None
+            pattern = "▁+[^▁]*|[^▁]+" if ts.allow_whitespace_only_pieces else "▁[^▁]*|[^▁]+"
+            return pre_tokenizers.Split(Regex(pattern), behavior="isolated")
 
         def decoder(self, replacement, add_prefix_space):
             return decoders.Sequence([
