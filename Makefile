@@ -53,6 +53,20 @@ tools: $(STAMP)  ## build KenLM's lmplz and build_binary from the kenlm sdist in
 quality-models: $(STAMP) tools  ## train the quality models (SentencePiece + KenLM per language, fastText classifier) from $(OUT)/langid
 	$(PY) -m jobs.train_quality_models --out $(OUT) --config $(CONFIG) $(if $(FORCE),--force,)
 
+# --- tokenizer and token shards (issue 5)
+.PHONY: tokenizer tokenize
+TOK_CONFIG ?= configs/tokenizer.yaml
+TOK_PROFILE ?= sample
+TOK_ARGS = --out $(OUT) --config $(TOK_CONFIG) --profile $(TOK_PROFILE)
+
+tokenizer: setup  ## train the SentencePiece BPE tokenizer on $(OUT)/corpus + compression report (TOK_PROFILE=full: 256K)
+	@test -f $(OUT)/corpus/_SUCCESS || $(MAKE) --no-print-directory corpus
+	$(PY) -m jobs.tokenizer $(TOK_ARGS) --data-root $(DATA)
+
+tokenize: setup  ## Spark: $(OUT)/corpus -> token shards + manifest in $(OUT)/tokens (trains the tokenizer if missing)
+	@test -f $(OUT)/tokenizer/_SUCCESS || $(MAKE) --no-print-directory tokenizer
+	$(PY) -m jobs.tokenize $(TOK_ARGS) $(if $(MASTER),--master $(MASTER),)
+
 # --- training (issue 6): small PolyLM on the sample token shards; NPROC=2 runs torchrun + FSDP (gloo)
 .PHONY: train lr-find
 NPROC ?= 1
