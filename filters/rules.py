@@ -596,11 +596,13 @@ _DATE_RE = re.compile(
     r"|\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b")               # 02:31, 2:31 PM
 _TLDS = ("com|net|org|info|biz|edu|gov|io|co|me|tv|cc|xyz|top|vip|club|online|site|shop|app|"
          "cn|ru|de|nl|uk|fr|es|it|pl|br|pt|jp|kr|tw|hk|vn|id|th|tr|il|ar|eu|us|ca|au|in|ch|at|be")
+# Bounded repetitions keep matching linear on pathological input (a 50,000-letter "word").
 _URL_RE = re.compile(
     r"(?:https?|ftp)://\S+"
     r"|www\.\S+"
-    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
-    rf"|\b[a-zA-Z0-9][a-zA-Z0-9-]*(?:\.[a-zA-Z0-9-]+)*\.(?:{_TLDS})\b(?:/\S*)?", re.ASCII)
+    r"|\b[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}"
+    rf"|\b[a-zA-Z0-9][a-zA-Z0-9-]{{0,62}}(?:\.[a-zA-Z0-9-]{{1,63}}){{0,8}}\.(?:{_TLDS})\b(?:/\S*)?",
+    re.ASCII)
 
 
 def _span_chars(rx: re.Pattern, text: str) -> int:

@@ -121,13 +121,20 @@ _TH_DICT_NAME = "polycorpus_pythainlp_words_th"
 
 @functools.lru_cache(maxsize=None)
 def _th():
+    import importlib.util
+    import os
+
     try:
         import nlpo3
-        from pythainlp.corpus import path_pythainlp_corpus
-        from pythainlp.corpus.common import _THAI_WORDS_FILENAME
     except ImportError as e:  # pragma: no cover - pinned dependency
-        raise ImportError("Thai word segmentation needs `nlpo3` and `pythainlp`") from e
-    path = path_pythainlp_corpus(_THAI_WORDS_FILENAME)
+        raise ImportError("Thai word segmentation needs `nlpo3` (pinned in pyproject.toml)") from e
+    # PyThaiNLP's word list, located without importing pythainlp.corpus (which takes seconds)
+    spec = importlib.util.find_spec("pythainlp")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover
+        raise ImportError("Thai word segmentation needs `pythainlp` (for its dictionary words_th.txt)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "corpus", "words_th.txt")
+    if not os.path.exists(path):  # pragma: no cover - broken installation
+        raise FileNotFoundError(f"PyThaiNLP dictionary not found: {path}")
     msg, ok = nlpo3.load_dict(path, _TH_DICT_NAME)
     if not ok:  # pragma: no cover - broken installation
         raise RuntimeError(f"nlpo3 could not load the PyThaiNLP dictionary {path}: {msg}")
