@@ -727,10 +727,20 @@ class FilterConfig:
     defaults: RuleParams
     languages: dict[str, RuleParams]
     path: str | None = None
+    tiers: dict[str, dict] = field(default_factory=dict)
 
-    def params(self, lang: str | None) -> RuleParams:
-        """Parameters for ``lang`` (the defaults for unknown or missing languages)."""
-        return self.languages.get(lang or "", self.defaults)
+    def params(self, lang: str | None, tier: str | None = None) -> RuleParams:
+        """Parameters for ``lang`` (the defaults for unknown or missing languages), with the
+        overrides of ``tier`` (``tiers:`` section) applied on top when given."""
+        base = self.languages.get(lang or "", self.defaults)
+        over = self.tiers.get(tier or "")
+        if not over:
+            return base
+        key = (lang or "", tier)
+        cache = self.__dict__.setdefault("_tier_cache", {})
+        if key not in cache:
+            cache[key] = replace(base, **over)
+        return cache[key]
 
 
 def _to_params(base: RuleParams, section: dict, where: str) -> RuleParams:
@@ -755,7 +765,9 @@ def _to_params(base: RuleParams, section: dict, where: str) -> RuleParams:
 
 def parse_filter_config(cfg: dict, path: str | None = None) -> FilterConfig:
     """Build a :class:`FilterConfig` from the YAML structure
-    ``{defaults: {...}, languages: {xx: {...}}}``; list-valued keys named ``extend_<key>``
+    ``{defaults: {...}, languages: {xx: {...}}, tiers: {tier: {...}}}``; tier sections hold
+    overrides applied on top of any language's values for documents of that tier; list-valued
+    keys named ``extend_<key>``
     in a language section are appended to the defaults' list (e.g. extra boilerplate
     patterns).
 
@@ -764,7 +776,7 @@ def parse_filter_config(cfg: dict, path: str | None = None) -> FilterConfig:
     """
     if not isinstance(cfg, dict):
         raise FilterConfigError(f"{path}: expected a mapping at the top level")
-    unknown_top = set(cfg) - {"defaults", "languages", "sources"}
+    unknown_top = set(cfg) - {"defaults", "languages", "tiers"}
     if unknown_top:
         raise FilterConfigError(f"{path}: unknown top-level key(s) {sorted(unknown_top)}")
     defaults = _to_params(RuleParams(), dict(cfg.get("defaults") or {}), f"{path}: defaults")
@@ -777,7 +789,12 @@ def parse_filter_config(cfg: dict, path: str | None = None) -> FilterConfig:
                 raise FilterConfigError(f"{path}: languages.{lang}: {k} is not extendable")
             sec[base_key] = tuple(getattr(defaults, base_key)) + tuple(sec.pop(k) or ())
         langs[str(lang)] = _to_params(defaults, sec, f"{path}: languages.{lang}")
-    return FilterConfig(defaults, langs, path)
+    tiers = {}
+    for tier, sec in (cfg.get("tiers") or {}).items():
+        sec = dict(sec or {})
+        _to_params(defaults, sec, f"{path}: tiers.{tier}")  # validates keys and values
+        tiers[str(tier)] = sec
+    return FilterConfig(defaults, langs, path, tiers)
 
 
 @functools.lru_cache(maxsize=8)
@@ -799,7 +816,7 @@ def load_filter_config(path: str | None = None) -> FilterConfig:
     return parse_filter_config(yaml.safe_load(p.read_text(encoding="utf-8")) or {}, str(p))
 
 
-def filter_documents(docs: Iterable[tuple[str, str | None]], config: FilterConfig
-                     ) -> list[RuleResult]:
-    """Convenience: :func:`apply_rules` over ``(text, lang)`` pairs."""
-    return [apply_rules(t, l, config.params(l)) for t, l in docs]
+def filter_documents(docs: Iterable[tuple[str, str | None]], config: FilterConfig,
+                     tier: str | None = None) -> list[RuleResult]:
+    """Convenience: :func:`apply_rules` over ``(text, lang)`` pairs of one tier."""
+    return [apply_rules(t, l, config.params(l, tier)) for t, l in docs]

@@ -78,7 +78,7 @@ class RulesBatch:
                 details.append(None)
                 continue
             try:
-                res = apply_rules(text, lang, cfg.params(lang))
+                res = apply_rules(text, lang, cfg.params(lang, tier))
             except Exception as e:  # never crash the job on one document: reject with the error
                 out_text.append(text)
                 out_meta.append(meta)

@@ -311,6 +311,13 @@ def test_config_covers_18_languages_with_documented_values():
     assert "javascript" in cfg.params("de").boilerplate_patterns                    # extended, not replaced
     assert any("datenschutz" in x for x in cfg.params("de").boilerplate_patterns)
     assert cfg.params("xx") is cfg.defaults and cfg.params(None) is cfg.defaults
+    # curated sentence-level tiers have no minimum length; web documents keep it
+    assert cfg.params("ko", "parallel").min_doc_words is None
+    assert cfg.params("ko", "reference").stopwords == cfg.params("ko").stopwords
+    assert cfg.params("ko", "web").min_doc_words == 38
+    short = "The committee met on Tuesday and approved the budget for next year."
+    assert apply_rules(short, "en", cfg.params("en", "web")).reason == "gopher_short_doc"
+    assert apply_rules(short, "en", cfg.params("en", "parallel")).reason is None
     text = open(cfg.path, encoding="utf-8").read()
     assert "[FW2]" in text and "[Gopher]" in text and "[scaled]" in text
 
@@ -320,6 +327,8 @@ def test_config_errors():
         parse_filter_config({"defaults": {"min_words": 3}})
     with pytest.raises(FilterConfigError, match="unknown top-level"):
         parse_filter_config({"default": {}})
+    with pytest.raises(FilterConfigError, match="tiers.web"):
+        parse_filter_config({"tiers": {"web": {"min_dok_words": 1}}})
     with pytest.raises(FilterConfigError, match="not extendable"):
         parse_filter_config({"languages": {"en": {"extend_min_doc_words": [1]}}})
     with pytest.raises(ValueError, match="boilerplate pattern"):
