@@ -75,9 +75,18 @@ def cross_entropy_fp32(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     return loss, lse
 
 
+def _check_ids(ok: torch.Tensor, msg: str) -> bool:
+    """True if all ``ok``. On accelerators an asynchronous device assert (no host sync per
+    step; the message appears with the device-side assertion), on CPU a plain check."""
+    if ok.device.type != "cpu":
+        torch._assert_async(ok.all(), msg)
+        return True
+    return bool(ok.all())
+
+
 def _check_labels(labels: torch.Tensor, vocab_size: int) -> None:
     ok = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < vocab_size))
-    if not bool(ok.all()):
+    if not _check_ids(ok, f"labels must be in [0, {vocab_size}) or {IGNORE_INDEX}"):
         bad = labels[~ok]
         raise ValueError(
             f"labels must be in [0, {vocab_size}) or {IGNORE_INDEX}; got e.g. {bad[:5].tolist()}")
@@ -380,14 +389,16 @@ class PolyLM(nn.Module):
         """Final-LayerNorm output ``[B, T, d]`` for ``input_ids`` ``LongTensor[B, T]``.
 
         Raises:
-            ValueError: ``T > max_seq_len`` or ids outside ``[0, vocab_size)``.
+            ValueError: ``T > max_seq_len`` or ids outside ``[0, vocab_size)`` (on an accelerator
+                the range check is an asynchronous device-side assert, to avoid a host sync).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, T], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         if T > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.cfg.vocab_size):
+        in_range = (input_ids >= 0) & (input_ids < self.cfg.vocab_size)
+        if not _check_ids(in_range, f"input_ids must be in [0, {self.cfg.vocab_size})"):
             raise ValueError(f"input_ids must be in [0, {self.cfg.vocab_size}); got range "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
         pos = torch.arange(T, device=input_ids.device)
