@@ -163,7 +163,9 @@ def build_model(mcfg: ModelConfig, cfg: TrainConfig, device: torch.device, distr
     return model
 
 
-def _grad_norm_and_clip(model: torch.nn.Module, max_norm: float) -> tuple[float, list]:
+def _grad_norm(model: torch.nn.Module) -> tuple[float, tuple[list, torch.Tensor]]:
+    """Global L2 norm of all gradients (over every FSDP shard), as a float, plus the
+    ``(params, norm tensor)`` needed by ``clip_grads_with_norm_``."""
     from torch.distributed.tensor import DTensor
 
     params = [p for p in model.parameters() if p.grad is not None]
@@ -210,8 +212,8 @@ def evaluate(model, val, *, micro_batch: int, device, rank: int, world: int,
 
 # ------------------------------------------------------------------------------------ train
 def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any]:
-    """Run (or resume) training as configured; returns the run summary (rank 0; other ranks
-    get the same dict). ``stop_at_step``: stop after this global step (a checkpoint is written
+    """Run (or resume) training as configured; returns the run summary (the full one on rank 0,
+    run name/steps/seconds/skipped updates elsewhere). ``stop_at_step``: stop after this global step (a checkpoint is written
     there when checkpointing is enabled), leaving the schedule unchanged."""
     t_start = time.perf_counter()
     if cfg.training.num_threads:
@@ -328,7 +330,7 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
                 stats[2 + L:].index_add_(0, batch.lang_ids[m], cnt)
         _all_reduce_sum(stats)
         loss = float(stats[0] / stats[1])
-        grad_norm, (params, total) = _grad_norm_and_clip(model, o.grad_clip)
+        grad_norm, (params, total) = _grad_norm(model)
         skip = guard.check(loss, grad_norm)
         if skip is None:
             torch.nn.utils.clip_grads_with_norm_(params, o.grad_clip, total, foreach=True)
