@@ -44,7 +44,7 @@ def test_registry_and_paper_shapes():
     assert {"polylm-1.7b", "polylm-13b", "tiny", "small"} <= set(model_names())
     c17 = ModelConfig.from_name("polylm-1.7b")
     c13 = ModelConfig.from_name("polylm-13b")
-    # PolyLM paper Table 2 / DESIGN.md
+    # PolyLM paper model-size table / DESIGN.md
     assert (c17.n_layers, c17.d_model, c17.n_heads, c17.d_ff) == (24, 2048, 16, 8192)
     assert (c13.n_layers, c13.d_model, c13.n_heads, c13.d_ff) == (40, 5120, 40, 20480)
     for c in (c17, c13):
@@ -244,7 +244,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_fp32_softmax_matters_on_256k_vocabulary():
-    """PolyLM sec. 3.3: with a 256K vocabulary the softmax/cross-entropy must run in fp32.
+    """PolyLM paper (pre-training stability): with a 256K vocabulary the softmax/cross-entropy must run in fp32.
 
     Same bf16 logits (what a bf16 output GEMM produces) scored three ways against an fp64
     reference: the model's fp32 path stays within 1e-4 relative; bf16 softmax/CE does not.

@@ -1,6 +1,6 @@
 """Model configuration for the PolyLM decoder (architecture only; training settings live elsewhere).
 
-The two real sizes follow the PolyLM paper (Wei et al. 2023, arXiv 2307.06018, Table 2) and its
+The two real sizes follow the PolyLM paper (Wei et al. 2023, arXiv 2307.06018, model-size table) and its
 released Megatron-LM launch scripts (``DAMO-NLP-MT/PolyLM``: ``pretrain_gpt_alitranx_1b7.sh`` and
 ``pretrain_gpt_alitranx_13b.sh``):
 
@@ -227,7 +227,7 @@ class ModelConfig:
         return cls(**base)
 
 
-# Registry. PolyLM numbers: paper Table 2 + released scripts (see module docstring).
+# Registry. PolyLM numbers: paper model-size table + released scripts (see module docstring).
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     "polylm-1.7b": dict(n_layers=24, d_model=2048, n_heads=16, d_ff=4 * 2048, vocab_size=256_000,
                         max_seq_len=2048, layer_norm_eps=1e-5, init_std=0.006),

@@ -1,6 +1,6 @@
-"""The PolyLM decoder: a GPT-style pre-LayerNorm transformer (PolyLM paper, arXiv 2307.06018, sec. 3).
+"""The PolyLM decoder: a GPT-style pre-LayerNorm transformer (PolyLM paper, arXiv 2307.06018).
 
-Architecture (paper sec. 3.2 and the released Megatron-LM scripts of DAMO-NLP-MT/PolyLM):
+Architecture (the paper's model section and the released Megatron-LM scripts of DAMO-NLP-MT/PolyLM):
 
 * learned absolute position embeddings (``max_seq_len`` = 2048 rows), added to token embeddings;
 * ``L`` blocks ``x = x + Attn(LN(x)); x = x + MLP(LN(x))`` (pre-LayerNorm, eps 1e-5, biases on);
@@ -10,7 +10,7 @@ Architecture (paper sec. 3.2 and the released Megatron-LM scripts of DAMO-NLP-MT
 * final LayerNorm, output projection tied to the token embedding (no separate LM head);
 * loss: cross-entropy computed in fp32, fused with the output projection and evaluated in chunks
   of ``cfg.loss_chunk_tokens`` tokens, so fp32 logits of the whole batch are never materialised.
-  The paper (sec. 3.3) traced loss spikes with the 256K vocabulary to low-precision softmax and
+  The paper (pre-training section) traced loss spikes with the 256K vocabulary to low-precision softmax and
   computes softmax in attention and in the loss in fp32 (``--attention-softmax-in-fp32``).
 
 Initialisation (``PolyLM.init_weights``): normal(0, ``init_std``) for token/position embeddings,
@@ -486,16 +486,18 @@ def _init_param(p: torch.Tensor, fn: Callable[[torch.Tensor, torch.Generator], N
 def fsdp_memory_per_gpu(cfg: ModelConfig, n_gpus: int, *, mixed_precision: bool = True) -> dict[str, float]:
     """Per-GPU bytes of model state under FSDP full sharding (ZeRO-3) with AdamW.
 
-    Accounting (sharded across ``n_gpus``; activations, temporary buffers and the all-gathered
-    unsharded layers are not included -- they depend on micro-batch and AC settings):
+    Accounting (activations and temporary buffers are not included -- they depend on the
+    micro-batch and activation-checkpointing settings):
 
     * fp32 sharded parameters (the "master" weights; FSDP2 keeps sharded params in fp32 and
       casts to bf16 per all-gather with ``MixedPrecisionPolicy(param_dtype=bf16)``): 4 B / param;
     * fp32 sharded gradients (``reduce_dtype=fp32``): 4 B / param;
     * AdamW ``exp_avg`` + ``exp_avg_sq`` in fp32: 8 B / param;
-    Total 16 B / param / n_gpus (Rajbhandari et al. 2020, ZeRO sec. 3, K=12 plus fp32 grads).
-    Plus the largest transient bf16 all-gather: the unsharded root params (embeddings, used by
-    the tied output layer) and one block, 2 B / param each (``mixed_precision=False``: 4 B).
+    Total 16 B / param / n_gpus (the same 16 B as ZeRO's mixed-precision Adam, 2 + 2 + K with K = 12,
+    Rajbhandari et al. 2020).
+    Plus the transient unsharded (all-gathered) bf16 parameters: the root (embeddings, also the
+    tied output layer, unsharded for the whole forward/backward) and two blocks (current and
+    prefetched), 2 B / param (``mixed_precision=False``: 4 B).
 
     Returns:
         dict with GiB values: params, grads, optim, sharded_total, unsharded_peak, total.

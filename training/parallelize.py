@@ -9,7 +9,8 @@
 3. FSDP2 ``fully_shard`` on every block, then on the root (token/position embeddings, tied output
    projection, final LayerNorm). On CUDA with ``mixed_precision=True``:
    ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``, i.e. bf16 compute with fp32
-   sharded master weights and fp32 gradient reduce-scatter (PolyLM trains in bf16, paper sec. 3.3).
+   sharded master weights and fp32 gradient reduce-scatter (PolyLM trains in bf16, softmax in
+   fp32, per the paper and its scripts).
    On CPU everything stays fp32 (``mixed_precision`` is ignored with a note).
 
 Works on a CPU ``gloo`` process group (tests) and on CUDA/NCCL. Call on a model built on the
