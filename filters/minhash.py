@@ -245,7 +245,7 @@ class _PowTable:
 
     def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self.kp) < n:
-            m = max(n, 2 * len(self.kp), 1 << 16)
+            m = max(n, 2 * len(self.kp), _CHUNK_BYTES + 1)
             kp = np.full(m, _K, np.uint64)
             kp[0] = 1
             ki = np.full(m, _K_INV, np.uint64)
@@ -257,6 +257,7 @@ class _PowTable:
 
 
 _POW = _PowTable()
+_CHUNK_BYTES = 1 << 20   # text bytes hashed per vectorised pass
 
 
 def _poly64_spans(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -306,18 +307,35 @@ def _permute_min_chunk(h: np.ndarray, a: np.ndarray, b: np.ndarray, seg: np.ndar
     Returns:
         uint64 array (len(seg), P) with values in ``[0, 2**32)``.
     """
+    m = len(h)
+    x, hi = _workspace(len(a), m)
     with np.errstate(over="ignore"):
-        x = np.multiply.outer(a, h)          # (P, m), wraps mod 2**64 like datasketch
+        np.multiply.outer(a, h, out=x)       # (P, m), wraps mod 2**64 like datasketch
         x += b[:, None]
-        hi = x >> _S61
+        np.right_shift(x, _S61, out=hi)
         x &= _P
         x += hi                              # x mod p, up to one subtraction of p
         if x.max() >= _P:                    # rare (~8 / 2**61 per value): finish the reduction
-            hi = x + np.uint64(1)
+            np.add(x, np.uint64(1), out=hi)
             hi >>= _S61
             x += hi
         x &= _M
     return np.minimum.reduceat(x, seg, axis=1).T
+
+
+_WS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _workspace(p: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two reusable (p, m) uint64 scratch arrays (avoids allocating and page-faulting
+    megabytes per chunk)."""
+    key = (p, m)
+    ws = _WS.get(key)
+    if ws is None:
+        if len(_WS) > 8:
+            _WS.clear()
+        ws = _WS[key] = (np.empty((p, m), np.uint64), np.empty((p, m), np.uint64))
+    return ws
 
 
 def minhash_signatures(hashes: np.ndarray, offsets: np.ndarray, num_perm: int = 128, seed: int = 1,
@@ -491,10 +509,17 @@ class MinHasher:
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for docs, bufs, ngram in ((word_docs, word_bufs, cfg.ngram),
                                   (char_docs, char_bufs, cfg.char_ngram)):
-            if docs:
-                h, c = _hash_group(bufs, ngram)
-                counts[docs] = c
-                parts.append((np.asarray(docs), c, h))
+            # bounded chunks of text keep the K**t tables and temporaries small
+            i = 0
+            while i < len(docs):
+                j, size = i, 0
+                while j < len(docs) and (j == i or size + len(bufs[j]) <= _CHUNK_BYTES):
+                    size += len(bufs[j])
+                    j += 1
+                h, c = _hash_group(bufs[i:j], ngram)
+                counts[docs[i:j]] = c
+                parts.append((np.asarray(docs[i:j]), c, h))
+                i = j
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
         hashes = np.empty(int(offsets[-1]), np.uint64)
