@@ -249,3 +249,28 @@ def test_guard_skips_nan_and_spikes(tokens, tmp_path):
     events = [r["event"] for r in rows.values() if "event" in r]
     assert summary["skipped_updates"] == len(events) > 0
     assert all(e.startswith("skipped_update:") for e in events)
+
+
+def test_config_loader(tmp_path):
+    cfg = load_config(REPO / "configs" / "train" / "polylm-13b.yaml")
+    assert cfg.optim.lr == 6e-5 and cfg.optim.betas == (0.9, 0.95) and cfg.optim.eps == 1e-8
+    assert cfg.optim.weight_decay == 0.1 and cfg.optim.grad_clip == 1.0 and cfg.optim.warmup_steps == 2000
+    assert cfg.optim.min_lr_ratio == 0.1 and cfg.training.global_batch_size == 2048
+    assert cfg.curriculum.stages[1].start_tokens == 540e9
+    one = load_config(REPO / "configs" / "train" / "polylm-1.7b.yaml", ["optim.lr=3e-4", "training.steps=7"])
+    assert one.optim.lr == 3e-4 and one.training.steps == 7 and one.model.name == "polylm-1.7b"
+    load_config(REPO / "configs" / "train" / "sample-small.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {lr: 1.0e-4, lr_typo: 3}\n")
+    with pytest.raises(ValueError, match="lr_typo"):
+        load_config(bad)
+    bad.write_text("trainnig: {steps: 3}\n")
+    with pytest.raises(ValueError, match="trainnig"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="global_batch_size"):
+        load_config(CONFIG, ["training.global_batch_size=7", "training.micro_batch_size=2"])
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
+    help_out = subprocess.run([sys.executable, "-m", "training.train", "--help"], cwd=REPO, env=_env(),
+                              capture_output=True, text=True, timeout=300)
+    assert help_out.returncode == 0 and "--stop-at-step" in help_out.stdout
