@@ -244,3 +244,15 @@ checkpoint: {{dir: {tmp_path / "ck"}}}
     with torch.no_grad():
         assert (m(x) - hf(x).logits).abs().max().item() < 1e-4
     assert (tmp_path / "hf" / "tokenizer.json").is_file()
+
+
+def test_export_cli_help(capsys):
+    from jobs.export import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "--checkpoint" in out and "--tokenizer" in out
+    with pytest.raises(SystemExit) as e:  # a model name needs an explicit checkpoint
+        main(["--config", "tiny", "--out", "x", "--no-tokenizer"])
+    assert e.value.code == 2 and "--checkpoint is required" in capsys.readouterr().err
