@@ -35,9 +35,9 @@ Units used everywhere below:
 """
 from __future__ import annotations
 
+import collections
 import functools
 import json
-import math
 import re
 import unicodedata
 from dataclasses import dataclass, field, fields, replace
@@ -203,8 +203,74 @@ class RuleParams:
             return None
         return re.compile("|".join(f"(?:{p})" for p in self.boilerplate_patterns), re.IGNORECASE)
 
+    @functools.cached_property
+    def _boilerplate_triggers(self) -> tuple[str, ...] | None:
+        """Lower-cased literals of which every pattern needs one (a fast pre-check before the
+        regex); None when some pattern has no required literal."""
+        lits = [_required_literal(p) for p in self.boilerplate_patterns]
+        return None if any(not x for x in lits) else tuple(x.lower() for x in lits)
+
 
 _PARAM_NAMES = {f.name for f in fields(RuleParams)}
+
+
+_META = set("\\.^$*+?{}[]|()")
+
+
+def _required_literal(pattern: str) -> str:
+    """Longest run of literal characters at nesting depth 0 that every match of ``pattern``
+    must contain ("" when there is none, e.g. a top-level alternation or escapes)."""
+    if "|" in _strip_groups(pattern):
+        return ""
+    best, cur, depth, i = "", "", 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        nxt = pattern[i + 1] if i + 1 < len(pattern) else ""
+        if c == "\\":
+            cur, i = "", i + 2
+            continue
+        if c in "([":
+            depth += 1
+            if c == "[":  # skip the whole class
+                j = pattern.find("]", i + 1)
+                i, depth = (j + 1 if j > 0 else len(pattern)), depth - 1
+                cur = ""
+                continue
+            cur = ""
+        elif c == ")":
+            depth -= 1
+            cur = ""
+        elif depth == 0 and c not in _META:
+            if nxt in ("?", "*", "{"):  # optional character: ends the run
+                cur = ""
+            else:
+                cur += c
+                if len(cur) > len(best):
+                    best = cur
+        else:
+            cur = ""
+        i += 1
+    return best
+
+
+def _strip_groups(pattern: str) -> str:
+    """``pattern`` without its parenthesised groups and classes (to find top-level ``|``)."""
+    out, depth, i = [], 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            if depth == 0:
+                out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        elif depth == 0:
+            out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def _fold(w: str) -> str:
@@ -279,6 +345,11 @@ def remove_boilerplate_lines(text: str, params: RuleParams, lang: str | None = N
     rx = params._boilerplate_re
     if rx is None or not text:
         return text, 0, 0
+    triggers = params._boilerplate_triggers
+    if triggers is not None:
+        low = text.lower()
+        if not any(t in low for t in triggers):
+            return text, 0, 0
     if rx.search(text) is None:
         return text, 0, 0
     kept, n, chars = [], 0, 0
@@ -313,6 +384,18 @@ def _dup_stats(items: list[str]) -> tuple[int, int, int]:
         else:
             seen.add(x)
     return dup, dup_chars, total
+
+
+_COUNTS_CACHE: list = [None, None]
+
+
+def _word_counts(words: list[str]) -> dict[str, int]:
+    """``Counter(words)``, memoised for the last list seen (the rule families of one
+    document share the same list object)."""
+    if _COUNTS_CACHE[0] is not words:
+        _COUNTS_CACHE[0] = words
+        _COUNTS_CACHE[1] = collections.Counter(words)
+    return _COUNTS_CACHE[1]
 
 
 def _fire(fired: dict, reason: str, value: float, threshold: float) -> None:
@@ -355,9 +438,11 @@ def gopher_quality(text: str, words: list[str], params: RuleParams) -> tuple[dic
     nl = len(lines)
     bullets = sum(1 for s in lines if s.startswith(_BULLETS)) / nl if nl else 0.0
     ell_lines = sum(1 for s in lines if s.endswith(_ELLIPSES)) / nl if nl else 0.0
-    alpha = sum(1 for w in words if _ALPHA_RE.search(w)) / n if n else 0.0
+    counts = _word_counts(words)
+    has_alpha = _ALPHA_RE.search
+    alpha = sum(c for w, c in counts.items() if has_alpha(w)) / n if n else 0.0
     sw = p._stopword_set
-    stops = sum(1 for w in words if _fold(w) in sw) if sw else 0
+    stops = sum(c for w, c in counts.items() if _fold(w) in sw) if sw else 0
     m = {"words": n, "avg_word_len": avg, "hash_ratio": hashes, "ellipsis_ratio": ell,
          "bullet_lines": bullets, "ellipsis_lines": ell_lines, "alpha_words": alpha,
          "stop_words": stops}
@@ -436,28 +521,35 @@ def gopher_repetition(text: str, words: list[str], params: RuleParams) -> tuple[
         m[f"top_{n}_gram" if n in dict(p.top_n_grams) else f"dup_{n}_gram"] = 0.0
     if nw < 2 or not ns:
         return m, fired
-    vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.uint64, count=nw)
+    counts = _word_counts(words)
+    if len(counts) == nw:  # every word distinct: no repeated n-gram of any length
+        return m, fired
+    index = {w: i for i, w in enumerate(counts)}
+    ids = np.fromiter(map(index.__getitem__, words), dtype=np.uint64, count=nw)
     ids = ids * _MULT + np.uint64(1)  # spread the small ids over 64 bits
     lens = np.fromiter(map(len, words), dtype=np.int64, count=nw)
     total = float(lens.sum())
-    if len(vocab) == nw:  # every word distinct: no repeated n-gram of any length
-        return m, fired
     csum = np.concatenate(([0], np.cumsum(lens)))
     top = dict(p.top_n_grams)
     dup = dict(p.dup_n_grams)
     h = None
+    top_done = dup_done = False  # no repeat at n means none at any larger n
     for n in range(1, ns[-1] + 1):
         if n > nw:
             break
         h = _ngram_hashes(ids, n, h)
-        if n not in top and n not in dup:
+        want_top = n in top and not top_done
+        want_dup = n in dup and not dup_done
+        if not (want_top or want_dup):
+            if (top_done or n >= max(top, default=0)) and (dup_done or n >= max(dup, default=0)):
+                break
             continue
+        hl = h.tolist()
+        if len(set(hl)) == len(hl):  # no repeated n-gram: larger n cannot repeat either
+            break
         uniq, first, inv, cnt = np.unique(h, return_index=True, return_inverse=True,
                                           return_counts=True)
-        if cnt.max() < 2:
-            continue
-        if n in top:
+        if want_top:
             # chars of each n-gram occurrence = csum[i+n] - csum[i]; the top n-gram's chars are
             # the same for every occurrence, so take the first one.
             best = int(np.argmax(cnt))
@@ -465,7 +557,9 @@ def gopher_repetition(text: str, words: list[str], params: RuleParams) -> tuple[
                 i0 = int(first[best])
                 chars = float(csum[i0 + n] - csum[i0]) * int(cnt[best])
                 m[f"top_{n}_gram"] = chars / total
-        if n in dup:
+            else:
+                top_done = True  # counts only fall as n grows
+        if want_dup:
             # occurrences that repeat an earlier occurrence of the same n-gram
             starts = np.nonzero(first[inv] != np.arange(len(h)))[0]
             cover = np.zeros(nw + 1, dtype=np.int64)
@@ -589,11 +683,11 @@ _SYMBOL_RE = re.compile("[" + _class_for(lambda cp: unicodedata.category(chr(cp)
 _DIGIT_RE = re.compile(r"\d+")
 _SPACE_RE = re.compile(r"\s+")
 _DATE_RE = re.compile(
-    r"\d{4}\s?[-/.年년]\s?\d{1,2}\s?[-/.月월]\s?\d{1,2}\s?[日일]?"      # 2020-06-16, 2020年6月16日
+    r"(?=\d)(?:\d{4}\s?[-/.年년]\s?\d{1,2}\s?[-/.月월]\s?\d{1,2}\s?[日일]?"      # 2020-06-16, 2020年6月16日
     r"|\d{1,2}\s?[-/.]\s?\d{1,2}\s?[-/.]\s?\d{2,4}"                   # 16/06/2020, 16.06.20
     r"|\d{4}\s?[年년]\s?\d{1,2}\s?[月월]"                               # 2020年6月
     r"|\d{1,2}\s?[月월]\s?\d{1,2}\s?[日일]"                              # 6月16日
-    r"|\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b")               # 02:31, 2:31 PM
+    r"|\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b)")              # 02:31, 2:31 PM
 _TLDS = ("com|net|org|info|biz|edu|gov|io|co|me|tv|cc|xyz|top|vip|club|online|site|shop|app|"
          "cn|ru|de|nl|uk|fr|es|it|pl|br|pt|jp|kr|tw|hk|vn|id|th|tr|il|ar|eu|us|ca|au|in|ch|at|be")
 # Bounded repetitions keep matching linear on pathological input (a 50,000-letter "word").
@@ -603,6 +697,10 @@ _URL_RE = re.compile(
     r"|\b[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}"
     rf"|\b[a-zA-Z0-9][a-zA-Z0-9-]{{0,62}}(?:\.[a-zA-Z0-9-]{{1,63}}){{0,8}}\.(?:{_TLDS})\b(?:/\S*)?",
     re.ASCII)
+
+
+# cheap test whether _URL_RE can match at all (most prose has none of these)
+_URL_HINT_RE = re.compile(rf"://|www\.|@|[A-Za-z0-9-]\.(?:{_TLDS})\b", re.ASCII)
 
 
 def _span_chars(rx: re.Pattern, text: str) -> int:
@@ -628,8 +726,8 @@ def seed_rules(text: str, words: list[str], params: RuleParams) -> tuple[dict, d
         return m, fired
     inv = sum(map(len, _INVISIBLE_RE.findall(text))) / nonspace
     dig = sum(map(len, _DIGIT_RE.findall(text))) / nonspace
-    date = _span_chars(_DATE_RE, text) / nonspace
-    url = _span_chars(_URL_RE, text) / nonspace
+    date = _span_chars(_DATE_RE, text) / nonspace if dig else 0.0
+    url = _span_chars(_URL_RE, text) / nonspace if _URL_HINT_RE.search(text) else 0.0
     maxw = max(map(len, words)) if words else 0
     sym = sum(map(len, _SYMBOL_RE.findall(text))) / len(words) if words else 0.0
     m = {"invisible_ratio": inv, "digit_ratio": dig, "date_ratio": date, "url_ratio": url,

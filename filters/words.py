@@ -48,6 +48,7 @@ _NOSPACE_RANGES = (
     "\u0e80-\u0eff"        # Lao
     "\u1780-\u17ff"        # Khmer
     "\u1000-\u109f"        # Myanmar
+    "\U00020000-\U0003ffff"  # CJK Extensions B-H
 )
 
 
@@ -75,9 +76,35 @@ def _mark_class() -> str:
 
 
 _MARKS = _mark_class()
+_NOSPACE_RE_1 = re.compile(f"[{_NOSPACE_RANGES}]")
+
+
+def _word_class() -> str:
+    """Class body of the BMP word characters (``\\w`` or a combining mark) outside the no-space
+    scripts: one explicit class is much faster than a per-character lookahead."""
+    w1 = re.compile(rf"[\w{_MARKS}]")
+    out, start, prev = [], None, None
+    for cp in range(0x10000):
+        ch = chr(cp)
+        ok = w1.match(ch) is not None and _NOSPACE_RE_1.match(ch) is None and not (0xD800 <= cp <= 0xDFFF)
+        if ok:
+            if start is None:
+                start = prev = cp
+            elif cp == prev + 1:
+                prev = cp
+            else:
+                out.append((start, prev))
+                start = prev = cp
+    if start is not None:
+        out.append((start, prev))
+    # astral-plane characters are not word characters here, except the CJK extension
+    # ideographs, which are in _NOSPACE_RANGES (one token per character)
+    return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in out)
+
+
 # a word character: \w (letters, digits, underscore) or a combining mark, but not a letter of a
 # no-space script (those are matched one by one).
-_W = rf"(?:(?![{_NOSPACE_RANGES}])[\w{_MARKS}])"
+_W = f"[{_word_class()}]"
 _DIGIT_GROUP = r"\d+(?:[.,:/]\d+)+"
 _JOINED = rf"{_W}+(?:['’\-]{_W}+)*"
 _NOSPACE_CHAR = rf"[{_NOSPACE_RANGES}][{_MARKS}]*"

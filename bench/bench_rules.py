@@ -1,0 +1,176 @@
+"""Benchmark of the `rules` stage's filters (filters.rules.apply_rules), one core.
+
+Prints, as plain lines:
+  * documents/s per core of apply_rules over an enlarged input (the 2,214 real NTREX documents
+    replicated and perturbed to --docs documents: SYNTHETIC, said so in the output);
+  * word segmentation time per language (filters.words.words alone), ms per document;
+  * kept % per language on the real NTREX documents;
+  * the same NTREX documents through datatrove's GopherQualityFilter + GopherRepetitionFilter +
+    FineWebQualityFilter with their default settings, in a separate virtualenv
+    (build/bench-venv, created here if missing; never the project's .venv): documents/s per
+    core, kept % per language, and the speed ratio. Skipped with a message when the venv cannot
+    be built (no network to the package index).
+
+Usage: python bench/bench_rules.py [--docs 20000] [--no-datatrove]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import enlarge, ntrex_documents  # noqa: E402
+from filters.rules import apply_rules, load_filter_config  # noqa: E402
+from filters.words import segmenter_name, words  # noqa: E402
+
+DT_VENV = REPO / "build" / "bench-venv"
+# datatrove's filters import `regex`; spaCy is its English word tokenizer (spacy.blank("en"))
+DT_PINS = ["datatrove==0.10.1", "spacy==3.8.18", "regex==2026.11.19"]
+
+# Runs inside the datatrove venv: reads [[lang, text], ...] from argv[1], prints JSON.
+DT_SCRIPT = r'''
+import json, sys, time, collections
+from datatrove.data import Document
+from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter, FineWebQualityFilter
+docs = json.load(open(sys.argv[1], encoding="utf-8"))
+filters = [GopherRepetitionFilter(), GopherQualityFilter(), FineWebQualityFilter()]
+def keep(d):
+    for f in filters:
+        r = f.filter(d)
+        ok = r[0] if isinstance(r, tuple) else r
+        if not ok:
+            return False
+    return True
+warm = [Document(text=t, id=str(i)) for i, (l, t) in enumerate(docs[:20])]
+for d in warm:
+    keep(d)
+kept = collections.Counter(); tot = collections.Counter()
+t0 = time.process_time()
+for i, (lang, text) in enumerate(docs):
+    tot[lang] += 1
+    kept[lang] += keep(Document(text=text, id=str(i)))
+cpu = time.process_time() - t0
+import datatrove
+print(json.dumps({"version": datatrove.__version__ if hasattr(datatrove, "__version__") else "?",
+                  "cpu_s": cpu, "docs": len(docs), "kept": kept, "total": tot}))
+'''
+
+
+def ensure_dt_venv() -> Path | None:
+    """Create build/bench-venv with datatrove and what its filters import, if missing."""
+    py = DT_VENV / "bin" / "python"
+    if py.exists():
+        ok = subprocess.run([str(py), "-c", "import spacy, datatrove.pipeline.filters"],
+                            capture_output=True).returncode == 0
+        if ok:
+            return py
+    print(f"datatrove: creating {DT_VENV} ({', '.join(DT_PINS)}) ...", flush=True)
+    try:
+        if not py.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(DT_VENV)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *DT_PINS], check=True, timeout=1800)
+    except Exception as e:  # no index reachable, build failure...
+        print(f"datatrove: comparison skipped, could not build the venv: {e}")
+        return None
+    return py
+
+
+def bench_ours(n_docs: int, seed: int) -> None:
+    cfg = load_filter_config()
+    real = ntrex_documents()
+    print(f"input: {len(real)} real NTREX-128 documents (123 x 18 languages)")
+    big = enlarge([(l, t) for l, _, t in real], n_docs, seed)
+    print(f"enlarged input: {len(big)} documents = real NTREX replicated and perturbed "
+          f"(SYNTHETIC, seed {seed})")
+    # warm up every segmenter and the config once (dictionary loads are per process, not per doc)
+    for lang in sorted({l for l, _ in big}):
+        apply_rules(next(t for l, t in big if l == lang), lang, cfg.params(lang))
+
+    t0 = time.process_time()
+    for lang, text in big:
+        apply_rules(text, lang, cfg.params(lang))
+    cpu = time.process_time() - t0
+    print(f"rules docs_per_sec_per_core: {len(big) / cpu:.0f}  ({len(big)} docs, {cpu:.2f} s CPU, "
+          f"all rules + line fixes, 18 languages)")
+
+    by_lang = collections.defaultdict(list)
+    for lang, text in big:
+        by_lang[lang].append(text)
+    print("word segmentation per language (filters.words.words alone):")
+    seg_total = 0.0
+    for lang in sorted(by_lang):
+        texts = by_lang[lang]
+        t0 = time.process_time()
+        for t in texts:
+            words(t, lang)
+        c = time.process_time() - t0
+        seg_total += c
+        print(f"  segment {lang} {segmenter_name(lang):20s} {1000 * c / len(texts):7.3f} ms/doc  "
+              f"{len(texts) / c:8.0f} docs/s")
+    print(f"segmentation share of rules CPU: {100 * seg_total / cpu:.0f}%")
+
+    kept, tot = collections.Counter(), collections.Counter()
+    for lang, _, text in real:
+        tot[lang] += 1
+        kept[lang] += apply_rules(text, lang, cfg.params(lang)).reason is None
+    line = " ".join(f"{l}={100 * kept[l] / tot[l]:.1f}" for l in sorted(tot))
+    print(f"rules kept % on real NTREX: {line}")
+    print(f"rules min kept % over languages: {min(100 * kept[l] / tot[l] for l in tot):.1f} (target >= 98)")
+    return len(big) / cpu
+
+
+def bench_datatrove(ours_dps: float) -> None:
+    py = ensure_dt_venv()
+    if py is None:
+        return
+    real = ntrex_documents()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
+        json.dump([[l, t] for l, _, t in real], f, ensure_ascii=False)
+        data = f.name
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(DT_SCRIPT)
+        script = f.name
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+        res = subprocess.run([str(py), script, data], capture_output=True, text=True, env=env, timeout=3600)
+        if res.returncode != 0:
+            print("datatrove: run failed:\n" + res.stderr[-2000:])
+            return
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+    finally:
+        os.unlink(data)
+        os.unlink(script)
+    dps = out["docs"] / out["cpu_s"]
+    print(f"datatrove {out['version']} Gopher quality + Gopher repetition + FineWeb quality "
+          f"(default settings) on the same {out['docs']} real NTREX documents:")
+    print(f"datatrove docs_per_sec_per_core: {dps:.0f}")
+    kept, tot = out["kept"], out["total"]
+    print("datatrove kept % on real NTREX: " + " ".join(
+        f"{l}={100 * kept.get(l, 0) / tot[l]:.1f}" for l in sorted(tot)))
+    print(f"speedup rules vs datatrove (docs/s per core): {ours_dps / dps:.1f}x (target >= 10x)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--docs", type=int, default=20000, help="documents in the enlarged input")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-datatrove", action="store_true", help="skip the datatrove comparison")
+    args = ap.parse_args(argv)
+    ours = bench_ours(args.docs, args.seed)
+    if not args.no_datatrove:
+        bench_datatrove(ours)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
