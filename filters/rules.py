@@ -312,6 +312,8 @@ def _round(v):
 _HSPACE_RE = re.compile(r"[^\S\n]+")
 _VSPACE_RE = re.compile(r"\r\n?|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _BLANKS_RE = re.compile(r"\n{3,}")
+# anything normalize_whitespace would change
+_WS_DIRTY_RE = re.compile(r"[^\S \n]|  |^ | $|\n\n\n|\A\s|\s\Z", re.M)
 
 
 def normalize_whitespace(text: str) -> tuple[str, int]:
@@ -324,6 +326,8 @@ def normalize_whitespace(text: str) -> tuple[str, int]:
     Returns:
         (fixed text, number of characters removed).
     """
+    if _WS_DIRTY_RE.search(text) is None:  # already normal (the common case for clean text)
+        return text, 0
     t = _VSPACE_RE.sub("\n", text)
     t = _HSPACE_RE.sub(" ", t)
     t = "\n".join(line.strip() for line in t.split("\n"))
