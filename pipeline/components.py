@@ -59,14 +59,15 @@ def _small_star(edges):
 
 def _is_star_forest(edges) -> bool:
     """True if every node has at most one edge to a smaller node and no edge's smaller end has
-    an edge to a smaller node: then every component is a star centred on its smallest node."""
+    an edge to a smaller node: then every component is a star centred on its smallest node.
+    One shuffle: per node, the number of edges where it is the larger end and whether it is
+    ever the smaller end."""
     from pyspark.sql import functions as F
 
-    if not edges.groupBy("u").count().where(F.col("count") > 1).isEmpty():
-        return False
-    centres = edges.select(F.col("v").alias("x"))
-    sources = edges.select(F.col("u").alias("x"))
-    return centres.join(sources, "x", "left_semi").isEmpty()
+    ends = (edges.select(F.col("u").alias("x"), F.lit(1).alias("src"), F.lit(0).alias("dst"))
+            .union(edges.select(F.col("v").alias("x"), F.lit(0).alias("src"), F.lit(1).alias("dst"))))
+    per = ends.groupBy("x").agg(F.sum("src").alias("s"), F.max("dst").alias("d"))
+    return per.where((F.col("s") > 1) | ((F.col("s") >= 1) & (F.col("d") == 1))).isEmpty()
 
 
 def _cut(df, reliable: bool):
@@ -109,7 +110,7 @@ def connected_components(edges, max_iter: int = 100, verbose: bool = True):
         cur = _cut(_canonical(_small_star(_large_star(cur))), reliable)
         done = _is_star_forest(cur)
         if verbose:
-            log(f"[components] round {rounds}: {cur.count()} edges{' (stars: done)' if done else ''}")
+            log(f"[components] round {rounds}{': stars, done' if done else ''}")
         prev.unpersist()
     # at the fixed point every edge is (node, root) with root < node and root a star centre
     parent = cur.groupBy("u").agg(F.min("v").alias("component"))
