@@ -107,7 +107,7 @@ def test_tokenize_job_shards_manifest_and_rerun(spark, tok_out):
     for lang in ("de", "zh", "ar"):
         s = streams[lang, "parallel"]
         assert s["tier"] == "parallel" and s["documents"] == 4  # pud_docs
-        t = pq.concat_tables([pq.read_table(tokens / f) for f in s["files"]])
+        t = pa.concat_tables([pq.read_table(tokens / f) for f in s["files"]])
         for doc_id, x in zip(t.column("id").to_pylist(), t.column("input_ids").to_pylist()):
             base, direction = doc_id.split("#")
             assert direction in (f"en-{lang}", f"{lang}-en")
