@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         for s in joined:
             score(s, bos=True, eos=True)
         t_raw += time.perf_counter() - t
-        lines.extend(Q.classifier_line([p for par in toks for p in par]) for toks in toks_per_doc)
+        lines.extend(Q.classifier_line(Q.classifier_pieces(toks)) for toks in toks_per_doc)
     if clf is not None:
         t = time.perf_counter()
         for i in range(0, len(lines), 2000):

@@ -42,6 +42,10 @@ REASON_NO_MODEL = "quality_no_model"     # no models for the document's language
 # Paragraphs longer than this many characters are scored in chunks (split at a space when
 # possible) so a single 20 MB line never reaches SentencePiece / KenLM as one string.
 DEFAULT_MAX_PARAGRAPH_CHARS = 20_000
+# Marks paragraph ends in the classifier input, so line structure (navigation menus, lists of
+# short lines) is visible to its bigrams. SentencePiece pieces of normalised text never contain
+# it as a whole piece.
+PARAGRAPH_TOKEN = "__p__"
 # Classifier input: at most this many pieces per document (its beginning).
 DEFAULT_CLASSIFIER_MAX_TOKENS = 4_096
 
@@ -55,7 +59,8 @@ class PplResult:
         log10_prob: sum of KenLM ``log10 p`` over all paragraphs (float, <= 0).
         n_tokens: SentencePiece pieces + one ``</s>`` per paragraph (int).
         n_paragraphs: paragraphs scored (int).
-        pieces: the pieces of the whole document (list[str]), for the classifier.
+        pieces: the pieces of the whole document with :data:`PARAGRAPH_TOKEN` after each
+            paragraph (list[str]), the classifier's input (:func:`classifier_pieces`).
     """
 
     ppl: float | None
@@ -198,8 +203,7 @@ class PerplexityModel:
         pars = self.paragraphs(text or "")
         toks = self.tokenize(pars)
         lp, n = self.score_pieces(toks)
-        return PplResult(ppl_from_log10(lp, n), lp, n, len(pars),
-                         [p for par in toks for p in par])
+        return PplResult(ppl_from_log10(lp, n), lp, n, len(pars), classifier_pieces(toks))
 
 
 class QualityClassifier:
@@ -245,6 +249,16 @@ class QualityClassifier:
                     break
             out[i] = min(1.0, max(0.0, p)) if math.isfinite(p) else 0.0
         return out
+
+
+def classifier_pieces(pieces_per_par: list[list[str]]) -> list[str]:
+    """Flatten per-paragraph pieces for the classifier, with :data:`PARAGRAPH_TOKEN` after
+    each paragraph."""
+    out: list[str] = []
+    for par in pieces_per_par:
+        out.extend(par)
+        out.append(PARAGRAPH_TOKEN)
+    return out
 
 
 def classifier_line(pieces: list[str], max_tokens: int = DEFAULT_CLASSIFIER_MAX_TOKENS) -> str:

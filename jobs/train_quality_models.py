@@ -31,10 +31,16 @@ Recipe (CCNet, Wenzek et al. 2020 sec. 3.3; PolyLM, arXiv 2307.06018 sec. 3.1):
   most languages and would see a few dozen negatives in the rest; one model shares what marks
   web text (navigation/boilerplate pieces, shop/spam vocabulary, number patterns) across
   languages. Its input is the document's SentencePiece pieces (from its language's model),
-  which also gives word-like units for zh/ja/th text without spaces. Positives are capped
-  (evenly per language) and web lines oversampled to balance the classes. Caveat: for
-  languages without web examples the classifier has seen only positives, so their scores say
-  little; their threshold still comes from held-out reference scores.
+  which also gives word-like units for zh/ja/th text without spaces, with a ``__p__`` token
+  after each paragraph so line structure (menus, lists of short lines) reaches the bigrams.
+  Positives are capped (evenly per language); in each language with web documents the web
+  lines are oversampled to that language's positive count, so language identity alone does
+  not predict the label there. Caveats: for languages without web examples the classifier has
+  seen only positives, so their scores say little (their threshold still comes from held-out
+  reference scores); the reference sources are mostly one sentence per line, so part of what
+  the classifier rewards is that line structure. Held-out web documents are too few (1-23
+  per language) for a held-out ROC AUC, so the manifest also reports a cross-fitted one
+  (``cv_auc``, k folds by the same group key).
 * Thresholds (calibration on held-out reference documents, ``--reference-keep`` q):
   ``max_ppl`` = the q-quantile of held-out reference ppl and ``min_quality_score`` =
   min(0.5, the (1-q)-quantile of held-out reference classifier scores), so each filter removes
@@ -55,7 +61,7 @@ import time
 import numpy as np
 
 from filters.normalize import normalize
-from filters.quality import (LABEL_REF, LABEL_WEB, MANIFEST, PerplexityModel, PieceTokenizer,
+from filters.quality import (LABEL_REF, LABEL_WEB, MANIFEST, PARAGRAPH_TOKEN, PerplexityModel, PieceTokenizer,
                              QualityClassifier, classifier_line, roc_auc)
 
 POSITIVE_TIERS = ("reference", "book")
@@ -203,8 +209,9 @@ def median(xs) -> float | None:
 # ------------------------------------------------------------------ main training
 def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[str] | None = None,
                          heldout_fraction: float = 0.2, vocab_size: int = 8000, order: int = 5,
-                         reference_keep: float = 0.98, epoch: int = 25, lr: float = 0.5,
-                         dim: int = 32, max_positives: int = 3000, classifier_train_tokens: int = 512,
+                         reference_keep: float = 0.98, epoch: int = 10, lr: float = 0.5,
+                         dim: int = 32, max_positives: int = 3000, classifier_train_tokens: int = 256,
+                         cv_folds: int = 5,
                          seed: int = 0, lmplz: str | None = None,
                          build_binary: str | None = None, input_desc: str = "") -> dict:
     """Train every model from ``docs`` and write them plus ``manifest.json`` to ``models_dir``.
@@ -222,6 +229,7 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
         max_positives: cap on classifier positives, spread evenly over languages (web
             negatives are few; training on every reference doc only slows fastText down).
         classifier_train_tokens: pieces per training document for the classifier.
+        cv_folds: k of the cross-fitted classifier evaluation (``cv_auc``; < 2 disables).
         seed: SentencePiece / fastText seed.
         lmplz, build_binary: KenLM program paths (default: see :func:`find_tool`).
 
@@ -233,8 +241,6 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
         FileNotFoundError: KenLM programs missing.
         RuntimeError: lmplz / build_binary failed.
     """
-    import fasttext
-
     t0 = time.time()
     lmplz = find_tool("lmplz", lmplz)
     build_binary = find_tool("build_binary", build_binary)
@@ -317,61 +323,27 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                 f"{_r(median(web_ppl))} (n={len(web_ppl)}) [{time.time() - lt:.1f}s]")
 
         # ---------------------------------------------------------------- classifier
-        rng = np.random.default_rng(seed)
-        pos_by_lang: dict[str, list[str]] = {}
-        neg_lines: list[str] = []
-        for lang in langs:
-            for d in by_lang[lang]:
-                if d["split"] != "train" or d["id"] not in pieces_cache:
-                    continue
-                feat = classifier_line(pieces_cache[d["id"]], classifier_train_tokens)
-                if not feat:
-                    continue
-                if d["label"] == "ref":
-                    pos_by_lang.setdefault(lang, []).append(f"{LABEL_REF} {feat}")
-                else:
-                    neg_lines.append(f"{LABEL_WEB} {feat}")
-        # Positives: at most max_positives, spread evenly over languages (a fixed-seed sample);
-        # negatives (scarce) are oversampled to the same count.
-        pos_lines: list[str] = []
-        quota = max(1, max_positives // max(1, len(pos_by_lang)))
-        for lang, ls in sorted(pos_by_lang.items()):
-            idx = rng.permutation(len(ls))[:quota]
-            pos_lines.extend(ls[j] for j in sorted(idx))
-        n_pos, n_neg = len(pos_lines), len(neg_lines)
+        params = {"wordNgrams": 2, "epoch": epoch, "lr": lr, "dim": dim, "thread": 1, "minCount": 1,
+                  "bucket": 200000, "loss": "softmax", "seed": seed}
+        train_docs = [d for lang in langs for d in by_lang[lang]
+                      if d["split"] == "train" and pieces_cache.get(d["id"])]
+        clf_path = os.path.join(work, "quality-classifier.bin")
+        counts = _train_classifier(train_docs, pieces_cache, clf_path, params, max_positives,
+                                   classifier_train_tokens, seed)
         clf_info = {"path": "quality-classifier.bin", "kind": "multilingual", "labels": [LABEL_REF, LABEL_WEB],
-                    "features": f"SentencePiece pieces of the document's language (first "
-                                f"{classifier_train_tokens} in training)",
-                    "params": {"wordNgrams": 2, "epoch": epoch, "lr": lr, "dim": dim, "thread": 1,
-                               "minCount": 1, "bucket": 200000, "loss": "softmax", "seed": seed},
-                    "train_pos": n_pos, "train_neg": n_neg,
-                    "train_pos_available": sum(len(v) for v in pos_by_lang.values())}
-        if n_pos and n_neg:
-            rep = max(1, round(n_pos / n_neg))
-            all_lines = pos_lines + neg_lines * rep
-            order_idx = rng.permutation(len(all_lines))
-            ft_train = os.path.join(work, "classifier.train.txt")
-            with open(ft_train, "w", encoding="utf-8") as f:
-                for j in order_idx:
-                    f.write(all_lines[j] + "\n")
-            clf_info["negative_oversampling"] = rep
-            log(f"classifier: {n_pos} reference vs {n_neg} web training docs (web x{rep}), "
-                f"fastText wordNgrams=2 epoch={epoch}")
-            model = fasttext.train_supervised(input=ft_train, wordNgrams=2, epoch=epoch, lr=lr, dim=dim,
-                                              thread=1, minCount=1, bucket=200000, loss="softmax",
-                                              seed=seed, verbose=0)
-            model.save_model(os.path.join(work, "quality-classifier.bin"))
-            os.remove(ft_train)
-            clf = QualityClassifier(os.path.join(work, "quality-classifier.bin"))
-            auc_all_pos, auc_all_neg = [], []
+                    "features": f"SentencePiece pieces of the document's language with {PARAGRAPH_TOKEN} "
+                                f"after each paragraph (first {classifier_train_tokens} per training document)",
+                    "params": params, **counts}
+        if counts["train_pos"] and counts["train_neg"]:
+            log(f"classifier: {counts['train_pos']} reference vs {counts['train_neg']} web training docs "
+                f"(web oversampled per language), fastText wordNgrams=2 epoch={epoch}")
+            clf = QualityClassifier(clf_path)
             clf_info["heldout_auc"] = {}
             for lang in langs:
                 held = [d for d in by_lang[lang] if d["split"] == "heldout" and d["id"] in pieces_cache]
                 scores = clf.predict_proba([classifier_line(pieces_cache[d["id"]]) for d in held])
                 pos = [s for d, s in zip(held, scores) if d["label"] == "ref"]
                 neg = [s for d, s in zip(held, scores) if d["label"] == "web"]
-                auc_all_pos += pos
-                auc_all_neg += neg
                 lm = manifest["languages"][lang]
                 lm["heldout_web_docs"] = len(neg)
                 lm["heldout_auc"] = _r(roc_auc(pos, neg)) if pos and neg else None
@@ -379,15 +351,30 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                 floor = quantile(pos, 1 - reference_keep)
                 lm["min_quality_score"] = _r(min(0.5, floor)) if floor is not None else 0.0
                 lm["heldout_ref_median_quality_score"] = _r(median(pos))
-            clf_info["heldout_auc_all"] = (_r(roc_auc(auc_all_pos, auc_all_neg))
-                                           if auc_all_pos and auc_all_neg else None)
+            if cv_folds >= 2:
+                # Web documents are too few for a 20% held-out split to measure AUC in most
+                # languages: cross-fit k classifiers (folds by the same group key as the split)
+                # and score every document with the one that did not see it.
+                oof = _cross_fit(
+                    [d for lang in langs for d in by_lang[lang] if pieces_cache.get(d["id"])],
+                    pieces_cache, work, params, max_positives, classifier_train_tokens, seed, cv_folds)
+                clf_info["cv_folds"] = cv_folds
+                clf_info["cv_auc"] = {}
+                for lang in langs:
+                    pos = [oof[d["id"]] for d in by_lang[lang] if d["label"] == "ref" and d["id"] in oof]
+                    neg = [oof[d["id"]] for d in by_lang[lang] if d["label"] == "web" and d["id"] in oof]
+                    lm = manifest["languages"][lang]
+                    lm["cv_auc"] = _r(roc_auc(pos, neg)) if pos and neg else None
+                    lm["cv_web_docs"] = len(neg)
+                    clf_info["cv_auc"][lang] = lm["cv_auc"]
+                log("classifier cross-fitted ROC AUC: " + ", ".join(
+                    f"{l} {v} (web n={manifest['languages'][l]['cv_web_docs']})"
+                    for l, v in clf_info["cv_auc"].items() if v is not None))
             manifest["classifier"] = clf_info
-            log(f"classifier held-out ROC AUC (all languages): {clf_info['heldout_auc_all']}")
         else:
-            log(f"classifier NOT trained: {n_pos} positive and {n_neg} negative training docs "
-                f"(needs both tiers); quality_score will be null")
+            log(f"classifier NOT trained: {counts['train_pos']} positive and {counts['train_neg']} negative "
+                f"training docs (needs both tiers); quality_score will be null")
             manifest["classifier"] = None
-            clf_info["skipped"] = True
         manifest["seconds"] = round(time.time() - t0, 1)
         with open(os.path.join(work, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, ensure_ascii=False)
@@ -404,6 +391,90 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
         raise
     log(f"models written to {models_dir} in {manifest['seconds']}s")
     return manifest
+
+
+def _train_classifier(docs: list[dict], pieces: dict, path: str, params: dict, max_positives: int,
+                      max_tokens: int, seed: int) -> dict:
+    """Train the fastText classifier on ``docs`` (``label`` ref/web) and save it to ``path``.
+
+    Positives: at most ``max_positives``, spread evenly over languages (fixed-seed sample).
+    Negatives: in each language with web documents they are oversampled to that language's
+    positive count, so language identity alone does not predict the label there.
+
+    Returns:
+        counts: ``train_pos``, ``train_neg`` (distinct documents), ``train_lines``.
+    """
+    import fasttext
+
+    rng = np.random.default_rng(seed)
+    pos: dict[str, list[str]] = {}
+    neg: dict[str, list[str]] = {}
+    for d in docs:
+        feat = classifier_line(pieces[d["id"]], max_tokens)
+        if feat and d["label"] in ("ref", "web"):
+            (pos if d["label"] == "ref" else neg).setdefault(d["lang"], []).append(feat)
+    n_pos = n_neg = 0
+    lines: list[str] = []
+    quota = max(1, max_positives // max(1, len(pos)))
+    for lang in sorted(set(pos) | set(neg)):
+        ps = pos.get(lang, [])
+        ps = [ps[j] for j in sorted(rng.permutation(len(ps))[:quota])]
+        lines.extend(f"{LABEL_REF} {x}" for x in ps)
+        n_pos += len(ps)
+        ns = neg.get(lang, [])
+        if ns:
+            rep = max(1, round(max(len(ps), len(ns)) / len(ns)))
+            lines.extend(f"{LABEL_WEB} {x}" for x in ns * rep)
+            n_neg += len(ns)
+    counts = {"train_pos": n_pos, "train_neg": n_neg, "train_lines": len(lines)}
+    if not n_pos or not n_neg:
+        return counts
+    tmp = path + ".train.txt"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for j in rng.permutation(len(lines)):
+            f.write(lines[j] + "\n")
+    try:
+        # fastText can hit NaN on small, oversampled data even with thread=1: retry with a
+        # smaller learning rate (halved, at most 3 times) and record the one that worked.
+        lr = params["lr"]
+        for attempt in range(4):
+            try:
+                model = fasttext.train_supervised(input=tmp, verbose=0, **{**params, "lr": lr})
+                break
+            except RuntimeError as e:
+                if "NaN" not in str(e) or attempt == 3:
+                    raise
+                log(f"fastText hit NaN at lr={lr}; retrying with lr={lr / 2}")
+                lr /= 2
+    finally:
+        os.remove(tmp)
+    model.save_model(path)
+    counts["lr_used"] = lr
+    return counts
+
+
+def _cross_fit(docs: list[dict], pieces: dict, work: str, params: dict, max_positives: int,
+               max_tokens: int, seed: int, k: int) -> dict[str, float]:
+    """Out-of-fold classifier scores: ``{doc id: P(ref)}`` from k classifiers, each trained
+    without the fold (``sha1("cv" + group key) % k``) it scores."""
+    def fold(d):
+        key = "cv" + split_key(d["id"], d.get("source") or "", d.get("lang") or "", d.get("meta"))
+        return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") % k
+
+    folds = {d["id"]: fold(d) for d in docs}
+    oof: dict[str, float] = {}
+    path = os.path.join(work, "cv-classifier.bin")
+    for f in range(k):
+        c = _train_classifier([d for d in docs if folds[d["id"]] != f], pieces, path, params,
+                              max_positives, max_tokens, seed)
+        if not c["train_pos"] or not c["train_neg"]:
+            continue
+        clf = QualityClassifier(path)
+        test = [d for d in docs if folds[d["id"]] == f]
+        for d, s in zip(test, clf.predict_proba([classifier_line(pieces[d["id"]]) for d in test])):
+            oof[d["id"]] = float(s)
+        os.remove(path)
+    return oof
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:
@@ -433,7 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--order", type=int, default=5, help="KenLM n-gram order")
     p.add_argument("--reference-keep", type=float, default=0.98,
                    help="calibration quantile: thresholds keep this share of held-out reference docs")
-    p.add_argument("--epoch", type=int, default=25, help="fastText epochs")
+    p.add_argument("--epoch", type=int, default=10, help="fastText epochs")
+    p.add_argument("--cv-folds", type=int, default=5,
+                   help="k of the cross-fitted classifier ROC AUC (web docs are too few for a held-out split)")
     p.add_argument("--max-positives", type=int, default=3000,
                    help="classifier positives (reference docs), spread evenly over languages")
     p.add_argument("--seed", type=int, default=0)
@@ -455,14 +528,14 @@ def main(argv: list[str] | None = None) -> int:
     m = train_quality_models(docs, models_dir, languages=langs, heldout_fraction=args.heldout_fraction,
                              vocab_size=args.vocab_size, order=args.order,
                              reference_keep=args.reference_keep, epoch=args.epoch, seed=args.seed,
-                             max_positives=args.max_positives,
+                             max_positives=args.max_positives, cv_folds=args.cv_folds,
                              lmplz=args.lmplz, build_binary=args.build_binary, input_desc=src)
     print(f"{'lang':4} {'train':>6} {'held':>5} {'web':>4} {'ppl_held':>9} {'ppl_web':>9} {'max_ppl':>9} "
-          f"{'auc':>6} {'min_q':>6}")
+          f"{'auc':>6} {'cv_auc':>6} {'min_q':>6}")
     for lang, lm in m["languages"].items():
         print(f"{lang:4} {lm['train_docs']:6d} {lm['heldout_ref_docs']:5d} {lm['web_docs']:4d} "
               f"{_fmt(lm['heldout_ref_median_ppl']):>9} {_fmt(lm['web_median_ppl']):>9} {_fmt(lm['max_ppl']):>9} "
-              f"{_fmt(lm.get('heldout_auc')):>6} {_fmt(lm.get('min_quality_score')):>6}")
+              f"{_fmt(lm.get('heldout_auc')):>6} {_fmt(lm.get('cv_auc')):>6} {_fmt(lm.get('min_quality_score')):>6}")
     print(f"models: {models_dir}")
     return 0
 

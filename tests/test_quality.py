@@ -66,7 +66,7 @@ def tiny_models(tmp_path_factory, shared) -> str:
     d = tmp_path_factory.getbasetemp() / "quality_tiny_models"
     if not (d / Q.MANIFEST).exists():
         docs = _ref_docs(shared, "en", "eng") + _ref_docs(shared, "de", "deu") + _web_docs_en(shared)
-        train_quality_models(docs, str(d), vocab_size=2000, epoch=10, heldout_fraction=0.2,
+        train_quality_models(docs, str(d), vocab_size=2000, epoch=10, heldout_fraction=0.2, cv_folds=2,
                              input_desc="tests: ntrex+leipzig en/de, dolma en web")
     return str(d)
 
@@ -157,6 +157,8 @@ def test_tiny_manifest(tiny):
         assert os.path.exists(os.path.join(tiny["dir"], lm["kenlm"]))
     assert m["classifier"]["kind"] == "multilingual" and m["classifier"]["train_neg"] > 10
     assert m["languages"]["de"]["web_docs"] == 0 and m["languages"]["de"]["heldout_auc"] is None
+    assert m["classifier"]["cv_folds"] == 2 and m["languages"]["de"]["cv_auc"] is None
+    assert 0.5 < m["languages"]["en"]["cv_auc"] <= 1.0 and m["languages"]["en"]["cv_web_docs"] > 20
 
 
 def test_perplexity_matches_manual_kenlm(tiny):
