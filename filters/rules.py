@@ -198,6 +198,21 @@ class RuleParams:
         return frozenset(_fold(w) for w in self.stopwords)
 
     @functools.cached_property
+    def _stopword_forms(self) -> tuple[str, ...]:
+        """Surface forms counted as stopwords: lower, Capitalised and UPPER case, with ``'``
+        or ``’`` (looked up in the document's word counts instead of folding every word)."""
+        forms = set()
+        for w in self._stopword_set:
+            for v in (w, w.replace("'", "’")):
+                forms.update((v, v.capitalize(), v.upper()))
+        return tuple(sorted(forms))
+
+    @functools.cached_property
+    def _ngram_plan(self) -> tuple[dict, dict, list]:
+        top, dup = dict(self.top_n_grams), dict(self.dup_n_grams)
+        return top, dup, sorted(set(top) | set(dup))
+
+    @functools.cached_property
     def _boilerplate_re(self) -> re.Pattern | None:
         if not self.boilerplate_patterns:
             return None
@@ -312,8 +327,7 @@ def _round(v):
 _HSPACE_RE = re.compile(r"[^\S\n]+")
 _VSPACE_RE = re.compile(r"\r\n?|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _BLANKS_RE = re.compile(r"\n{3,}")
-# anything normalize_whitespace would change
-_WS_DIRTY_RE = re.compile(r"[^\S \n]|  |^ | $|\n\n\n|\A\s|\s\Z", re.M)
+_OTHER_WS_RE = re.compile(r"[^\S \n]")  # whitespace other than space and newline
 
 
 def normalize_whitespace(text: str) -> tuple[str, int]:
@@ -326,8 +340,9 @@ def normalize_whitespace(text: str) -> tuple[str, int]:
     Returns:
         (fixed text, number of characters removed).
     """
-    if _WS_DIRTY_RE.search(text) is None:  # already normal (the common case for clean text)
-        return text, 0
+    if not ("  " in text or " \n" in text or "\n " in text or "\n\n\n" in text
+            or text[:1].isspace() or text[-1:].isspace() or _OTHER_WS_RE.search(text)):
+        return text, 0  # already normal (the common case for clean text)
     t = _VSPACE_RE.sub("\n", text)
     t = _HSPACE_RE.sub(" ", t)
     t = "\n".join(line.strip() for line in t.split("\n"))
@@ -411,6 +426,8 @@ _BULLETS = ("•", "●", "○", "◦", "▪", "▫", "■", "□", "‣", "⁃"
             "✓", "✔", "-", "*")
 _ELLIPSES = ("...", "…")
 _ALPHA_RE = re.compile(r"[^\W\d_]")
+# a \x00-separated item without any letter (digits, underscores, marks, joiners only)
+_NONALPHA_WORD_RE = re.compile(r"(?<![^\x00])(?:[\d_]|[^\w\x00])+(?![^\x00])")
 
 
 def gopher_quality(text: str, words: list[str], params: RuleParams) -> tuple[dict, dict]:
@@ -443,10 +460,14 @@ def gopher_quality(text: str, words: list[str], params: RuleParams) -> tuple[dic
     bullets = sum(1 for s in lines if s.startswith(_BULLETS)) / nl if nl else 0.0
     ell_lines = sum(1 for s in lines if s.endswith(_ELLIPSES)) / nl if nl else 0.0
     counts = _word_counts(words)
-    has_alpha = _ALPHA_RE.search
-    alpha = sum(c for w, c in counts.items() if has_alpha(w)) / n if n else 0.0
+    if n:
+        nonalpha = _NONALPHA_WORD_RE.findall("\x00".join(counts))
+        alpha = (n - sum(counts.get(w, 0) for w in nonalpha)) / n
+    else:
+        alpha = 0.0
     sw = p._stopword_set
-    stops = sum(c for w, c in counts.items() if _fold(w) in sw) if sw else 0
+    get = counts.get
+    stops = sum(get(w, 0) for w in p._stopword_forms) if sw else 0
     m = {"words": n, "avg_word_len": avg, "hash_ratio": hashes, "ellipsis_ratio": ell,
          "bullet_lines": bullets, "ellipsis_lines": ell_lines, "alpha_words": alpha,
          "stop_words": stops}
@@ -520,22 +541,20 @@ def gopher_repetition(text: str, words: list[str], params: RuleParams) -> tuple[
             _fire(fired, "gopher_rep_" + key, m[key], thr)
 
     nw = len(words)
-    ns = sorted({n for n, _ in p.top_n_grams} | {n for n, _ in p.dup_n_grams})
+    top, dup, ns = p._ngram_plan
     for n in ns:
-        m[f"top_{n}_gram" if n in dict(p.top_n_grams) else f"dup_{n}_gram"] = 0.0
+        m[f"top_{n}_gram" if n in top else f"dup_{n}_gram"] = 0.0
     if nw < 2 or not ns:
         return m, fired
     counts = _word_counts(words)
     if len(counts) == nw:  # every word distinct: no repeated n-gram of any length
         return m, fired
-    index = {w: i for i, w in enumerate(counts)}
+    index = dict(zip(counts, range(len(counts))))
     ids = np.fromiter(map(index.__getitem__, words), dtype=np.uint64, count=nw)
     ids = ids * _MULT + np.uint64(1)  # spread the small ids over 64 bits
     lens = np.fromiter(map(len, words), dtype=np.int64, count=nw)
     total = float(lens.sum())
     csum = np.concatenate(([0], np.cumsum(lens)))
-    top = dict(p.top_n_grams)
-    dup = dict(p.dup_n_grams)
     h = None
     top_done = dup_done = False  # no repeat at n means none at any larger n
     for n in range(1, ns[-1] + 1):
@@ -707,6 +726,13 @@ _URL_RE = re.compile(
 _URL_HINT_RE = re.compile(rf"://|www\.|@|[A-Za-z0-9-]\.(?:{_TLDS})\b", re.ASCII)
 
 
+def _nonspace(text: str) -> int:
+    """Number of non-whitespace characters of ``text``."""
+    if _OTHER_WS_RE.search(text) is None:
+        return len(text) - text.count(" ") - text.count("\n")
+    return len(text) - sum(map(len, _SPACE_RE.findall(text)))
+
+
 def _span_chars(rx: re.Pattern, text: str) -> int:
     return sum(len(x) - x.count(" ") for x in rx.findall(text))
 
@@ -723,7 +749,7 @@ def seed_rules(text: str, words: list[str], params: RuleParams) -> tuple[dict, d
     """
     p = params
     fired: dict = {}
-    nonspace = len(text) - sum(map(len, _SPACE_RE.findall(text)))
+    nonspace = _nonspace(text)
     if nonspace <= 0:
         m = {"invisible_ratio": 0.0, "digit_ratio": 0.0, "date_ratio": 0.0, "url_ratio": 0.0,
              "max_word_len": 0, "symbol_word_ratio": 0.0}
@@ -776,7 +802,7 @@ def apply_rules(text: str | None, lang: str | None, params: RuleParams) -> RuleR
     raw = text or ""
     # invisible characters are measured on the raw text (whitespace fixing could hide none of
     # them, but boilerplate removal could drop lines that hold them)
-    raw_nonspace = len(raw) - sum(map(len, _SPACE_RE.findall(raw)))
+    raw_nonspace = _nonspace(raw)
     raw_invisible = (sum(map(len, _INVISIBLE_RE.findall(raw))) / raw_nonspace) if raw_nonspace else 0.0
     fixed, ws_changed = normalize_whitespace(raw)
     fixed, bp_lines, bp_chars = remove_boilerplate_lines(fixed, params, lang)

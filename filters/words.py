@@ -117,6 +117,7 @@ _ELISION_LANGS = frozenset({"fr", "it", "ca"})
 _KO_RE = re.compile(rf"{_DIGIT_GROUP}|{_W}+(?:-{_W}+)*|{_NOSPACE_CHAR}")
 # A segmenter token is a word iff it contains a letter, digit or mark.
 _HAS_WORD_CHAR = re.compile(rf"[\w{_MARKS}]")
+_TOKEN_WITH_WORD_CHAR = re.compile(rf"[^\x00]*[\w{_MARKS}][^\x00]*")
 
 
 def is_word(token: str) -> bool:
@@ -207,8 +208,11 @@ def words(text: str, lang: str | None) -> list[str]:
         return _KO_RE.findall(text)
     else:
         return _GENERIC_RE.findall(text)
-    has = _HAS_WORD_CHAR.search
-    return [t for t in toks if has(t) is not None]
+    if "\x00" in text:  # cannot use \x00 as a separator below
+        has = _HAS_WORD_CHAR.search
+        return [t for t in toks if has(t) is not None]
+    # keep the tokens that contain a word character, in one C-level pass
+    return _TOKEN_WITH_WORD_CHAR.findall("\x00".join(toks))
 
 
 if __name__ == "__main__":  # pragma: no cover - manual inspection helper
