@@ -89,6 +89,10 @@ def test_language_shares_config():
     toks = {"en": 100, "zh": 50, "de": 30, "ar": 10}
     s = language_shares(StageConfig(lang_weights={"en": 0.7, "zh": 0.22, "*": 0.08}), toks)
     assert s["en"] == pytest.approx(0.7) and s["de"] == pytest.approx(0.06) and s["ar"] == pytest.approx(0.02)
+    eq = language_shares(StageConfig(lang_weights={"en": 0.7, "zh": 0.22, "*": 0.08}, rest_split="equal"), toks)
+    assert eq["de"] == pytest.approx(0.04) and eq["ar"] == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="rest_split"):
+        language_shares(StageConfig(lang_weights={"en": 1, "*": 1}, rest_split="zipf"), toks)
     nat = language_shares(StageConfig(lang_weights="natural"), toks)
     assert nat["en"] == pytest.approx(100 / 190)
     # a language absent from the data is dropped and the rest renormalised

@@ -311,9 +311,12 @@ def language_shares(stage: StageConfig, lang_tokens: dict[str, int]) -> dict[str
         rest_w = float(lw.get("*", 0.0))
         rest = {k: v for k, v in present.items() if k not in named}
         rest_total = sum(rest.values())
+        if stage.rest_split not in ("tokens", "equal"):
+            raise ValueError(f"stage {stage.name!r}: rest_split must be 'tokens' or 'equal', "
+                             f"got {stage.rest_split!r}")
         if rest_w > 0 and rest_total > 0:
             for k, v in rest.items():
-                raw[k] = rest_w * v / rest_total
+                raw[k] = rest_w * (v / rest_total if stage.rest_split == "tokens" else 1.0 / len(rest))
     else:
         raise ValueError(f"stage {stage.name!r}: lang_weights must be 'natural' or a mapping, got {lw!r}")
     raw = {k: v for k, v in raw.items() if v > 0}

@@ -48,8 +48,9 @@ class StageConfig:
     ``lang_weights``: target share of training tokens per language (ISO 639-1 keys). The value
     ``"natural"`` (or ``None``) means every language in proportion to its tokens in the
     manifest. A dict may contain the key ``"*"``: the share for all languages not named,
-    split among them in proportion to their tokens. Weights are normalised over the languages
-    present in the data.
+    split among them in proportion to their tokens (``rest_split: tokens``, the default) or
+    equally (``rest_split: equal``). Weights are normalised over the languages present in
+    the data.
 
     ``source_weights``: multipliers applied within a language to the natural (token-count)
     share of each stream; a key is a source name, a tier (web|reference|parallel|book) or
@@ -61,6 +62,7 @@ class StageConfig:
     start_tokens: float | None = None
     start_fraction: float | None = None
     lang_weights: Any = "natural"
+    rest_split: str = "tokens"
     source_weights: dict[str, float] = field(default_factory=dict)
 
     def resolve_start(self, *, total_steps: int, tokens_per_step: int) -> int:
