@@ -59,8 +59,8 @@ for i, (lang, text) in enumerate(docs):
     tot[lang] += 1
     kept[lang] += keep(Document(text=text, id=str(i)))
 cpu = time.process_time() - t0
-import datatrove
-print(json.dumps({"version": datatrove.__version__ if hasattr(datatrove, "__version__") else "?",
+from importlib.metadata import version
+print(json.dumps({"version": version("datatrove"),
                   "cpu_s": cpu, "docs": len(docs), "kept": kept, "total": tot}))
 '''
 
