@@ -293,16 +293,25 @@ def sample_models(sample_build, tmp_path_factory):
     return docs, mdir
 
 
+# Fewer web documents than this in a language make its ROC AUC a coin toss over a handful
+# of ranks: the figure is printed but not asserted there.
+MIN_WEB_FOR_AUC = 10
+
+
 def test_acceptance_heldout_reference_vs_web(sample_models):
     """Held-out reference text (never seen by the models) has a lower median ppl than web text
-    in every language with web docs; classifier ROC AUC >= 0.9 where both exist."""
+    in every language with web docs (web text is never LM training data); the classifier
+    separates reference from web with ROC AUC >= 0.9: on the held-out split where it has
+    enough web docs, and cross-fitted (manifest ``cv_auc``) in every language with at least
+    MIN_WEB_FOR_AUC web docs."""
     from jobs.train_quality_models import POSITIVE_TIERS, is_heldout, split_key
 
     docs, mdir = sample_models
     langs, clf_path, manifest = Q.model_paths(mdir)
     frac = manifest["split"]["heldout_fraction"]
     clf = Q.load_classifier(clf_path)
-    print(f"\n{'lang':4} {'n_held':>6} {'n_web':>5} {'ppl_held':>9} {'ppl_web':>9} {'n_web_held':>10} {'auc':>6}")
+    print(f"\n{'lang':4} {'n_held':>6} {'n_web':>5} {'ppl_held':>9} {'ppl_web':>9} {'web_held':>8} "
+          f"{'auc_held':>8} {'cv_auc':>6}")
     checked_ppl = checked_auc = 0
     for lang in sorted(langs):
         ld = [d for d in docs if d["lang"] == lang]
@@ -315,22 +324,26 @@ def test_acceptance_heldout_reference_vs_web(sample_models):
         ph = [r.ppl for r in rh if r.ppl is not None]
         pw = [r.ppl for r in rw if r.ppl is not None]
         assert all(math.isfinite(p) for p in ph + pw)
-        web_held = [(d, r) for d, r in zip(web, rw) if r.ppl is not None and
+        web_held = [r for d, r in zip(web, rw) if r.ppl is not None and
                     is_heldout(split_key(d["id"], d["source"], lang, d["meta"]), frac)]
         auc = None
         if ph and web_held:
             s_pos = clf.predict_proba([Q.classifier_line(r.pieces) for r in rh if r.ppl is not None])
-            s_neg = clf.predict_proba([Q.classifier_line(r.pieces) for _, r in web_held])
+            s_neg = clf.predict_proba([Q.classifier_line(r.pieces) for r in web_held])
             auc = Q.roc_auc(s_pos, s_neg)
+        cv = manifest["languages"][lang].get("cv_auc")
         mh = float(np.median(ph)) if ph else float("nan")
         mw = float(np.median(pw)) if pw else float("nan")
-        print(f"{lang:4} {len(ph):6d} {len(pw):5d} {mh:9.1f} {mw:9.1f} {len(web_held):10d} "
-              f"{'-' if auc is None else f'{auc:.3f}':>6}")
+        print(f"{lang:4} {len(ph):6d} {len(pw):5d} {mh:9.1f} {mw:9.1f} {len(web_held):8d} "
+              f"{'-' if auc is None else f'{auc:.3f}':>8} {'-' if cv is None else f'{cv:.3f}':>6}")
         assert ph, f"{lang}: no held-out reference documents"
         if pw:
             assert mh < mw, f"{lang}: median ppl held-out reference {mh:.1f} >= web {mw:.1f}"
             checked_ppl += 1
-        if auc is not None:
-            assert auc >= 0.9, f"{lang}: classifier ROC AUC {auc:.3f} < 0.9"
+        if auc is not None and len(web_held) >= MIN_WEB_FOR_AUC:
+            assert auc >= 0.9, f"{lang}: held-out classifier ROC AUC {auc:.3f} < 0.9"
             checked_auc += 1
-    assert checked_ppl >= 3 and checked_auc >= 1, (checked_ppl, checked_auc)
+        if len(web) >= MIN_WEB_FOR_AUC:
+            assert cv is not None and cv >= 0.9, f"{lang}: cross-fitted ROC AUC {cv} < 0.9 ({len(web)} web docs)"
+            checked_auc += 1
+    assert checked_ppl >= 3 and checked_auc >= 3, (checked_ppl, checked_auc)
