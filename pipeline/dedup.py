@@ -328,6 +328,9 @@ class DedupStage(Stage):
         log(f"[dedup] num_perm={cfg.num_perm} threshold={cfg.threshold} bands={bands} rows={rows} "
             f"hash={cfg.hash} ngram={cfg.ngram}/{cfg.char_ngram} verify={cfg.verify} "
             f"cross_lang={cfg.cross_lang} scope={cfg.scope}")
+        # columns this stage writes; a previous stage's kept rows may still carry its own
+        # (null) reason/detail columns
+        df = df.drop(*[c for c in ("reason", "detail", "_disposition", "dup_cluster") if c in df.columns])
         # rows whose id is null or repeated cannot be matched back: quarantine them
         ids = df.groupBy("id").count()
         bad_ids = ids.where(F.col("id").isNull() | (F.col("count") > 1)).select("id")
