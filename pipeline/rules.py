@@ -172,17 +172,18 @@ class RulesStage(Stage):
         # 1) removal rate per language, stacked by reason
         reasons = sorted({r for v in removed.values() for r in v},
                          key=lambda r: -sum(v.get(r, 0) for v in removed.values()))
-        top = reasons[:10]
+        top = reasons[:9]  # + "other": ten colours of the default cycle, none reused
         fig, ax = plt.subplots(figsize=(12, 4.5))
         bottom = [0.0] * len(langs)
-        for reason in top + (["other"] if len(reasons) > 10 else []):
+        for reason in top + (["other"] if len(reasons) > len(top) else []):
             vals = []
             for l in langs:
                 n = per_lang[l]["documents"] or 1
                 c = (removed.get(l, {}).get(reason, 0) if reason != "other"
                      else sum(v for k, v in removed.get(l, {}).items() if k not in top))
                 vals.append(100.0 * c / n)
-            ax.bar(langs, vals, bottom=bottom, label=reason)
+            ax.bar(langs, vals, bottom=bottom, label=reason,
+                   color="lightgray" if reason == "other" else None)
             bottom = [b + v for b, v in zip(bottom, vals)]
         ax.set_ylabel("% of documents removed")
         ax.set_title("rules: removals per language and reason")
