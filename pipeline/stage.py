@@ -185,6 +185,8 @@ class Stage:
             spark.createDataFrame([], kept_schema).write.mode("overwrite").parquet(dest)
             fs.delete(spark, dest + "/_SUCCESS")
         fs.delete(spark, tmp)
+        if not fs.list_dir(spark, ctx.path("_tmp")):
+            fs.delete(spark, ctx.path("_tmp"))
         stats["seconds"] = round(time.time() - t0, 3)
         fs.mkdirs(spark, ctx.path("stats"))
         fs.write_json(spark, ctx.path("stats", f"{self.name}.json"), stats)
