@@ -216,14 +216,15 @@ class QualityStage(Stage):
         models, clf, manifest = self._models(ctx, cfg)
         if not models:
             raise FileNotFoundError("no quality models: run `make quality-models` or set quality.models")
-        shipped = {lang: (ship(ctx.spark, a), ship(ctx.spark, b)) for lang, (a, b) in sorted(models.items())}
+        shipped = {lang: (ship(ctx.spark, _stage_copy(ctx, a)), ship(ctx.spark, _stage_copy(ctx, b)))
+                   for lang, (a, b) in sorted(models.items())}
         names = [os.path.basename(p) for pair in shipped.values() for p in pair] + (
             [os.path.basename(clf)] if clf else [])
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"quality model files must have distinct base names (SparkFiles ships by "
                              f"name); duplicated: {dup}")
-        clf = ship(ctx.spark, clf) if clf else None
+        clf = ship(ctx.spark, _stage_copy(ctx, clf)) if clf else None
         log(f"[quality] models for {len(shipped)} languages: {', '.join(shipped)}; classifier: "
             f"{os.path.basename(clf) if clf else 'none'}")
         keep = [f for f in df.schema.fields if f.name not in HELPER_COLS]
@@ -372,6 +373,33 @@ class QualityStage(Stage):
             plt.close(fig)
             paths.append(p)
         return paths
+
+
+def _stage_copy(ctx: StageContext, path: str) -> str:
+    """A link (or copy) of a model file whose base name is unique to its path and version.
+
+    SparkFiles ships files by base name and refuses a second file of the same name with a
+    different path in one application (e.g. two model sets, or retrained models), so every
+    model file is shipped as ``<sha1(path, size, mtime)[:12]>-<name>`` from a staging folder
+    under the driver's temp directory.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    st = os.stat(path)
+    key = hashlib.sha1(f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    d = os.path.join(tempfile.gettempdir(), "polycorpus-quality-ship")
+    os.makedirs(d, exist_ok=True)
+    dst = os.path.join(d, f"{key}-{os.path.basename(path)}")
+    if not os.path.exists(dst):
+        tmp = dst + f".{os.getpid()}.tmp"
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, dst)
+    return dst
 
 
 def _round(x, nd: int = 4):
