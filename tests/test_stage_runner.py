@@ -68,7 +68,7 @@ def test_publish_and_accounting(spark, tmp_path):
     rej = spark.read.parquet(f"{out}/rejected")
     assert {(r.stage, r.reason) for r in rej.select("stage", "reason").distinct().collect()} == {("dropodd", "odd_id")}
     assert json.loads(rej.first().detail)["n"] % 2 == 1
-    assert not [p for p in os.listdir(f"{out}/_tmp")]  # temporary output cleaned up
+    assert not os.path.exists(f"{out}/_tmp")  # temporary output cleaned up
     on_disk = json.loads(open(f"{out}/stats/dropodd.json").read())
     assert on_disk["totals"] == stats["totals"]
 
