@@ -536,6 +536,33 @@ def _find_upwards(f: _File, name: str, option: str) -> str | None:
 _DOC_IDS_CACHE: dict[str, list[str]] = {}
 
 
+def _group_by_doc_id(f: "_File", ids: list[str], item_of, flush) -> Iterator[dict]:
+    """Group consecutive lines of ``f`` whose ``ids[lineno - 1]`` is the same document id.
+
+    ``item_of(lineno, line)`` gives what a group stores per line; ``flush(group, incomplete=False)``
+    turns a finished group into a record. Reader records (quarantine) pass through; a truncation
+    flushes the open group marked incomplete. Lines past the end of ``ids`` get the id "".
+    """
+    g: _Group | None = None
+    for item in f.lines():
+        if isinstance(item, dict):
+            if _is_truncation(item) and g is not None:
+                yield flush(g, incomplete=True)
+                g = None
+            yield item
+            continue
+        lineno, line = item
+        did = ids[lineno - 1] if lineno <= len(ids) else ""
+        if g is not None and g.gkey != did:
+            yield flush(g)
+            g = None
+        if g is None:
+            g = _Group(did, lineno)
+        g.add(lineno, item_of(lineno, line), len(line))
+    if g is not None:
+        yield flush(g)
+
+
 def _ntrex_doc_ids(path: str) -> list[str]:
     if path not in _DOC_IDS_CACHE:
         with open(path, encoding="utf-8") as fh:
@@ -552,7 +579,6 @@ def _read_ntrex(f: _File) -> Iterator[dict]:
         yield f.bad("file", "missing_field", {"error": "DOCUMENT_IDS.tsv not found (set options.doc_ids)"})
         return
     ids = _ntrex_doc_ids(ids_path)
-    g: _Group | None = None
 
     def flush(grp: _Group, incomplete: bool = False):
         meta = {"doc_id": grp.gkey, "lines": [grp.first, grp.last], "n_lines": len(grp.items)}
@@ -564,23 +590,7 @@ def _read_ntrex(f: _File) -> Iterator[dict]:
                                    f"({len(ids)} ids)"}, text="\n".join(grp.items), meta=meta)
         return f.doc(f"{grp.gkey}@L{grp.first}", "\n".join(grp.items), meta=meta)
 
-    for item in f.lines():
-        if isinstance(item, dict):
-            if _is_truncation(item) and g is not None:
-                yield flush(g, incomplete=True)
-                g = None
-            yield item
-            continue
-        lineno, line = item
-        did = ids[lineno - 1] if lineno <= len(ids) else ""
-        if g is not None and g.gkey != did:
-            yield flush(g)
-            g = None
-        if g is None:
-            g = _Group(did, lineno)
-        g.add(lineno, line.strip(), len(line))
-    if g is not None:
-        yield flush(g)
+    yield from _group_by_doc_id(f, ids, lambda lineno, line: line.strip(), flush)
 
 
 def _read_ntrex_parallel(f: _File) -> Iterator[dict]:
@@ -600,7 +610,6 @@ def _read_ntrex_parallel(f: _File) -> Iterator[dict]:
     for item in src_file.lines():
         if not isinstance(item, dict):
             src_lines[item[0]] = item[1].strip()
-    g: _Group | None = None
 
     def flush(grp: _Group, incomplete: bool = False):
         meta = {"doc_id": grp.gkey, "lines": [grp.first, grp.last], "src_lang": "en",
@@ -614,23 +623,7 @@ def _read_ntrex_parallel(f: _File) -> Iterator[dict]:
                          text=text, meta=meta)
         return f.doc(f"{grp.gkey}@L{grp.first}", text, meta=meta)
 
-    for item in f.lines():
-        if isinstance(item, dict):
-            if _is_truncation(item) and g is not None:
-                yield flush(g, incomplete=True)
-                g = None
-            yield item
-            continue
-        lineno, line = item
-        did = ids[lineno - 1] if lineno <= len(ids) else ""
-        if g is not None and g.gkey != did:
-            yield flush(g)
-            g = None
-        if g is None:
-            g = _Group(did, lineno)
-        g.add(lineno, [src_lines.get(lineno), line.strip()], len(line))
-    if g is not None:
-        yield flush(g)
+    yield from _group_by_doc_id(f, ids, lambda lineno, line: [src_lines.get(lineno), line.strip()], flush)
 
 
 #: How UD ``sent_id`` values encode documents (first match wins; group ``doc``):
