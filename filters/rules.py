@@ -500,14 +500,6 @@ def gopher_quality(text: str, words: list[str], params: RuleParams) -> tuple[dic
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # 64-bit golden-ratio multiplier (Fibonacci hashing)
 
 
-def _ngram_hashes(ids: np.ndarray, n: int, prev: np.ndarray | None) -> np.ndarray:
-    """Rolling 64-bit hashes of the word n-grams (collisions are astronomically unlikely at
-    document sizes and could only make a fraction larger)."""
-    if n == 1:
-        return ids.copy()
-    return prev[:-1] * _MULT + ids[n - 1:]
-
-
 def gopher_repetition(text: str, words: list[str], params: RuleParams) -> tuple[dict, dict]:
     """Gopher repetition removal (Rae et al. 2021, App. A.1.1, Table A1).
 
@@ -550,46 +542,67 @@ def gopher_repetition(text: str, words: list[str], params: RuleParams) -> tuple[
     if len(counts) == nw:  # every word distinct: no repeated n-gram of any length
         return m, fired
     index = dict(zip(counts, range(len(counts))))
-    ids = np.fromiter(map(index.__getitem__, words), dtype=np.uint64, count=nw)
-    ids = ids * _MULT + np.uint64(1)  # spread the small ids over 64 bits
+    small = np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=nw)
+    ids = small.astype(np.uint64) * _MULT + np.uint64(1)  # spread the small ids over 64 bits
     lens = np.fromiter(map(len, words), dtype=np.int64, count=nw)
     total = float(lens.sum())
-    csum = np.concatenate(([0], np.cumsum(lens)))
-    h = None
+    csum = np.zeros(nw + 1, dtype=np.int64)
+    np.cumsum(lens, out=csum[1:])
+    top_max, dup_max = max(top, default=0), max(dup, default=0)
+    # Only a position starting a repeated (n-1)-gram can start a repeated n-gram, so each n
+    # hashes and sorts just those candidates (``cand``, ascending) instead of every position.
+    # The hashes roll: h_n[i] = h_(n-1)[i] * _MULT + ids[i + n - 1] (64-bit, wrapping;
+    # collisions are astronomically unlikely at document sizes and could only make a fraction
+    # larger).
+    cand = np.flatnonzero(np.bincount(small)[small] > 1)  # words that occur twice or more
+    hc = ids[cand]
     top_done = dup_done = False  # no repeat at n means none at any larger n
-    for n in range(1, ns[-1] + 1):
-        if n > nw:
+    for n in range(2, ns[-1] + 1):
+        keep = cand <= nw - n  # room for n words
+        cand = cand[keep]
+        if len(cand) < 2:
             break
-        h = _ngram_hashes(ids, n, h)
+        hc = hc[keep] * _MULT + ids[cand + (n - 1)]
         want_top = n in top and not top_done
         want_dup = n in dup and not dup_done
         if not (want_top or want_dup):
-            if (top_done or n >= max(top, default=0)) and (dup_done or n >= max(dup, default=0)):
+            if (top_done or n >= top_max) and (dup_done or n >= dup_max):
                 break
-            continue
-        hl = h.tolist()
-        if len(set(hl)) == len(hl):  # no repeated n-gram: larger n cannot repeat either
+            continue  # candidates stay a superset; refine them at the next wanted n
+        # One stable sort groups equal n-grams; inside a group the occurrences stay in text
+        # order, so a group's first element is the n-gram's first occurrence.
+        order = np.argsort(hc, kind="stable")
+        hs = hc[order]
+        is_first = np.empty(len(hc), dtype=bool)
+        is_first[0] = True
+        np.not_equal(hs[1:], hs[:-1], out=is_first[1:])
+        group_start = np.flatnonzero(is_first)
+        if len(group_start) == len(hc):  # no repeated n-gram: larger n cannot repeat either
             break
-        uniq, first, inv, cnt = np.unique(h, return_index=True, return_inverse=True,
-                                          return_counts=True)
+        size = np.empty(len(group_start), dtype=np.int64)
+        np.subtract(group_start[1:], group_start[:-1], out=size[:-1])
+        size[-1] = len(hc) - group_start[-1]
         if want_top:
-            # chars of each n-gram occurrence = csum[i+n] - csum[i]; the top n-gram's chars are
-            # the same for every occurrence, so take the first one.
-            best = int(np.argmax(cnt))
-            if int(cnt[best]) >= p.top_n_min_count:
-                i0 = int(first[best])
-                chars = float(csum[i0 + n] - csum[i0]) * int(cnt[best])
-                m[f"top_{n}_gram"] = chars / total
+            best = int(size.max())
+            if best >= p.top_n_min_count:
+                # ties: the n-gram that occurs first (as Counter.most_common in datatrove);
+                # every occurrence of an n-gram has the same characters, take the first one.
+                i0 = int(cand[order[group_start[size == best]]].min())
+                m[f"top_{n}_gram"] = float(csum[i0 + n] - csum[i0]) * best / total
             else:
                 top_done = True  # counts only fall as n grows
         if want_dup:
-            # occurrences that repeat an earlier occurrence of the same n-gram
-            starts = np.nonzero(first[inv] != np.arange(len(h)))[0]
-            cover = np.zeros(nw + 1, dtype=np.int64)
-            np.add.at(cover, starts, 1)
-            np.add.at(cover, starts + n, -1)
-            covered = np.cumsum(cover[:-1]) > 0
+            # occurrences repeating an earlier occurrence of the same n-gram cover [s, s + n);
+            # a running maximum of the covered ends marks every covered word once.
+            starts = cand[order[~is_first]]
+            ends = np.full(nw, -1, dtype=np.int64)
+            ends[starts] = starts + n
+            covered = np.maximum.accumulate(ends) > np.arange(nw)
             m[f"dup_{n}_gram"] = float(lens[covered].sum()) / total
+        # next candidates: the members of repeated groups, back in text order
+        sel = order[np.repeat(size > 1, size)]
+        sel.sort()
+        cand, hc = cand[sel], hc[sel]
     for n, thr in p.top_n_grams:
         v = m.get(f"top_{n}_gram", 0.0)
         if v > thr:
@@ -670,23 +683,6 @@ def c4_rules(text: str, words: list[str], params: RuleParams) -> tuple[dict, dic
 
 
 # --------------------------------------------------------------------------- the seed's own
-def _class_for(pred, limit: int = 0x10000) -> str:
-    """Regex class body of the BMP code points where ``pred(cp)`` holds."""
-    out, start, prev = [], None, None
-    for cp in range(limit):
-        if pred(cp):
-            if start is None:
-                start = prev = cp
-            elif cp == prev + 1:
-                prev = cp
-            else:
-                out.append((start, prev))
-                start = prev = cp
-    if start is not None:
-        out.append((start, prev))
-    return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in out)
-
-
 # Legitimate format characters: ZWSP (Thai/Khmer word breaks), ZWNJ/ZWJ (Indic, Persian,
 # emoji), LRM/RLM/ALM (bidirectional text in Arabic/Hebrew), soft hyphen.
 _ALLOWED_FORMAT = {0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x061C, 0x00AD}
@@ -700,17 +696,64 @@ def _is_invisible(cp: int) -> bool:
     return cp == 0xFFFD or unicodedata.category(chr(cp)) in ("Cc", "Cf", "Co", "Cn")
 
 
-_INVISIBLE_RE = re.compile(f"[{_class_for(_is_invisible)}\U000e0000-\U000e007f"
-                           f"\U000f0000-\U0010ffff]+")
-_SYMBOL_RE = re.compile("[" + _class_for(lambda cp: unicodedata.category(chr(cp))[0] in "PS") + "]+")
-_DIGIT_RE = re.compile(r"\d+")
-_SPACE_RE = re.compile(r"\s+")
+# Character classes of the character-ratio rules, one bit each, looked up for every code point
+# of a document in one numpy pass (:func:`_char_counts`) instead of one regex scan per class.
+_SPACE_BIT, _INVISIBLE_BIT, _DIGIT_BIT, _SYMBOL_BIT = 1, 2, 4, 8
+# _BIT_SUMS @ bincount(codes, minlength=16) -> characters having each bit (rows in bit order)
+_BIT_SUMS = np.array([[(code >> b) & 1 for code in range(16)] for b in range(4)], dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=1)
+def _char_table() -> np.ndarray:
+    """Class bits of every code point, ``uint8[0x110000]`` (built once per process, ~0.2 s).
+
+    * space: ``str.isspace`` (what ``\\s`` matches);
+    * invisible: :func:`_is_invisible` in the BMP, plus the tag characters U+E0000-U+E007F
+      and the supplementary private use planes U+F0000-U+10FFFF;
+    * digit: ``str.isdecimal`` (what ``\\d`` matches: Unicode category Nd);
+    * symbol: Unicode categories P* and S* in the BMP.
+    """
+    table = np.zeros(0x110000, dtype=np.uint8)
+    for cp in range(0x10000):
+        ch = chr(cp)
+        bits = _SPACE_BIT if ch.isspace() else 0
+        if _is_invisible(cp):
+            bits |= _INVISIBLE_BIT
+        if ch.isdecimal():
+            bits |= _DIGIT_BIT
+        if unicodedata.category(ch)[0] in "PS":
+            bits |= _SYMBOL_BIT
+        table[cp] = bits
+    for cp in range(0x10000, 0x110000):
+        if chr(cp).isdecimal():
+            table[cp] |= _DIGIT_BIT
+    table[0xE0000:0xE0080] |= _INVISIBLE_BIT
+    table[0xF0000:] |= _INVISIBLE_BIT
+    return table
+
+
+def _char_counts(text: str) -> tuple[int, int, int, int]:
+    """Character counts of ``text`` for the character-ratio rules.
+
+    Returns:
+        ``(non_space, invisible, digit, symbol)`` numbers of characters (ints); classes as in
+        :func:`_char_table` (a lone surrogate counts as invisible).
+    """
+    if not text:
+        return 0, 0, 0, 0
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    space, invisible, digit, symbol = (_BIT_SUMS @ np.bincount(_char_table()[cps], minlength=16)).tolist()
+    return len(text) - space, invisible, digit, symbol
+
+
+# Every alternative starts with a digit, taken out in front so that the regex engine can skip
+# to the next digit instead of trying the alternation at every position.
 _DATE_RE = re.compile(
-    r"(?=\d)(?:\d{4}\s?[-/.年년]\s?\d{1,2}\s?[-/.月월]\s?\d{1,2}\s?[日일]?"      # 2020-06-16, 2020年6月16日
-    r"|\d{1,2}\s?[-/.]\s?\d{1,2}\s?[-/.]\s?\d{2,4}"                   # 16/06/2020, 16.06.20
-    r"|\d{4}\s?[年년]\s?\d{1,2}\s?[月월]"                               # 2020年6月
-    r"|\d{1,2}\s?[月월]\s?\d{1,2}\s?[日일]"                              # 6月16日
-    r"|\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b)")              # 02:31, 2:31 PM
+    r"\d(?:\d{3}\s?[-/.年년]\s?\d{1,2}\s?[-/.月월]\s?\d{1,2}\s?[日일]?"      # 2020-06-16, 2020年6月16日
+    r"|\d?\s?[-/.]\s?\d{1,2}\s?[-/.]\s?\d{2,4}"                     # 16/06/2020, 16.06.20
+    r"|\d{3}\s?[年년]\s?\d{1,2}\s?[月월]"                               # 2020年6月
+    r"|\d?\s?[月월]\s?\d{1,2}\s?[日일]"                                 # 6月16日
+    r"|(?<!\w\d)\d?:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b)")            # 02:31, 2:31 PM (no word char before)
 _TLDS = ("com|net|org|info|biz|edu|gov|io|co|me|tv|cc|xyz|top|vip|club|online|site|shop|app|"
          "cn|ru|de|nl|uk|fr|es|it|pl|br|pt|jp|kr|tw|hk|vn|id|th|tr|il|ar|eu|us|ca|au|in|ch|at|be")
 # Bounded repetitions keep matching linear on pathological input (a 50,000-letter "word").
@@ -722,24 +765,26 @@ _URL_RE = re.compile(
     re.ASCII)
 
 
-# cheap test whether _URL_RE can match at all (most prose has none of these)
-_URL_HINT_RE = re.compile(rf"://|www\.|@|[A-Za-z0-9-]\.(?:{_TLDS})\b", re.ASCII)
+# cheap test whether _URL_RE can match at all (most prose has none of these): substring tests,
+# then a regex with a literal first character (the engine jumps from "." to ".")
+_DOMAIN_HINT_RE = re.compile(rf"\.(?:{_TLDS})\b", re.ASCII)
 
 
-def _nonspace(text: str) -> int:
-    """Number of non-whitespace characters of ``text``."""
-    if _OTHER_WS_RE.search(text) is None:
-        return len(text) - text.count(" ") - text.count("\n")
-    return len(text) - sum(map(len, _SPACE_RE.findall(text)))
+def _may_have_url(text: str) -> bool:
+    return ("://" in text or "www." in text or "@" in text
+            or _DOMAIN_HINT_RE.search(text) is not None)
 
 
 def _span_chars(rx: re.Pattern, text: str) -> int:
     return sum(len(x) - x.count(" ") for x in rx.findall(text))
 
 
-def seed_rules(text: str, words: list[str], params: RuleParams) -> tuple[dict, dict]:
+def seed_rules(text: str, words: list[str], params: RuleParams,
+               char_counts: tuple[int, int, int, int] | None = None) -> tuple[dict, dict]:
     """The seed's rules (PolyLM sec. 3.1): invisible characters, digits, dates, URLs and
     over-long words. Character ratios are over non-space characters.
+
+    ``char_counts`` is :func:`_char_counts` of ``text`` when the caller has it already.
 
     Returns:
         (metrics, fired): metrics ``invisible_ratio``, ``digit_ratio``, ``date_ratio``,
@@ -749,17 +794,17 @@ def seed_rules(text: str, words: list[str], params: RuleParams) -> tuple[dict, d
     """
     p = params
     fired: dict = {}
-    nonspace = _nonspace(text)
+    nonspace, n_inv, n_dig, n_sym = char_counts if char_counts is not None else _char_counts(text)
     if nonspace <= 0:
         m = {"invisible_ratio": 0.0, "digit_ratio": 0.0, "date_ratio": 0.0, "url_ratio": 0.0,
              "max_word_len": 0, "symbol_word_ratio": 0.0}
         return m, fired
-    inv = sum(map(len, _INVISIBLE_RE.findall(text))) / nonspace
-    dig = sum(map(len, _DIGIT_RE.findall(text))) / nonspace
+    inv = n_inv / nonspace
+    dig = n_dig / nonspace
     date = _span_chars(_DATE_RE, text) / nonspace if dig else 0.0
-    url = _span_chars(_URL_RE, text) / nonspace if _URL_HINT_RE.search(text) else 0.0
+    url = _span_chars(_URL_RE, text) / nonspace if _may_have_url(text) else 0.0
     maxw = max(map(len, words)) if words else 0
-    sym = sum(map(len, _SYMBOL_RE.findall(text))) / len(words) if words else 0.0
+    sym = n_sym / len(words) if words else 0.0
     m = {"invisible_ratio": inv, "digit_ratio": dig, "date_ratio": date, "url_ratio": url,
          "max_word_len": maxw, "symbol_word_ratio": sym}
     for reason, val, thr in (("invisible_char_ratio", inv, p.max_invisible_ratio),
@@ -802,8 +847,9 @@ def apply_rules(text: str | None, lang: str | None, params: RuleParams) -> RuleR
     raw = text or ""
     # invisible characters are measured on the raw text (whitespace fixing could hide none of
     # them, but boilerplate removal could drop lines that hold them)
-    raw_nonspace = _nonspace(raw)
-    raw_invisible = (sum(map(len, _INVISIBLE_RE.findall(raw))) / raw_nonspace) if raw_nonspace else 0.0
+    raw_counts = _char_counts(raw)
+    raw_nonspace = raw_counts[0]
+    raw_invisible = raw_counts[1] / raw_nonspace if raw_nonspace else 0.0
     fixed, ws_changed = normalize_whitespace(raw)
     fixed, bp_lines, bp_chars = remove_boilerplate_lines(fixed, params, lang)
     fixes = {"whitespace_chars": ws_changed, "boilerplate_lines": bp_lines,
@@ -820,7 +866,11 @@ def apply_rules(text: str | None, lang: str | None, params: RuleParams) -> RuleR
             reason = "empty_doc"
         metrics = {"words": 0, "invisible_ratio": raw_invisible}
         return RuleResult(fixed, reason, fired, metrics, fixes)
-    for fn in (seed_rules, gopher_quality, gopher_repetition, fineweb_quality, c4_rules):
+    # the fixes usually change nothing (then ``fixed is raw``): reuse the character counts
+    m, f = seed_rules(fixed, ws, params, raw_counts if fixed is raw else None)
+    metrics.update(m)
+    fired.update(f)
+    for fn in (gopher_quality, gopher_repetition, fineweb_quality, c4_rules):
         m, f = fn(fixed, ws, params)
         metrics.update(m)
         fired.update(f)

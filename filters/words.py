@@ -176,6 +176,14 @@ def segmenter_name(lang: str | None) -> str:
         lang or "", "regex-elision" if lang in _ELISION_LANGS else "regex")
 
 
+def _segment(text: str, lang: str) -> list[str]:
+    if lang == "zh":
+        return _zh()(text)
+    if lang == "ja":
+        return _ja()(text).split()
+    return _th()(text)
+
+
 def words(text: str, lang: str | None) -> list[str]:
     """Split ``text`` into words for language ``lang``.
 
@@ -196,12 +204,14 @@ def words(text: str, lang: str | None) -> list[str]:
         raise TypeError(f"words() expects str, got {type(text).__name__}")
     if not text:
         return []
-    if lang == "zh":
-        toks = _zh()(text)
-    elif lang == "ja":
-        toks = _ja()(text).split()
-    elif lang == "th":
-        toks = _th()(text)
+    if lang in ("zh", "ja", "th"):
+        try:
+            toks = _segment(text, lang)
+        except UnicodeEncodeError:
+            # lone surrogates (not encodable as UTF-8) cannot pass to the C/Rust segmenters:
+            # segment with each one replaced by "?" (never a word character)
+            text = text.encode("utf-8", "replace").decode("utf-8")
+            toks = _segment(text, lang)
     elif lang in _ELISION_LANGS:
         return _ELISION_RE.findall(text)
     elif lang == "ko":

@@ -416,3 +416,35 @@ def test_warc_spam_pages_rejected_with_expected_reasons(shared_data):
     assert set(seen) == set(WARC_EXPECTED), set(WARC_EXPECTED) - set(seen)
     rejected = sum(1 for v in seen.values() if v[0])
     assert rejected == 13
+
+
+def test_char_counts_agree_with_unicode_classes():
+    """The numpy lookup table counts exactly what the regex classes would: \\s, \\d, P*/S* in
+    the BMP, and the invisible set (every code point of every plane is checked)."""
+    import re
+    import unicodedata
+
+    from filters.rules import _char_counts, _is_invisible
+
+    step = 7  # every 7th code point in one string per plane keeps it quick; offsets cover all
+    for off in range(step):
+        cps = [cp for cp in range(off, 0x110000, step)]
+        text = "".join(map(chr, cps))
+        nonspace, inv, dig, sym = _char_counts(text)
+        assert nonspace == sum(1 for cp in cps if not chr(cp).isspace())
+        assert dig == len(re.findall(r"\d", text))
+        assert sym == sum(1 for cp in cps if cp < 0x10000 and unicodedata.category(chr(cp))[0] in "PS")
+        assert inv == sum(1 for cp in cps if (cp < 0x10000 and _is_invisible(cp))
+                          or 0xE0000 <= cp <= 0xE007F or cp >= 0xF0000)
+
+
+def test_top_ngram_ties_take_the_first_occurring_ngram():
+    # "a b" and "c d e f" both occur 3 times as bigram heads; the first occurring 2-gram wins
+    # (as Counter.most_common in datatrove), whatever the hash order
+    p = only(top_n_grams=((2, 0.9),), top_n_min_count=3)
+    text = "xx yy " + "aaaa bbbb " * 3 + "c d " * 3 + "zz"
+    ws = text.split()
+    r = apply_rules(text, "en", p)
+    assert r.metrics["top_2_gram"] == pytest.approx(3 * 8 / sum(map(len, ws)))
+    text2 = "xx yy " + "c d " * 3 + "aaaa bbbb " * 3 + "zz"
+    assert apply_rules(text2, "en", p).metrics["top_2_gram"] == pytest.approx(3 * 2 / sum(map(len, ws)))

@@ -99,3 +99,9 @@ def test_words_per_sentence_within_1_5x_of_english(shared_data):
         sents = files[lang].read_text(encoding="utf-8").splitlines()
         naive = sum(len(s.split()) for s in sents) / len(sents)
         assert naive < en / 2
+
+
+@pytest.mark.parametrize("lang", ["zh", "ja", "th", "en", "ar"])
+def test_lone_surrogate_does_not_crash(lang):
+    # a lone surrogate is not encodable as UTF-8; the C/Rust segmenters must still get a string
+    assert words("abc \ud800 def", lang) == ["abc", "def"]
