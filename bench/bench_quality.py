@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     clf = Q.load_classifier(clf_path) if clf_path else None
     t_load = time.perf_counter() - t
 
-    t_norm = t_sp = t_lm = t_raw = t_clf = 0.0
+    t_norm = t_sp = t_lm = t_raw = t_clf = t_feat = 0.0
     n_tokens = 0
     lines = []
     for lang, texts in by_lang.items():
@@ -101,12 +101,16 @@ def main(argv=None) -> int:
         for s in joined:
             score(s, bos=True, eos=True)
         t_raw += time.perf_counter() - t
-        lines.extend(Q.classifier_line(Q.classifier_pieces(toks)) for toks in toks_per_doc)
+        t = time.perf_counter()
+        lines.extend(Q.classifier_line(Q.classifier_tokens(pars, toks))
+                     for pars, toks in zip(pars_per_doc, toks_per_doc))
+        t_feat += time.perf_counter() - t
     if clf is not None:
         t = time.perf_counter()
         for i in range(0, len(lines), 2000):
             clf.predict_proba(lines[i:i + 2000])
         t_clf = time.perf_counter() - t
+    t_clf += t_feat  # classifier time includes building its input (structure tokens, joining)
     total = t_norm + t_sp + t_lm + t_clf
     nd = len(docs)
     print(f"model load (once per worker): {t_load:.2f} s")
@@ -120,7 +124,8 @@ def main(argv=None) -> int:
     print(f"raw_kenlm_score_sec: {t_raw:.3f} ({n_tokens / t_raw:.0f} tokens/s, kenlm.Model.score on the same "
           f"token strings)")
     if clf is not None:
-        print(f"classifier_sec: {t_clf:.3f} ({nd / t_clf:.0f} docs/s, fastText predict on lists of 2000)")
+        print(f"classifier_sec: {t_clf:.3f} ({nd / t_clf:.0f} docs/s: input features {t_feat:.3f} s + fastText "
+              f"predict on lists of 2000)")
     print(f"time_share: normalize {t_norm / total:.0%}, sentencepiece {t_sp / total:.0%}, "
           f"kenlm {t_lm / total:.0%}, classifier {t_clf / total:.0%}")
     return 0

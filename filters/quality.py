@@ -11,8 +11,9 @@ Pure Python (no Spark). The recipe follows CCNet (Wenzek et al. 2020, sec. 3.3,
 5. ``ppl_bucket``: ``head`` if ``ppl < cutoff_30``, ``middle`` if ``ppl < cutoff_60``, else
    ``tail`` with per-language cut-offs at the 30th/60th percentile (CCNet, sec. 3.3);
 6. ``quality_score``: probability of ``__label__ref`` from a fastText supervised classifier on
-   word bigrams (``wordNgrams=2``, PolyLM sec. 3.1) over the same pieces, trained with
-   reference-tier text as positives and web text as negatives.
+   word bigrams (``wordNgrams=2``, PolyLM sec. 3.1) over the same pieces plus language-agnostic
+   structure tokens (:func:`classifier_tokens`), trained with reference-tier text as positives
+   and web text as negatives.
 
 Models are loaded once per process (:func:`load_lm`, :func:`load_classifier` are cached by
 path), so a Spark Python worker loads each file once.
@@ -23,6 +24,7 @@ import functools
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,12 +44,95 @@ REASON_NO_MODEL = "quality_no_model"     # no models for the document's language
 # Paragraphs longer than this many characters are scored in chunks (split at a space when
 # possible) so a single 20 MB line never reaches SentencePiece / KenLM as one string.
 DEFAULT_MAX_PARAGRAPH_CHARS = 20_000
-# Marks paragraph ends in the classifier input, so line structure (navigation menus, lists of
-# short lines) is visible to its bigrams. SentencePiece pieces of normalised text never contain
-# it as a whole piece.
-PARAGRAPH_TOKEN = "__p__"
-# Classifier input: at most this many pieces per document (its beginning).
+# Classifier input: at most this many tokens per document (its structure tokens, then the
+# beginning of its pieces).
 DEFAULT_CLASSIFIER_MAX_TOKENS = 4_096
+# Version of the classifier's input features (:func:`classifier_tokens`); recorded in the
+# model manifest so a classifier is never fed features it was not trained on.
+CLASSIFIER_FEATURES = "sp-pieces+structure-v2"
+
+# Sentence-final punctuation after :func:`filters.normalize.normalize` (CJK full stops and
+# corner quotes are already ASCII there), plus the Arabic question mark, Devanagari danda and
+# Urdu full stop that normalisation keeps.
+_END_CHARS = ('.', '!', '?', '"', "'", ')', ']', '\u061f', '\u0964', '\u06d4')
+# A sentence boundary inside a paragraph: terminal punctuation (optionally closed by a quote or
+# bracket) followed by whitespace and more text, or directly by a non-ASCII character (Chinese
+# and Japanese put no space after a full stop; "data.wien.gv.at" or "3.5" do not count).
+_SENT_RE = re.compile(r"[.!?\u061f\u0964\u06d4]+[\"')\]]*(?:\s+(?=\S)|(?=[^\x00-\x7f\s]))")
+_URL_RE = re.compile(r"https?:|www\.|[a-z0-9-]\.(?:com|net|org|info|html?|php|aspx?)\b|\S@\S")
+
+
+# Tiers of the quality models' training data (jobs/train_quality_models.py): positives and LM
+# text, and negatives.
+POSITIVE_TIERS = ("reference", "book")
+NEGATIVE_TIERS = ("web",)
+
+
+def split_key(doc_id: str, source: str, lang: str, meta: str | None) -> str:
+    """The group key that decides a document's train / held-out split of the quality models
+    (``jobs/train_quality_models.py``): the source document the reader recorded in ``meta``
+    (``doc_id`` for NTREX and its regional variants, ``doc_key`` for UD/PUD) so translations and
+    near-duplicate variants never straddle the split; UDHR (text and HTML copies) per language;
+    otherwise the document ``id``."""
+    m = {}
+    if meta:
+        try:
+            m = json.loads(meta)
+        except (ValueError, TypeError):
+            m = {}
+    if isinstance(m, dict):
+        if m.get("doc_id"):
+            return f"doc:{m['doc_id']}"
+        if m.get("doc_key"):
+            return f"doc:{m['doc_key']}"
+    if source and source.startswith("udhr"):
+        return f"udhr:{lang}"
+    return f"id:{doc_id}"
+
+
+def is_heldout(key: str, fraction: float) -> bool:
+    """True if ``key`` falls in the held-out fraction (sha1 of the key, deterministic)."""
+    import hashlib
+
+    h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big")
+    return h / 2.0 ** 64 < fraction
+
+
+# File (in the models directory) with the hashes of the documents the KenLMs were trained on
+# (:func:`text_hash`, sorted uint64, numpy ``.npy``): the quality stage leaves them out of
+# the run's ppl percentiles, their perplexity being memorised.
+LM_TRAIN_HASHES = "quality-lm-train-hashes.npy"
+
+
+def text_hash(lang: str, text: str) -> int:
+    """64-bit hash of one document for LM-training membership: the first 8 bytes (big-endian,
+    unsigned) of ``sha1(lang + "\n" + text)`` over the raw (not normalised) UTF-8 text."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha1(f"{lang}\n{text or ''}".encode("utf-8", "surrogatepass")).digest()[:8],
+                          "big")
+
+
+@functools.lru_cache(maxsize=8)
+def load_text_hashes(path: str) -> np.ndarray:
+    """Sorted uint64 array of :data:`LM_TRAIN_HASHES` (cached per process and path).
+
+    Raises:
+        FileNotFoundError: ``path`` missing.
+    """
+    a = np.load(path)
+    if a.dtype != np.uint64 or a.ndim != 1:
+        raise ValueError(f"{path}: expected a 1-d uint64 array, got {a.dtype} {a.shape}")
+    return np.sort(a)
+
+
+def hashes_contain(sorted_hashes: np.ndarray, hashes: list[int]) -> np.ndarray:
+    """Boolean array: is each of ``hashes`` in ``sorted_hashes`` (sorted uint64)?"""
+    q = np.asarray(hashes, dtype=np.uint64)
+    if not sorted_hashes.size or not q.size:
+        return np.zeros(q.size, dtype=bool)
+    i = np.minimum(np.searchsorted(sorted_hashes, q), sorted_hashes.size - 1)
+    return sorted_hashes[i] == q
 
 
 @dataclass(frozen=True)
@@ -59,15 +144,16 @@ class PplResult:
         log10_prob: sum of KenLM ``log10 p`` over all paragraphs (float, <= 0).
         n_tokens: SentencePiece pieces + one ``</s>`` per paragraph (int).
         n_paragraphs: paragraphs scored (int).
-        pieces: the pieces of the whole document with :data:`PARAGRAPH_TOKEN` after each
-            paragraph (list[str]), the classifier's input (:func:`classifier_pieces`).
+        features: the classifier's input tokens (list[str], :func:`classifier_tokens`):
+            the document's structure tokens, then its pieces with a paragraph token after
+            each paragraph. Join with :func:`classifier_line`.
     """
 
     ppl: float | None
     log10_prob: float
     n_tokens: int
     n_paragraphs: int
-    pieces: list
+    features: list
 
 
 def ppl_from_log10(log10_prob: float, n_tokens: int) -> float | None:
@@ -203,7 +289,7 @@ class PerplexityModel:
         pars = self.paragraphs(text or "")
         toks = self.tokenize(pars)
         lp, n = self.score_pieces(toks)
-        return PplResult(ppl_from_log10(lp, n), lp, n, len(pars), classifier_pieces(toks))
+        return PplResult(ppl_from_log10(lp, n), lp, n, len(pars), classifier_tokens(pars, toks))
 
 
 class QualityClassifier:
@@ -251,18 +337,96 @@ class QualityClassifier:
         return out
 
 
-def classifier_pieces(pieces_per_par: list[list[str]]) -> list[str]:
-    """Flatten per-paragraph pieces for the classifier, with :data:`PARAGRAPH_TOKEN` after
-    each paragraph."""
-    out: list[str] = []
-    for par in pieces_per_par:
-        out.extend(par)
-        out.append(PARAGRAPH_TOKEN)
+def _bucket(x: float, edges: tuple) -> int:
+    """Index of the first edge ``x`` is below (``len(edges)`` if none)."""
+    for i, e in enumerate(edges):
+        if x < e:
+            return i
+    return len(edges)
+
+
+def sentence_count(paragraph: str) -> int:
+    """Sentences in one normalised paragraph: 1 + the sentence boundaries inside it (terminal
+    punctuation followed by more text, see ``_SENT_RE``). A heuristic, never 0."""
+    return 1 + len(_SENT_RE.findall(paragraph))
+
+
+def paragraph_token(paragraph: str) -> str:
+    """The token that closes a paragraph in the classifier input: ``__p{L}{E}{S}__`` with
+    ``L`` the length bucket (characters < 10, 30, 80, 200, longer: 0-4), ``E`` ``e`` if the
+    paragraph ends with sentence-final punctuation else ``n``, ``S`` its sentence count
+    (1, 2, 3 = three or more). Its bigrams with the paragraph's last piece show line structure
+    (menus, one-word lines, lists) to the classifier. Language-agnostic."""
+    return (f"__p{_bucket(len(paragraph), (10, 30, 80, 200))}"
+            f"{'e' if paragraph.endswith(_END_CHARS) else 'n'}{min(sentence_count(paragraph), 3)}__")
+
+
+def structure_tokens(paragraphs: list[str]) -> list[str]:
+    """Language-agnostic document-level structure tokens (bucketed statistics) for the classifier.
+
+    The same function is used to train and to score. Statistics over the normalised,
+    non-empty paragraphs (digits are already ``0``):
+
+    ``__s_npar{i}__`` paragraph count (< 2, 4, 8, 16, 32, 64, more);
+    ``__s_short{i}__`` share of paragraphs under 30 characters (< .05, .15, .3, .5, .7, more);
+    ``__s_endp{i}__`` share ending with sentence-final punctuation (< .3, .5, .7, .85, .95, more);
+    ``__s_dig{i}__`` digit share of characters (< .005, .01, .02, .05, .1, more);
+    ``__s_url{i}__`` paragraphs with a URL / e-mail / domain (0, 1, 2-4, 5+);
+    ``__s_pipe{i}__`` ``|`` characters (0, 1-2, 3-9, 10+);
+    ``__s_multi{i}__`` share of paragraphs with more than one sentence (< .05, .2, .4, .6, .8, more);
+    ``__s_sps{i}__`` mean sentences per paragraph (< 1.05, 1.3, 1.7, 2.5, 4, more);
+    ``__s_medlen{i}__`` median paragraph length in characters (< 10, 20, 40, 80, 160, 320, more).
+
+    The bucket edges are round numbers set a priori (not fitted). Why: web negatives are a
+    few documents in most languages and the pieces of one language's SentencePiece model are
+    not shared with the others, so what a multilingual classifier can carry from the languages
+    with many web documents (en, de) to those with one or two (ru, it, nl) is mostly this:
+    menus and lists of short lines, missing final punctuation, digits, URLs, and paragraphs of
+    several sentences (the reference sources, NTREX / UD / Leipzig, are one sentence per line).
+
+    Args:
+        paragraphs: normalised non-empty paragraphs (:meth:`PerplexityModel.paragraphs`).
+
+    Returns:
+        9 tokens (list[str]); ``[]`` for no paragraphs.
+    """
+    n = len(paragraphs)
+    if not n:
+        return []
+    lens = [len(p) for p in paragraphs]
+    chars = sum(lens) or 1
+    sents = [sentence_count(p) for p in paragraphs]
+    return [
+        f"__s_npar{_bucket(n, (2, 4, 8, 16, 32, 64))}__",
+        f"__s_short{_bucket(sum(1 for x in lens if x < 30) / n, (0.05, 0.15, 0.3, 0.5, 0.7))}__",
+        f"__s_endp{_bucket(sum(1 for p in paragraphs if p.endswith(_END_CHARS)) / n, (0.3, 0.5, 0.7, 0.85, 0.95))}__",
+        f"__s_dig{_bucket(sum(p.count('0') for p in paragraphs) / chars, (0.005, 0.01, 0.02, 0.05, 0.1))}__",
+        f"__s_url{_bucket(sum(1 for p in paragraphs if _URL_RE.search(p)), (1, 2, 5))}__",
+        f"__s_pipe{_bucket(sum(p.count('|') for p in paragraphs), (1, 3, 10))}__",
+        f"__s_multi{_bucket(sum(1 for x in sents if x > 1) / n, (0.05, 0.2, 0.4, 0.6, 0.8))}__",
+        f"__s_sps{_bucket(sum(sents) / n, (1.05, 1.3, 1.7, 2.5, 4))}__",
+        f"__s_medlen{_bucket(float(np.median(lens)), (10, 20, 40, 80, 160, 320))}__",
+    ]
+
+
+def classifier_tokens(paragraphs: list[str], pieces_per_par: list[list[str]]) -> list[str]:
+    """The classifier's input tokens for one document (features version
+    :data:`CLASSIFIER_FEATURES`): :func:`structure_tokens` of its paragraphs, then each
+    paragraph's SentencePiece pieces followed by its :func:`paragraph_token`.
+
+    Args:
+        paragraphs: normalised paragraphs; pieces_per_par: their pieces (same length).
+    """
+    out = structure_tokens(paragraphs)
+    for par, pieces in zip(paragraphs, pieces_per_par):
+        out.extend(pieces)
+        out.append(paragraph_token(par))
     return out
 
 
 def classifier_line(pieces: list[str], max_tokens: int = DEFAULT_CLASSIFIER_MAX_TOKENS) -> str:
-    """The classifier's input for one document: its first ``max_tokens`` pieces joined by spaces."""
+    """The classifier's input line for one document: its first ``max_tokens`` tokens
+    (:func:`classifier_tokens`, structure tokens first) joined by spaces."""
     return " ".join(pieces[:max_tokens])
 
 

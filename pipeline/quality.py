@@ -15,11 +15,31 @@ Config (``quality:`` in configs/pipeline.yaml)::
     classifier: null          # path of a user fastText classifier (labels __label__ref/__label__web)
     bucket_percentiles: [30, 60]   # CCNet head/middle/tail cut-offs (Wenzek et al. 2020, sec. 3.3)
     cutoffs: {}               # {lang: [c_head, c_tail]} fixed ppl cut-offs instead of run percentiles
+    min_cutoff_docs: 50       # fewer unseen docs of a language in the run: held-out reference percentiles
     default_thresholds: {max_ppl: auto, min_quality_score: auto}
     thresholds: {}            # {lang: {max_ppl: x|null|auto, min_quality_score: y|null|auto}}
     missing_model: keep       # keep | reject (reason quality_no_model) docs of languages without models
     max_paragraph_chars: 20000
     classifier_max_tokens: 4096
+
+``ppl_bucket`` cut-offs, per language, first that applies (the source is logged and recorded in
+the stage stats, ``extra.cutoffs_source``):
+
+1. ``config``: ``quality.cutoffs`` gives them;
+2. ``run_unseen``: the ``bucket_percentiles`` of ``ppl`` over the run's documents the
+   language's KenLM was NOT trained on, when there are at least ``min_cutoff_docs`` of them.
+   Documents the LM trained on have artificially low (memorised) perplexity; on the sample they
+   are most of the reference tier, and percentiles over them would put the cut-offs inside that
+   cluster and say little about unseen text. A document counts as LM training data when its
+   text hash is in the manifest's ``lm_train_hashes`` file (exact copies, also from other
+   sources and tiers, e.g. the parallel tier's copies of PUD sentences), or when it is
+   reference/book tier and its group key falls in the training split (the same
+   ``split_key`` / ``is_heldout`` as the training job; catches training documents whose text
+   the rules stage edited). For models the user supplied (``quality.models``) there is no
+   record of their training data and every document counts (source ``run_all``);
+3. ``heldout_reference``: the manifest's ``heldout_ref_ppl_percentiles`` (percentiles of
+   held-out reference documents, which the LM never saw);
+4. otherwise no buckets (``ppl_bucket`` null) for that language (source ``none``).
 
 ``auto`` takes the calibrated value from the manifest (thresholds that keep ``reference_keep``
 of held-out reference documents); ``null`` disables the rule.
@@ -40,25 +60,56 @@ from filters import quality as Q
 from pipeline.ship import resolve, ship
 from pipeline.stage import QUARANTINE, Stage, StageContext, log, map_arrow
 
-HELPER_COLS = ("ppl", "ppl_bucket", "quality_score", "_n_tokens", "_q_error", "reason", "detail")
+HELPER_COLS = ("ppl", "ppl_bucket", "quality_score", "_n_tokens", "_q_error", "_lm_seen", "reason", "detail")
 
 
 class QualityScoreBatch:
     """Picklable batch function: adds ``ppl`` (float64), ``quality_score`` (float64),
-    ``_n_tokens`` (int64, -1 = no model) and ``_q_error`` (string) to an Arrow batch.
+    ``_n_tokens`` (int64, -1 = no model), ``_q_error`` (string) and ``_lm_seen`` (bool: the
+    document was training data of its language's KenLM, see module docstring) to an Arrow batch.
 
     Args:
         models: ``{lang: (sp_model_path, kenlm_path)}`` as shipped on the driver.
         classifier: shipped classifier path or None.
         max_paragraph_chars, classifier_max_tokens: see :mod:`filters.quality`.
+        lm_train: None (nothing known about the LMs' training data) or
+            ``{"hashes": shipped path of the manifest's lm_train_hashes file or None,
+            "heldout_fraction": float or None, "langs": [languages whose LM the manifest
+            trained]}``.
     """
 
     def __init__(self, models: dict, classifier: str | None, max_paragraph_chars: int,
-                 classifier_max_tokens: int):
+                 classifier_max_tokens: int, lm_train: dict | None = None):
         self.models = dict(models)
         self.classifier = classifier
         self.max_paragraph_chars = int(max_paragraph_chars)
         self.classifier_max_tokens = int(classifier_max_tokens)
+        self.lm_train = dict(lm_train) if lm_train else None
+
+    def lm_seen(self, batch: pa.RecordBatch) -> list:
+        """Per row: was the document training data of its language's KenLM (bool)?"""
+        n = batch.num_rows
+        lt = self.lm_train
+        if not lt or not lt.get("langs"):
+            return [False] * n
+        names = batch.schema.names
+        col = {c: (batch.column(c).to_pylist() if c in names else [None] * n)
+               for c in ("id", "source", "tier", "lang", "text", "meta")}
+        langs = set(lt["langs"])
+        seen = [False] * n
+        if lt.get("hashes"):
+            rows = [i for i in range(n) if col["lang"][i] in langs]
+            hs = Q.load_text_hashes(resolve(lt["hashes"]))
+            hit = Q.hashes_contain(hs, [Q.text_hash(col["lang"][i], col["text"][i]) for i in rows])
+            for i, h in zip(rows, hit):
+                seen[i] = bool(h)
+        frac = lt.get("heldout_fraction")
+        if frac is not None:
+            for i in range(n):
+                if not seen[i] and col["lang"][i] in langs and col["tier"][i] in Q.POSITIVE_TIERS:
+                    key = Q.split_key(col["id"][i] or "", col["source"][i] or "", col["lang"][i], col["meta"][i])
+                    seen[i] = not Q.is_heldout(key, float(frac))
+        return seen
 
     def score(self, langs: list, texts: list) -> tuple[list, list, list, list]:
         """Score parallel lists of languages and texts -> (ppl, quality_score, n_tokens, error)."""
@@ -78,7 +129,7 @@ class QualityScoreBatch:
                 ppl[i] = r.ppl
                 ntok[i] = r.n_tokens
                 if r.n_tokens > 0 and self.classifier:
-                    lines.append(Q.classifier_line(r.pieces, self.classifier_max_tokens))
+                    lines.append(Q.classifier_line(r.features, self.classifier_max_tokens))
                     line_rows.append(i)
             except Exception as e:  # a bad record never crashes the job: quarantined with the error
                 ntok[i] = 0
@@ -91,11 +142,13 @@ class QualityScoreBatch:
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         ppl, qs, ntok, err = self.score(batch.column("lang").to_pylist(), batch.column("text").to_pylist())
+        seen = self.lm_seen(batch)
         cols = [c for c in batch.schema.names if c not in HELPER_COLS]
         arrays = [batch.column(c) for c in cols] + [
             pa.array(ppl, pa.float64()), pa.array(qs, pa.float64()),
-            pa.array(ntok, pa.int64()), pa.array(err, pa.string())]
-        return pa.RecordBatch.from_arrays(arrays, names=cols + ["ppl", "quality_score", "_n_tokens", "_q_error"])
+            pa.array(ntok, pa.int64()), pa.array(err, pa.string()), pa.array(seen, pa.bool_())]
+        return pa.RecordBatch.from_arrays(
+            arrays, names=cols + ["ppl", "quality_score", "_n_tokens", "_q_error", "_lm_seen"])
 
 
 class QualityDecideBatch:
@@ -182,6 +235,46 @@ def resolve_thresholds(cfg: dict, manifest: dict, langs) -> dict[str, tuple]:
     return out
 
 
+def choose_cutoffs(langs, *, fixed: dict, run: dict, unseen: dict, recorded: set, manifest: dict,
+                   pcts: list[float], min_docs: int) -> tuple[dict, dict, dict]:
+    """Per-language ``ppl_bucket`` cut-offs and where they came from (module docstring).
+
+    Args:
+        langs: languages to decide for.
+        fixed: ``{lang: (c_head, c_tail)}`` from config.
+        run: ``{lang: (c_head, c_tail)}`` percentiles over the run's documents not flagged as
+            LM training data.
+        unseen: ``{lang: number of those documents}``.
+        recorded: languages whose LM training data is known (manifest models).
+        manifest: the model manifest (``heldout_ref_ppl_percentiles`` per language).
+        pcts: the two bucket percentiles as fractions (e.g. [0.3, 0.6]).
+        min_docs: fewest unseen documents for run percentiles.
+
+    Returns:
+        (``{lang: (c_head, c_tail)}``, ``{lang: source}`` with source one of ``config``,
+        ``run_unseen``, ``run_all`` (LM training data unknown), ``heldout_reference``, ``none``;
+        ``{lang: documents behind the cut-offs}``).
+    """
+    cutoffs, sources, ndocs = {}, {}, {}
+    for lang in langs:
+        n = int(unseen.get(lang, 0))
+        held = ((manifest.get("languages") or {}).get(lang) or {}).get("heldout_ref_ppl_percentiles") or {}
+        hv = [held.get(str(int(round(p * 100)))) for p in pcts]
+        if lang in fixed:
+            cutoffs[lang], sources[lang], ndocs[lang] = fixed[lang], "config", 0
+        elif lang in run and n >= min_docs:
+            cutoffs[lang], sources[lang], ndocs[lang] = run[lang], ("run_unseen" if lang in recorded else "run_all"), n
+        elif all(v is not None for v in hv):
+            cutoffs[lang], sources[lang] = (float(hv[0]), float(hv[1])), "heldout_reference"
+            ndocs[lang] = int(((manifest.get("languages") or {}).get(lang) or {}).get("heldout_ref_docs") or 0)
+        elif lang in run:
+            # no held-out figures (user models): a few run documents beat no buckets at all
+            cutoffs[lang], sources[lang], ndocs[lang] = run[lang], ("run_unseen" if lang in recorded else "run_all"), n
+        else:
+            sources[lang], ndocs[lang] = "none", 0
+    return cutoffs, sources, ndocs
+
+
 class QualityStage(Stage):
     """KenLM perplexity + fastText quality classifier (see module docstring)."""
 
@@ -202,12 +295,38 @@ class QualityStage(Stage):
             docs = load_docs(src, list(ctx.config["languages"]))
             train_quality_models(docs, models_dir, languages=list(ctx.config["languages"]),
                                  input_desc=src)
-        return Q.model_paths(models_dir, cfg.get("models") or {}, cfg.get("classifier"))
+        langs, clf, manifest = Q.model_paths(models_dir, cfg.get("models") or {}, cfg.get("classifier"))
+        man_clf = manifest.get("classifier") or {}
+        if clf and not cfg.get("classifier") and man_clf.get("features_version") != Q.CLASSIFIER_FEATURES:
+            raise ValueError(
+                f"the classifier in {models_dir} was trained on features "
+                f"{man_clf.get('features_version') or 'of an older version'}, this code scores with "
+                f"{Q.CLASSIFIER_FEATURES}: retrain the models (`make quality-models FORCE=1`)")
+        self._models_dir = models_dir
+        return langs, clf, manifest
+
+    def _lm_train(self, ctx: StageContext, cfg: dict, models: dict, manifest: dict) -> dict | None:
+        """What the stage knows about the LMs' training data (see :class:`QualityScoreBatch`):
+        languages whose LM is the manifest's (not a user override), shipped hash file, split."""
+        overridden = set(cfg.get("models") or {})
+        langs = sorted(l for l in models if l in (manifest.get("languages") or {}) and l not in overridden)
+        if not langs:
+            return None
+        info = manifest.get("lm_train_hashes") or {}
+        hashes = None
+        if info.get("path"):
+            path = os.path.join(self._models_dir, info["path"])
+            if os.path.exists(path):
+                hashes = ship(ctx.spark, _stage_copy(ctx, path))
+            else:
+                log(f"[quality] {path} missing: LM training documents recognised by split key only")
+        frac = (manifest.get("split") or {}).get("heldout_fraction")
+        return {"hashes": hashes, "heldout_fraction": frac, "langs": langs}
 
     def transform(self, df, ctx: StageContext):
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
-        from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+        from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType
 
         cfg = ctx.stage_config("quality")
         missing = cfg.get("missing_model", "keep")
@@ -229,28 +348,43 @@ class QualityStage(Stage):
             f"{os.path.basename(clf) if clf else 'none'}")
         keep = [f for f in df.schema.fields if f.name not in HELPER_COLS]
         scored_schema = StructType(keep + [StructField("ppl", DoubleType()), StructField("quality_score", DoubleType()),
-                                           StructField("_n_tokens", LongType()), StructField("_q_error", StringType())])
+                                           StructField("_n_tokens", LongType()), StructField("_q_error", StringType()),
+                                           StructField("_lm_seen", BooleanType())])
+        lm_train = self._lm_train(ctx, cfg, models, manifest)
         fn = QualityScoreBatch(shipped, clf, int(cfg.get("max_paragraph_chars", Q.DEFAULT_MAX_PARAGRAPH_CHARS)),
-                               int(cfg.get("classifier_max_tokens", Q.DEFAULT_CLASSIFIER_MAX_TOKENS)))
+                               int(cfg.get("classifier_max_tokens", Q.DEFAULT_CLASSIFIER_MAX_TOKENS)), lm_train)
         scored = map_arrow(df.select([f.name for f in keep]), fn, scored_schema).persist(StorageLevel.MEMORY_AND_DISK)
         self._scored = scored
 
-        # per-language bucket cut-offs: fixed in config, else percentiles of this run
+        # per-language bucket cut-offs (module docstring): config, else percentiles over the run's
+        # documents the LM did not train on, else the manifest's held-out reference percentiles
         pcts = [float(p) / 100.0 for p in cfg.get("bucket_percentiles", [30, 60])]
         if len(pcts) != 2 or not 0 < pcts[0] < pcts[1] < 1:
             raise ValueError(f"quality.bucket_percentiles must be two increasing percentiles, got {pcts}")
+        min_docs = int(cfg.get("min_cutoff_docs", 50))
         fixed = {k: tuple(float(x) for x in v) for k, v in (cfg.get("cutoffs") or {}).items()}
-        rows = (scored.where(F.col("ppl").isNotNull() & (F.col("_n_tokens") > 0))
-                .groupBy("lang").agg(F.percentile_approx("ppl", pcts, 100000).alias("c"),
-                                     F.count("*").alias("n")).collect())
-        cutoffs = {r["lang"]: tuple(float(x) for x in r["c"]) for r in rows}
-        cutoffs.update(fixed)
+        valid = scored.where(F.col("ppl").isNotNull() & (F.col("_n_tokens") > 0))
+        counts = {(r["lang"], bool(r["_lm_seen"])): r["n"]
+                  for r in valid.groupBy("lang", "_lm_seen").agg(F.count("*").alias("n")).collect()}
+        run = {r["lang"]: tuple(float(x) for x in r["c"]) for r in
+               valid.where(~F.col("_lm_seen")).groupBy("lang")
+               .agg(F.percentile_approx("ppl", pcts, 100000).alias("c")).collect()}
+        recorded = set((lm_train or {}).get("langs") or ())
+        cutoffs, sources, cut_docs = choose_cutoffs(
+            sorted(set(shipped) | {l for l, _ in counts} | set(fixed)), fixed=fixed, run=run,
+            unseen={l: counts.get((l, False), 0) for l in set(shipped) | {l for l, _ in counts}},
+            recorded=recorded, manifest=manifest, pcts=pcts, min_docs=min_docs)
         thresholds = resolve_thresholds(cfg, manifest, sorted(set(shipped) | set(cutoffs)))
-        self._info = {"cutoffs": cutoffs, "thresholds": thresholds, "bucket_percentiles": pcts,
+        self._info = {"cutoffs": cutoffs, "cutoffs_source": sources, "cutoff_docs": cut_docs,
+                      "lm_seen_docs": {l: counts.get((l, True), 0) for l in sorted({l for l, _ in counts})},
+                      "thresholds": thresholds, "bucket_percentiles": pcts,
                       "fixed_cutoffs": sorted(fixed), "manifest": manifest}
-        for lang in sorted(cutoffs):
+        for lang in sorted(set(cutoffs) | set(sources)):
             mp, mq = thresholds.get(lang, (None, None))
-            log(f"[quality] {lang}: ppl cut-offs {cutoffs[lang][0]:.1f}/{cutoffs[lang][1]:.1f}, "
+            c = cutoffs.get(lang)
+            log(f"[quality] {lang}: ppl cut-offs "
+                f"{'none' if c is None else f'{c[0]:.1f}/{c[1]:.1f}'} from {sources.get(lang)} "
+                f"({cut_docs.get(lang, 0)} docs; {counts.get((lang, True), 0)} LM training docs left out), "
                 f"max_ppl {mp}, min_quality_score {mq}")
         out_schema = StructType(keep + [StructField("ppl", DoubleType()), StructField("ppl_bucket", StringType()),
                                         StructField("quality_score", DoubleType()),
@@ -285,7 +419,12 @@ class QualityStage(Stage):
 
         summary = {}
         for lang, tiers in sorted(per.items()):
-            s = {"cutoffs": _round(info.get("cutoffs", {}).get(lang)),
+            c = info.get("cutoffs", {}).get(lang)
+            # unrounded: a run cut-off is some document's ppl, and its bucket depends on equality
+            s = {"cutoffs": [float(x) for x in c] if c is not None else None,
+                 "cutoffs_source": info.get("cutoffs_source", {}).get(lang),
+                 "cutoff_docs": info.get("cutoff_docs", {}).get(lang),
+                 "lm_training_docs": info.get("lm_seen_docs", {}).get(lang, 0),
                  "max_ppl": _round((info.get("thresholds", {}).get(lang) or (None, None))[0]),
                  "min_quality_score": _round((info.get("thresholds", {}).get(lang) or (None, None))[1]),
                  "tiers": {}}
@@ -301,11 +440,13 @@ class QualityStage(Stage):
             log(f"[quality] {lang}: removed " + ", ".join(parts))
         ctx.extra["per_lang"] = summary
         ctx.extra["bucket_percentiles"] = info.get("bucket_percentiles")
+        ctx.extra["cutoffs_source"] = info.get("cutoffs_source")
         man = info.get("manifest") or {}
         if man:
             ctx.extra["models"] = {"created": man.get("created"),
                                    "classifier": {k: (man.get("classifier") or {}).get(k)
-                                                  for k in ("kind", "heldout_auc_all", "train_pos", "train_neg")}}
+                                                  for k in ("kind", "features_version", "auc", "train_pos",
+                                                            "train_neg")}}
         try:
             ctx.plots.extend(self._plots(per, info, ctx))
         except Exception as e:  # plots are a report nicety; never fail the stage for them

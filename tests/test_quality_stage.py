@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -117,17 +118,92 @@ def test_stage_bad_inputs(stage_run):
     assert fr.get("reason") is None and fr["ppl"] is None and fr["ppl_bucket"] is None
 
 
-def test_stage_buckets_follow_run_percentiles(stage_run):
-    out, _, _, stats = stage_run
+def test_stage_buckets_follow_cutoffs(stage_run):
+    """Buckets follow the recorded cut-offs; this small run has fewer than min_cutoff_docs
+    documents the LMs did not train on, so the cut-offs are the manifest's held-out reference
+    percentiles (source recorded in the stats)."""
+    out, mdir, _, stats = stage_run
+    man = Q.load_manifest(mdir)
     rows = _read(os.path.join(out, "quality")) + _read(os.path.join(out, "rejected", "stage=quality"))
-    en = [r for r in rows if r["lang"] == "en" and r["ppl"] is not None]
-    cut = stats["extra"]["per_lang"]["en"]["cutoffs"]
-    for r in en:
-        want = "head" if r["ppl"] < cut[0] else ("middle" if r["ppl"] < cut[1] else "tail")
-        if r["ppl_bucket"] is not None:
-            assert r["ppl_bucket"] == want
-    share_head = sum(r["ppl"] < cut[0] for r in en) / len(en)
-    assert 0.2 < share_head < 0.4
+    for lang in ("en", "de"):
+        pl = stats["extra"]["per_lang"][lang]
+        assert pl["cutoffs_source"] == stats["extra"]["cutoffs_source"][lang] == "heldout_reference"
+        pct = man["languages"][lang]["heldout_ref_ppl_percentiles"]
+        cut = pl["cutoffs"]
+        assert cut == pytest.approx([pct["30"], pct["60"]], rel=1e-4)
+        for r in rows:
+            if r["lang"] == lang and r["ppl"] is not None and r["ppl_bucket"] is not None:
+                want = "head" if r["ppl"] < cut[0] else ("middle" if r["ppl"] < cut[1] else "tail")
+                assert r["ppl_bucket"] == want
+    assert stats["extra"]["per_lang"]["en"]["lm_training_docs"] > 20
+
+
+def test_cutoffs_leave_out_lm_training_docs(spark, tmp_path, stage_run, shared_data):
+    """Run percentiles come only from documents the KenLM did not train on. The run is
+    dominated by the LM's own training documents (memorised, low ppl): percentiles over the
+    whole run (the old behaviour) put both cut-offs inside that cluster, so almost no unseen
+    document would land in the head bucket. Training documents are recognised by text hash
+    (also as a copy in another tier under another id) and, for reference docs whose text was
+    edited, by their split key."""
+    from jobs.train_quality_models import assign_splits
+    from pipeline.cli import run_stages
+
+    _, mdir, _, _ = stage_run
+    man = Q.load_manifest(mdir)
+    en = _ref_docs(shared_data, "en", "eng")
+    assign_splits(en, man["split"]["heldout_fraction"])
+    train = [d for d in en if d["split"] == "train"]
+    held = [d for d in en if d["split"] == "heldout"]
+    web = _web_docs_en(shared_data)[:max(0, 80 - len(held))]
+    # every training doc once more as a parallel-tier copy (another id, no group key), and a few
+    # reference training docs with a line added (as the rules stage may do)
+    copies = [dict(d, id=f"copy/{d['id']}", source="pud-parallel", tier="parallel", meta="{}") for d in train]
+    edited = [dict(d, text=d["text"] + "\nOne more line.") for d in train[:10]]
+    docs = [dict(d) for d in train[10:] + held + web + copies + edited]
+    for d in docs:
+        d.pop("split", None), d.pop("label", None)
+        d.setdefault("url", None)
+        d["lang_declared"], d["lang_score"] = "en", 0.99
+    unseen_ids = {d["id"] for d in held + web}
+    out = str(tmp_path)
+    _write_langid(out, docs)
+    stats = run_stages(spark, out, _config(mdir), ["quality"])["quality"]
+    pl = stats["extra"]["per_lang"]["en"]
+    assert pl["lm_training_docs"] == len(docs) - len(unseen_ids) == 2 * len(train) > 2 * len(unseen_ids)
+    assert pl["cutoffs_source"] == "run_unseen" and pl["cutoff_docs"] == len(unseen_ids) >= 50
+    rows = _read(os.path.join(out, "quality")) + _read(os.path.join(out, "rejected", "stage=quality"))
+    unseen = sorted(r["ppl"] for r in rows if r["id"] in unseen_ids and r["ppl"] is not None)
+    seen = sorted(r["ppl"] for r in rows if r["id"] not in unseen_ids and r["ppl"] is not None)
+    c_head, c_tail = pl["cutoffs"]
+    # percentile_approx returns a sample value: the cut-offs are the 30th / 60th unseen percentiles
+    n = len(unseen)
+    assert abs(sum(p < c_head for p in unseen) / n - 0.3) <= 1.5 / n
+    assert abs(sum(p < c_tail for p in unseen) / n - 0.6) <= 1.5 / n
+    # what the old behaviour would have done: run percentiles over everything sit in the memorised cluster
+    allp = np.asarray(seen + unseen)
+    assert np.median(seen) < np.median(unseen)
+    assert sum(p < np.quantile(allp, 0.3) for p in unseen) / n < 0.2
+    for r in rows:
+        if r["lang"] == "en" and r["ppl"] is not None and r["ppl_bucket"] is not None:
+            assert r["ppl_bucket"] == ("head" if r["ppl"] < c_head else "middle" if r["ppl"] < c_tail else "tail")
+
+
+def test_choose_cutoffs_sources():
+    from pipeline.quality import choose_cutoffs
+
+    man = {"languages": {"en": {"heldout_ref_ppl_percentiles": {"30": 100.0, "60": 200.0}, "heldout_ref_docs": 40},
+                         "de": {"heldout_ref_ppl_percentiles": {"30": 50.0, "60": 70.0}}}}
+    cut, src, n = choose_cutoffs(["en", "de", "fr", "xx", "it"], fixed={"it": (1.0, 2.0)},
+                                 run={"en": (10.0, 20.0), "de": (5.0, 6.0), "fr": (3.0, 4.0)},
+                                 unseen={"en": 60, "de": 10, "fr": 5}, recorded={"en", "de"}, manifest=man,
+                                 pcts=[0.3, 0.6], min_docs=50)
+    assert src == {"en": "run_unseen", "de": "heldout_reference", "fr": "run_all", "xx": "none", "it": "config"}
+    assert cut == {"en": (10.0, 20.0), "de": (50.0, 70.0), "fr": (3.0, 4.0), "it": (1.0, 2.0)}
+    assert n["en"] == 60 and n["xx"] == 0
+    # percentiles the manifest does not have: no fallback to it
+    _, src, _ = choose_cutoffs(["de"], fixed={}, run={}, unseen={}, recorded={"de"}, manifest=man,
+                               pcts=[0.25, 0.6], min_docs=50)
+    assert src == {"de": "none"}
 
 
 def test_stage_report_figures(stage_run):
@@ -149,7 +225,7 @@ def test_same_ppl_on_every_worker(stage_run, spark):
     partitioning (other worker, other batch neighbours) to 1e-6 relative."""
     from pipeline.quality import QualityScoreBatch
     from pipeline.stage import map_arrow
-    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+    from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType
 
     out, mdir, docs, _ = stage_run
     langs, clf, _ = Q.model_paths(mdir)
@@ -160,7 +236,7 @@ def test_same_ppl_on_every_worker(stage_run, spark):
     schema = StructType([StructField("id", StringType()), StructField("lang", StringType()),
                          StructField("text", StringType()), StructField("ppl", DoubleType()),
                          StructField("quality_score", DoubleType()), StructField("_n_tokens", LongType()),
-                         StructField("_q_error", StringType())])
+                         StructField("_q_error", StringType()), StructField("_lm_seen", BooleanType())])
     fn = QualityScoreBatch(langs, clf, Q.DEFAULT_MAX_PARAGRAPH_CHARS, Q.DEFAULT_CLASSIFIER_MAX_TOKENS)
     other = {r["id"]: r["ppl"] for r in map_arrow(df.repartition(3), fn, schema).collect()}
     for d in small:
