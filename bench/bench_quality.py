@@ -54,11 +54,17 @@ def main(argv=None) -> int:
     p.add_argument("--docs", type=int, default=6000, help="documents to score (enlarged NTREX)")
     args = p.parse_args(argv)
 
+    def current(d: str) -> bool:  # a manifest whose classifier takes this code's features
+        if not os.path.exists(os.path.join(d, Q.MANIFEST)):
+            return False
+        clf = Q.load_manifest(d).get("classifier") or {}
+        return clf.get("features_version") == Q.CLASSIFIER_FEATURES
+
     mdir = args.models_dir
-    if not os.path.exists(os.path.join(mdir, Q.MANIFEST)):
+    if not current(mdir):
         mdir = str(REPO / "build" / "bench" / "quality-models")
-        if not os.path.exists(os.path.join(mdir, Q.MANIFEST)):
-            print(f"no models in {args.models_dir}: training bench models into {mdir}", flush=True)
+        if not current(mdir):
+            print(f"no current models in {args.models_dir}: training bench models into {mdir}", flush=True)
             _train_bench_models(mdir)
     langs, clf_path, _ = Q.model_paths(mdir)
     base = [(lang, text) for lang, _, text in ntrex_documents() if lang in langs]

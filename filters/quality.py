@@ -390,22 +390,29 @@ def structure_tokens(paragraphs: list[str]) -> list[str]:
     Returns:
         9 tokens (list[str]); ``[]`` for no paragraphs.
     """
+    return _structure(paragraphs, [sentence_count(p) for p in paragraphs],
+                      [p.endswith(_END_CHARS) for p in paragraphs])
+
+
+def _structure(paragraphs: list[str], sents: list[int], ends: list[bool]) -> list[str]:
+    """:func:`structure_tokens` from precomputed sentence counts and final-punctuation flags."""
     n = len(paragraphs)
     if not n:
         return []
     lens = [len(p) for p in paragraphs]
     chars = sum(lens) or 1
-    sents = [sentence_count(p) for p in paragraphs]
+    srt = sorted(lens)
+    med = srt[n // 2] if n % 2 else (srt[n // 2 - 1] + srt[n // 2]) / 2.0
     return [
         f"__s_npar{_bucket(n, (2, 4, 8, 16, 32, 64))}__",
         f"__s_short{_bucket(sum(1 for x in lens if x < 30) / n, (0.05, 0.15, 0.3, 0.5, 0.7))}__",
-        f"__s_endp{_bucket(sum(1 for p in paragraphs if p.endswith(_END_CHARS)) / n, (0.3, 0.5, 0.7, 0.85, 0.95))}__",
+        f"__s_endp{_bucket(sum(ends) / n, (0.3, 0.5, 0.7, 0.85, 0.95))}__",
         f"__s_dig{_bucket(sum(p.count('0') for p in paragraphs) / chars, (0.005, 0.01, 0.02, 0.05, 0.1))}__",
         f"__s_url{_bucket(sum(1 for p in paragraphs if _URL_RE.search(p)), (1, 2, 5))}__",
         f"__s_pipe{_bucket(sum(p.count('|') for p in paragraphs), (1, 3, 10))}__",
         f"__s_multi{_bucket(sum(1 for x in sents if x > 1) / n, (0.05, 0.2, 0.4, 0.6, 0.8))}__",
         f"__s_sps{_bucket(sum(sents) / n, (1.05, 1.3, 1.7, 2.5, 4))}__",
-        f"__s_medlen{_bucket(float(np.median(lens)), (10, 20, 40, 80, 160, 320))}__",
+        f"__s_medlen{_bucket(med, (10, 20, 40, 80, 160, 320))}__",
     ]
 
 
@@ -417,10 +424,13 @@ def classifier_tokens(paragraphs: list[str], pieces_per_par: list[list[str]]) ->
     Args:
         paragraphs: normalised paragraphs; pieces_per_par: their pieces (same length).
     """
-    out = structure_tokens(paragraphs)
-    for par, pieces in zip(paragraphs, pieces_per_par):
+    sents = [sentence_count(p) for p in paragraphs]
+    ends = [p.endswith(_END_CHARS) for p in paragraphs]
+    out = _structure(paragraphs, sents, ends)
+    for par, pieces, ns, e in zip(paragraphs, pieces_per_par, sents, ends):
         out.extend(pieces)
-        out.append(paragraph_token(par))
+        # == paragraph_token(par), without recounting
+        out.append(f"__p{_bucket(len(par), (10, 30, 80, 200))}{'e' if e else 'n'}{min(ns, 3)}__")
     return out
 
 
