@@ -245,7 +245,8 @@ def choose_cutoffs(langs, *, fixed: dict, run: dict, unseen: dict, recorded: set
         run: ``{lang: (c_head, c_tail)}`` percentiles over the run's documents not flagged as
             LM training data.
         unseen: ``{lang: number of those documents}``.
-        recorded: languages whose LM training data is known (manifest models).
+        recorded: languages whose LM is the manifest's (training data known, and its
+            held-out percentiles describe that LM; a user's LM gets neither).
         manifest: the model manifest (``heldout_ref_ppl_percentiles`` per language).
         pcts: the two bucket percentiles as fractions (e.g. [0.3, 0.6]).
         min_docs: fewest unseen documents for run percentiles.
@@ -264,7 +265,7 @@ def choose_cutoffs(langs, *, fixed: dict, run: dict, unseen: dict, recorded: set
             cutoffs[lang], sources[lang], ndocs[lang] = fixed[lang], "config", 0
         elif lang in run and n >= min_docs:
             cutoffs[lang], sources[lang], ndocs[lang] = run[lang], ("run_unseen" if lang in recorded else "run_all"), n
-        elif all(v is not None for v in hv):
+        elif lang in recorded and all(v is not None for v in hv):  # only for the manifest's own LM
             cutoffs[lang], sources[lang] = (float(hv[0]), float(hv[1])), "heldout_reference"
             ndocs[lang] = int(((manifest.get("languages") or {}).get(lang) or {}).get("heldout_ref_docs") or 0)
         elif lang in run:

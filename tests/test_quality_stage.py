@@ -191,14 +191,17 @@ def test_cutoffs_leave_out_lm_training_docs(spark, tmp_path, stage_run, shared_d
 def test_choose_cutoffs_sources():
     from pipeline.quality import choose_cutoffs
 
+    pct = {"heldout_ref_ppl_percentiles": {"30": 50.0, "60": 70.0}}
     man = {"languages": {"en": {"heldout_ref_ppl_percentiles": {"30": 100.0, "60": 200.0}, "heldout_ref_docs": 40},
-                         "de": {"heldout_ref_ppl_percentiles": {"30": 50.0, "60": 70.0}}}}
-    cut, src, n = choose_cutoffs(["en", "de", "fr", "xx", "it"], fixed={"it": (1.0, 2.0)},
-                                 run={"en": (10.0, 20.0), "de": (5.0, 6.0), "fr": (3.0, 4.0)},
-                                 unseen={"en": 60, "de": 10, "fr": 5}, recorded={"en", "de"}, manifest=man,
+                         "de": pct, "nl": pct}}
+    # nl: the user replaced the manifest's LM, so its held-out percentiles do not apply
+    cut, src, n = choose_cutoffs(["en", "de", "fr", "xx", "it", "nl"], fixed={"it": (1.0, 2.0)},
+                                 run={"en": (10.0, 20.0), "de": (5.0, 6.0), "fr": (3.0, 4.0), "nl": (8.0, 9.0)},
+                                 unseen={"en": 60, "de": 10, "fr": 5, "nl": 5}, recorded={"en", "de"}, manifest=man,
                                  pcts=[0.3, 0.6], min_docs=50)
-    assert src == {"en": "run_unseen", "de": "heldout_reference", "fr": "run_all", "xx": "none", "it": "config"}
-    assert cut == {"en": (10.0, 20.0), "de": (50.0, 70.0), "fr": (3.0, 4.0), "it": (1.0, 2.0)}
+    assert src == {"en": "run_unseen", "de": "heldout_reference", "fr": "run_all", "xx": "none", "it": "config",
+                   "nl": "run_all"}
+    assert cut == {"en": (10.0, 20.0), "de": (50.0, 70.0), "fr": (3.0, 4.0), "it": (1.0, 2.0), "nl": (8.0, 9.0)}
     assert n["en"] == 60 and n["xx"] == 0
     # percentiles the manifest does not have: no fallback to it
     _, src, _ = choose_cutoffs(["de"], fixed={}, run={}, unseen={}, recorded={"de"}, manifest=man,
