@@ -6,7 +6,7 @@
 2. Total ``dedup`` stage time (Spark local[2]) at 1x, 2x and 4x input, the input enlarged by
    replicating and perturbing NTREX documents (synthetic data, announced as such).
 
-Run: ``.venv/bin/python bench/bench_dedup.py [--scale 2000] [--skip-stage]``.
+Run: ``.venv/bin/python bench/bench_dedup.py [--scale 10000] [--skip-stage]``.
 """
 from __future__ import annotations
 
@@ -79,6 +79,7 @@ def bench_stage(docs: list[tuple[str, str, str]], scales: list[int], base: int) 
           f"documents (synthetic near-duplicates; not real data)")
     schema = ("id string, source string, tier string, url string, text string, meta string, "
               "lang_declared string, lang string, lang_score float")
+    times = {}
     try:
         for s in scales:
             n = base * s
@@ -89,17 +90,21 @@ def bench_stage(docs: list[tuple[str, str, str]], scales: list[int], base: int) 
                 t0 = time.time()
                 st = run_stages(spark, out, {"stages": ["rules", "dedup"], "dedup": {}}, ["dedup"])["dedup"]
                 dt = time.time() - t0
+            times[s] = dt
             ex = st["extra"]
             print(f"  {s}x: {n} docs in {dt:.1f} s ({n / dt:.0f} docs/s wall, local[2]); "
                   f"exact dups {ex['exact_duplicates']}, near dups {ex['near_duplicates']}, "
                   f"candidate pairs {ex['candidate_pairs']}, components rounds {ex['components_rounds']}")
+        s0 = scales[0]
+        print("  growth of stage time with input (linear = the input ratio): " + ", ".join(
+            f"{s // s0}x input -> {times[s] / times[s0]:.2f}x time" for s in scales[1:]))
     finally:
         spark.stop()
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", type=int, default=2000, help="documents at 1x for the stage timing")
+    p.add_argument("--scale", type=int, default=10000, help="documents at 1x for the stage timing")
     p.add_argument("--skip-stage", action="store_true", help="only the signature benchmark")
     args = p.parse_args(argv)
     docs = ntrex_documents()
