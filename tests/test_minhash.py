@@ -191,3 +191,34 @@ def test_ntrex_no_false_duplicates_and_small_edits_found(shared_data, lang):
         assert j > 0.88, (lang, d, j)
         k2 = band_keys(s2[None, :], b, r)[0]
         assert any(k2[k] == keys[d][k] for k in range(b)), (lang, d, j)
+
+
+def test_numba_kernel_mersenne_edge_values():
+    """The compiled loop takes the same rare correction path as the numpy one."""
+    kernel = mh._numba_kernel()
+    if kernel is None:
+        pytest.skip("numba not available")
+    p = MERSENNE_PRIME
+    crafted = [0, 1, p - 1, p, p + 1, p + 6, 2 * p, 2 ** 61, 2 ** 62 - 1, 2 ** 64 - 1,
+               7 * 2 ** 61 + p - 1, 7 * 2 ** 61 + p - 7, 2 ** 64 - 8, 12345678901234567]
+    h = np.array(crafted, dtype=np.uint64)
+    out = np.full((len(h), 1), MAX_HASH, np.uint64)
+    kernel(h, np.arange(len(h) + 1, dtype=np.int64), np.ones(1, np.uint64), np.zeros(1, np.uint64), out)
+    assert [int(g) for g in out[:, 0]] == [(x % p) & MAX_HASH for x in crafted]
+
+
+@pytest.mark.parametrize("num_perm,seed", [(128, 1), (7, 99)])
+def test_numba_and_numpy_backends_agree(shared_data, num_perm, seed):
+    if mh._numba_kernel() is None:
+        pytest.skip("numba not available")
+    docs = ntrex_docs(shared_data, "en")[:20] + ntrex_docs(shared_data, "ja")[:20] + EDGE_DOCS
+    langs = ["en"] * 20 + ["ja"] * 20 + ["fr"] * len(EDGE_DOCS)
+    h, off = MinHasher(MinHashConfig()).shingle_hashes(docs, langs)
+    rng = np.random.default_rng(seed)
+    h = np.concatenate([h, rng.integers(0, 2 ** 64 - 1, 5000, dtype=np.uint64, endpoint=True)])
+    off = np.concatenate([off, [len(h)]])
+    a = mh.minhash_signatures(h, off, num_perm, seed, backend="numba")
+    b = mh.minhash_signatures(h, off, num_perm, seed, backend="numpy", chunk=333)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        mh.minhash_signatures(h, off, num_perm, seed, backend="gpu")
