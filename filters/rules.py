@@ -557,12 +557,13 @@ def gopher_repetition(text: str, words: list[str], params: RuleParams) -> tuple[
     cand = np.flatnonzero(np.bincount(small)[small] > 1)  # words that occur twice or more
     hc = ids[cand]
     top_done = dup_done = False  # no repeat at n means none at any larger n
-    for n in range(2, ns[-1] + 1):
-        keep = cand <= nw - n  # room for n words
-        cand = cand[keep]
+    for n in range(1, ns[-1] + 1):
+        if n > 1:
+            keep = cand <= nw - n  # room for n words
+            cand = cand[keep]
+            hc = hc[keep] * _MULT + ids[cand + (n - 1)]
         if len(cand) < 2:
             break
-        hc = hc[keep] * _MULT + ids[cand + (n - 1)]
         want_top = n in top and not top_done
         want_dup = n in dup and not dup_done
         if not (want_top or want_dup):

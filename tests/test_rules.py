@@ -448,3 +448,12 @@ def test_top_ngram_ties_take_the_first_occurring_ngram():
     assert r.metrics["top_2_gram"] == pytest.approx(3 * 8 / sum(map(len, ws)))
     text2 = "xx yy " + "c d " * 3 + "aaaa bbbb " * 3 + "zz"
     assert apply_rules(text2, "en", p).metrics["top_2_gram"] == pytest.approx(3 * 2 / sum(map(len, ws)))
+
+
+def test_unigram_repetition_rules_when_configured():
+    # n = 1 is a valid setting (n >= 1): the most frequent word and repeated words
+    p = only(top_n_grams=((1, 0.5),), dup_n_grams=((1, 0.3),), top_n_min_count=3)
+    r = apply_rules("aa aa aa bb cc", "en", p)
+    assert r.metrics["top_1_gram"] == pytest.approx(6 / 10)
+    assert r.metrics["dup_1_gram"] == pytest.approx(4 / 10)
+    assert {"gopher_rep_top_1_gram", "gopher_rep_dup_1_gram"} <= set(r.fired)
