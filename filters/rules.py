@@ -74,6 +74,16 @@ REASONS = (
 _REASON_RANK = {r: i for i, r in enumerate(REASONS)}
 
 
+def _reason_rank(reason: str) -> tuple[int, str]:
+    """Priority of a reason; n-gram reasons for an n outside :data:`REASONS` (any n >= 1 may
+    be configured) rank with their family (``gopher_rep_top_*`` / ``gopher_rep_dup_*_gram``)."""
+    r = _REASON_RANK.get(reason)
+    if r is None:
+        family = "gopher_rep_top_2_gram" if reason.startswith("gopher_rep_top_") else "gopher_rep_dup_5_gram"
+        r = _REASON_RANK[family]
+    return r, reason
+
+
 # --------------------------------------------------------------------------- parameters
 @dataclass(frozen=True)
 class RuleParams:
@@ -884,7 +894,7 @@ def apply_rules(text: str | None, lang: str | None, params: RuleParams) -> RuleR
     metrics["boilerplate_frac"] = bp_frac
     if params.max_boilerplate_frac is not None and bp_frac > params.max_boilerplate_frac:
         _fire(fired, "boilerplate_only", bp_frac, params.max_boilerplate_frac)
-    reason = min(fired, key=_REASON_RANK.__getitem__) if fired else None
+    reason = min(fired, key=_reason_rank) if fired else None
     return RuleResult(fixed, reason, fired, metrics, fixes)
 
 
