@@ -2,11 +2,15 @@
 replicating and perturbing them (always announced as such in the benchmark output)."""
 from __future__ import annotations
 
+import json
 import os
+import sys
 import random
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 #: NTREX-128 file codes -> ISO 639-1.
 NTREX_FILES = {"arb": "ar", "deu": "de", "fra": "fr", "heb": "he", "ind": "id", "ita": "it", "jpn": "ja",
                "kor": "ko", "nld": "nl", "pol": "pl", "por": "pt", "rus": "ru", "spa": "es", "tha": "th",
@@ -19,29 +23,28 @@ def data_root() -> Path:
 
 
 def ntrex_documents(root: str | os.PathLike | None = None) -> list[tuple[str, str, str]]:
-    """NTREX-128 documents (123 per language, 18 languages), sentences joined by newlines.
+    """NTREX-128 documents (123 per language, 18 languages), sentences joined by newlines,
+    read by the pipeline's own ``ntrex`` reader (:func:`pipeline.readers.read_source_file`).
 
     Returns:
         list of (lang, doc_id, text), grouped by ``DOCUMENT_IDS.tsv``.
+
+    Raises:
+        ValueError: the reader returned a quarantine record (a damaged sample file).
     """
-    root = Path(root or data_root()) / "ntrex-128"
-    doc_ids = [l.strip() for l in (root / "DOCUMENT_IDS.tsv").read_text(encoding="utf-8").splitlines()]
-    files = {"en": root / "newstest2019-src.eng.txt"}
-    files.update({iso: root / f"newstest2019-ref.{code}.txt" for code, iso in NTREX_FILES.items()})
+    from pipeline.readers import read_source_file
+
+    root = Path(root or data_root())
+    files = {"en": root / "ntrex-128" / "newstest2019-src.eng.txt"}
+    files.update({iso: root / "ntrex-128" / f"newstest2019-ref.{code}.txt" for code, iso in NTREX_FILES.items()})
+    source = {"name": "ntrex", "format": "ntrex", "tier": "reference"}
     out = []
     for lang, path in files.items():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        if len(lines) != len(doc_ids):
-            raise ValueError(f"{path}: {len(lines)} lines but {len(doc_ids)} document ids")
-        cur, buf = None, []
-        for did, line in zip(doc_ids, lines):
-            if did != cur and buf:
-                out.append((lang, cur, "\n".join(buf)))
-                buf = []
-            cur = did
-            buf.append(line)
-        if buf:
-            out.append((lang, cur, "\n".join(buf)))
+        for rec in read_source_file(str(path), source, str(root)):
+            if rec.get("reason"):
+                raise ValueError(f"{path}: {rec['reason']}: {rec.get('detail')}")
+            meta = rec["meta"] if isinstance(rec["meta"], dict) else json.loads(rec["meta"])
+            out.append((lang, meta["doc_id"], rec["text"]))
     return out
 
 
