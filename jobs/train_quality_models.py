@@ -65,10 +65,37 @@ Recipe (CCNet, Wenzek et al. 2020 sec. 3.3; PolyLM, arXiv 2307.06018 sec. 3.1):
   outside fold f and scores the held-out reference and web documents of fold f). A held-out
   split alone would leave 0-2 web documents in most languages. The shipped classifier is
   trained on all folds.
-* Thresholds (calibration on held-out reference documents, ``--reference-keep`` q):
-  ``max_ppl`` = the q-quantile of held-out reference ppl and ``min_quality_score`` =
-  min(0.5, the (1-q)-quantile of held-out reference classifier scores), so each filter removes
-  about 1-q of unseen clean text. Override them per language in ``quality.thresholds``.
+* Thresholds (the ``auto`` values of ``quality.default_thresholds``), per language. Web text
+  is the bulk of a real pretraining corpus and the quality stage should drop its worst pages,
+  not the web tier: PolyLM's rule filters and quality scoring together removed 28.3% of its
+  data (arXiv 2307.06018, sec. 3.1). Calibrating only on reference text (keep 98% of it)
+  removed 82 of 83 German and 89 of 92 English web documents on the sample, since the
+  classifier separates the tiers well (ROC AUC ~0.98). So:
+
+  - ``min_quality_score`` = the ``--web-drop`` quantile (default 0.2) of the language's
+    OUT-OF-FOLD web classifier scores (the cross-fitted scores of the evaluation below: each
+    from a classifier that never saw the document, so about that share of unseen web text is
+    removed by the classifier alone), never above the reference floor min(0.5, the
+    (1 - ``--reference-keep``)-quantile of held-out reference scores; at most ~2% of unseen
+    clean text removed). Languages with fewer than 20 web documents use the pooled
+    out-of-fold web scores of all languages (the classifier is multilingual); with no web
+    scores at all (or ``--cv-folds`` < 2) the reference floor alone.
+  - ``max_ppl`` = the larger of the ``--reference-keep`` quantile (0.98) of held-out reference
+    ppl and the (1 - ``--ppl-web-drop``) quantile (default 0.9) of the language's web ppl (the
+    LM alone removes about the worst 10% of web by ppl); fewer than 20 web documents: the
+    reference quantile alone.
+
+  The manifest records how each was derived (``thresholds_derivation``: source, quantile,
+  number of documents, every candidate); ``make quality-models`` prints it. Caveat: the
+  shipped classifier trains on every web document of the input, so on those same documents
+  its scores are lower than out-of-fold and the classifier removes more than ``web_drop`` of
+  them; on new web text the out-of-fold share applies. Override the thresholds per language
+  in ``quality.thresholds``.
+* Input (:func:`load_docs`): the langid output is streamed in record batches and at most
+  ``--max-docs`` documents per language and label (reference / web / other) are kept, the
+  bottom-k of a salted hash of the split key (deterministic, independent of file order and of
+  the train/held-out split), so the driver's memory is bounded on any corpus size; the
+  manifest says how many documents each language had and how many were used.
 """
 from __future__ import annotations
 
@@ -120,27 +147,125 @@ def find_tool(name: str, explicit: str | None = None) -> str:
 
 
 # ------------------------------------------------------------------ data
-def load_docs(path: str, languages: list[str] | None = None) -> list[dict]:
-    """Read the langid-stage parquet at ``path`` (kept docs) with pyarrow.
+# Documents kept per (language, label) by load_docs: models trained on a bounded, deterministic
+# sample, so the driver's memory is O(max_docs x languages), not O(corpus). 20k documents per
+# language and label is far more than a 5-gram KenLM on a few MB of text or the classifier's
+# capped positives (max_positives) need, and a few hundred MB of text at most.
+DEFAULT_MAX_DOCS = 20_000
+SAMPLE_SALT = "quality-sample"
+
+
+def doc_label(tier: str | None) -> str:
+    """Label of a tier for sampling: ``ref`` (:data:`POSITIVE_TIERS`), ``web``
+    (:data:`NEGATIVE_TIERS`) or ``other`` (e.g. the parallel tier, never trained on)."""
+    return "ref" if tier in POSITIVE_TIERS else ("web" if tier in NEGATIVE_TIERS else "other")
+
+
+def sample_key(doc_id: str, source: str, lang: str, meta: str | None) -> tuple[int, int]:
+    """Bottom-k sampling key of a document: ``(h(salt + split key), h(salt + id))``, each the
+    first 8 bytes (big-endian) of a sha1. The split key (:func:`filters.quality.split_key`)
+    keeps the translations and variants of one source document together; the salt makes the
+    key independent of the train/held-out split hash (``sha1(split key)``), so the sample keeps
+    the held-out fraction; the id breaks ties inside a group. Independent of file order."""
+    k = split_key(doc_id, source, lang, meta)
+    a = hashlib.sha1(f"{SAMPLE_SALT}\n{k}".encode("utf-8")).digest()[:8]
+    b = hashlib.sha1(f"{SAMPLE_SALT}\n{doc_id}".encode("utf-8")).digest()[:8]
+    return int.from_bytes(a, "big"), int.from_bytes(b, "big")
+
+
+class LoadedDocs(list):
+    """The list of document dicts :func:`load_docs` returns, plus ``counts``:
+    ``{lang: {label: {"documents": n in the input, "used": n kept}}}`` and ``max_docs``."""
+
+    counts: dict
+    max_docs: int | None
+
+
+def load_docs(path: str, languages: list[str] | None = None, max_docs: int | None = DEFAULT_MAX_DOCS,
+              batch_rows: int = 2048) -> LoadedDocs:
+    """Stream the langid-stage parquet at ``path`` and keep a bounded, deterministic sample.
+
+    The dataset is read in record batches (pyarrow ``Dataset.to_batches``, only the columns
+    ``id, source, tier, lang, text, meta``); per (language, label) with label ``ref`` /
+    ``web`` / ``other`` (:func:`doc_label`) the ``max_docs`` documents with the smallest
+    :func:`sample_key` are kept (bottom-k with a bounded heap): the same documents whatever the
+    file order or partitioning, and (salted key) the same train/held-out proportions as the
+    input. Peak memory is the parquet row group being decoded plus ``max_docs`` documents per
+    language and label: O(max_docs x languages), not O(corpus).
+
+    Args:
+        path: parquet directory (``file:`` prefix accepted; a URI is read with pyarrow's
+            filesystems).
+        languages: keep only these languages (default: all).
+        max_docs: documents kept per (language, label); None keeps everything (O(corpus) memory).
+        batch_rows: rows per record batch read.
 
     Returns:
-        list of dicts with ``id, source, tier, lang, text, meta`` (languages filtered).
+        :class:`LoadedDocs`: dicts with ``id, source, tier, lang, text, meta`` ordered by
+        (language, label, sample key), with ``counts`` (input and kept documents per language
+        and label) and ``max_docs``. Rows with a null ``lang`` are skipped (counted under
+        language ``"null"``).
 
     Raises:
         FileNotFoundError: ``path`` has no ``_SUCCESS`` (the stage did not finish).
+        ValueError: ``max_docs`` < 1.
     """
+    import heapq
+
     import pyarrow.dataset as ds
 
+    if max_docs is not None and max_docs < 1:
+        raise ValueError(f"max_docs must be >= 1 or None, got {max_docs}")
     local = path[len("file:"):] if path.startswith("file:") else path
     if "://" not in local and not os.path.exists(os.path.join(local, "_SUCCESS")):
         raise FileNotFoundError(f"{path} has no _SUCCESS: run `make langid` first")
     cols = ["id", "source", "tier", "lang", "text", "meta"]
-    table = ds.dataset(local, format="parquet").to_table(columns=cols)
-    rows = table.to_pylist()
-    if languages:
-        keep = set(languages)
-        rows = [r for r in rows if r["lang"] in keep]
-    return rows
+    dataset = ds.dataset(local, format="parquet")
+    flt = ds.field("lang").isin(list(languages)) if languages else None
+    # heaps[(lang, label)]: max-heap (negated keys) of the max_docs smallest keys seen so far
+    heaps: dict[tuple[str, str], list] = {}
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    n_rows = 0
+    t0 = time.time()
+    # one fragment and batch at a time, no decode threads: the Python loop below is the
+    # bottleneck anyway, and read-ahead only raises the peak memory
+    for batch in dataset.to_batches(columns=cols, filter=flt, batch_size=batch_rows,
+                                    batch_readahead=1, fragment_readahead=1, use_threads=False):
+        c = {name: batch.column(name).to_pylist() for name in ("id", "source", "tier", "lang", "meta")}
+        texts = batch.column("text")
+        for i in range(batch.num_rows):
+            lang = c["lang"][i]
+            label = doc_label(c["tier"][i])
+            cnt = counts.setdefault(lang if lang is not None else "null", {}).setdefault(
+                label, {"documents": 0, "used": 0})
+            cnt["documents"] += 1
+            if lang is None:
+                continue
+            key = sample_key(c["id"][i] or "", c["source"][i] or "", lang, c["meta"][i])
+            h = heaps.setdefault((lang, label), [])
+            neg = (-key[0], -key[1])
+            if max_docs is not None and len(h) >= max_docs:
+                if neg <= h[0][:2]:  # not smaller than the largest key kept
+                    continue
+                heapq.heapreplace(h, (*neg, c["id"][i], n_rows + i, _row(c, texts, i)))
+            else:
+                heapq.heappush(h, (*neg, c["id"][i], n_rows + i, _row(c, texts, i)))
+        n_rows += batch.num_rows
+        if n_rows % 200_000 < batch.num_rows:
+            log(f"read {n_rows} documents ({time.time() - t0:.0f}s)")
+    out = LoadedDocs()
+    for (lang, label) in sorted(heaps):
+        kept = sorted(heaps[(lang, label)], key=lambda e: (-e[0], -e[1], e[2]))
+        counts[lang][label]["used"] = len(kept)
+        out.extend(e[4] for e in kept)
+    out.counts = counts
+    out.max_docs = max_docs
+    return out
+
+
+def _row(c: dict, texts, i: int) -> dict:
+    return {"id": c["id"][i], "source": c["source"][i], "tier": c["tier"][i], "lang": c["lang"][i],
+            "text": texts[i].as_py(), "meta": c["meta"][i]}
 
 
 def assign_splits(docs: list[dict], heldout_fraction: float) -> None:
@@ -205,14 +330,123 @@ def median(xs) -> float | None:
     return quantile(xs, 0.5)
 
 
+# ------------------------------------------------------------------ threshold calibration
+# Fewest web documents of a language for a quantile of its own web scores / ppl.
+MIN_WEB_DOCS = 20
+# Defaults of the auto thresholds. PolyLM's rule filters and quality scoring together removed
+# 28.3% of its data (arXiv 2307.06018, sec. 3.1): the quality stage should drop the worst web
+# pages, not the web tier. The classifier alone drops about the worst WEB_DROP of web documents
+# (out-of-fold scores), the LM alone about the worst PPL_WEB_DROP by perplexity (the two overlap).
+DEFAULT_WEB_DROP = 0.2
+DEFAULT_PPL_WEB_DROP = 0.1
+# Upper bound of an auto min_quality_score (a P(ref) above 0.5 means "more web than reference").
+MAX_AUTO_QUALITY_SCORE = 0.5
+
+
+def _candidate(values, q: float, source: str, nd: int = 4) -> dict:
+    return {"source": source, "quantile": round(q, 6), "n_docs": len(values), "value": _r(quantile(values, q), nd)}
+
+
+def calibrate_max_ppl(ref_ppl, web_ppl, *, reference_keep: float, ppl_web_drop: float,
+                      min_web_docs: int = MIN_WEB_DOCS, ref_source: str = "heldout_reference_ppl") -> dict:
+    """Auto ``max_ppl`` of one language and how it was derived.
+
+    ``max(reference_keep-quantile of ref_ppl, (1 - ppl_web_drop)-quantile of web_ppl)``: the LM
+    alone removes at most about ``1 - reference_keep`` of unseen clean text and about
+    ``ppl_web_drop`` of web text (web text is never LM training data, so its ppl is honest).
+    With fewer than ``min_web_docs`` web documents only the reference quantile is used.
+
+    Args:
+        ref_ppl: perplexities of held-out reference documents (or of training documents when
+            there are none; say so with ``ref_source``).
+        web_ppl: perplexities of the language's web documents.
+        reference_keep, ppl_web_drop: the quantile parameters, in [0, 1].
+        min_web_docs: fewest web documents for the web quantile.
+        ref_source: name recorded for the reference candidate.
+
+    Returns:
+        ``{"value": float | None, "source": "web_ppl" | ref_source | "none", "quantile": float,
+        "n_docs": int, "candidates": [...]}``; each candidate is ``{"source", "quantile",
+        "n_docs", "value"}`` (a web candidate with too few documents has value None and a
+        ``note``). ``value`` is None only when both lists are empty.
+    """
+    cands = []
+    if len(ref_ppl):
+        cands.append(_candidate(ref_ppl, reference_keep, ref_source))
+    if len(web_ppl) >= min_web_docs:
+        cands.append(_candidate(web_ppl, 1.0 - ppl_web_drop, "web_ppl"))
+    else:
+        cands.append({"source": "web_ppl", "quantile": round(1.0 - ppl_web_drop, 6), "n_docs": len(web_ppl),
+                      "value": None, "note": f"fewer than {min_web_docs} web documents"})
+    usable = [c for c in cands if c["value"] is not None]
+    if not usable:
+        return {"value": None, "source": "none", "quantile": None, "n_docs": 0, "candidates": cands}
+    best = max(usable, key=lambda c: c["value"])
+    return {"value": best["value"], "source": best["source"], "quantile": best["quantile"],
+            "n_docs": best["n_docs"], "candidates": cands}
+
+
+def calibrate_min_quality_score(ref_scores, web_scores, pooled_web_scores, *, reference_keep: float,
+                                web_drop: float, min_web_docs: int = MIN_WEB_DOCS,
+                                cap: float = MAX_AUTO_QUALITY_SCORE) -> dict:
+    """Auto ``min_quality_score`` of one language and how it was derived.
+
+    The ``web_drop``-quantile of the language's OUT-OF-FOLD web classifier scores (each web
+    document scored by a cross-fitted classifier that never saw it, so the share holds for
+    unseen web text), but never above the reference floor ``min(cap, (1 - reference_keep)-
+    quantile of held-out reference scores)``, so at most about ``1 - reference_keep`` of unseen
+    clean text is removed. A language with fewer than ``min_web_docs`` web documents uses the
+    pooled out-of-fold web scores of all languages (the classifier is multilingual); with no
+    usable web scores the floor alone is used (the calibration before web scores were used).
+    Without held-out reference scores the value is 0.0 (the rule removes nothing).
+
+    Args:
+        ref_scores: classifier P(ref) of the language's held-out reference documents.
+        web_scores: out-of-fold P(ref) of the language's web documents.
+        pooled_web_scores: out-of-fold P(ref) of every language's web documents.
+        reference_keep, web_drop: quantile parameters in [0, 1].
+        min_web_docs: fewest documents for a web quantile.
+        cap: upper bound of the reference floor (0.5).
+
+    Returns:
+        ``{"value": float, "source": str, "quantile": float | None, "n_docs": int,
+        "candidates": [...]}`` with source ``oof_web_score``, ``pooled_oof_web_score``,
+        ``heldout_reference_score``, ``cap`` or ``no_heldout_reference``.
+    """
+    if not len(ref_scores):
+        return {"value": 0.0, "source": "no_heldout_reference", "quantile": None, "n_docs": 0, "candidates": []}
+    ref = _candidate(ref_scores, 1.0 - reference_keep, "heldout_reference_score", 6)
+    cands = [ref]
+    floor = ref if ref["value"] <= cap else {"source": "cap", "quantile": None, "n_docs": 0, "value": cap}
+    if floor is not ref:
+        cands.append(floor)
+    web = None
+    if len(web_scores) >= min_web_docs:
+        web = _candidate(web_scores, web_drop, "oof_web_score", 6)
+    elif len(pooled_web_scores) >= min_web_docs:
+        web = _candidate(pooled_web_scores, web_drop, "pooled_oof_web_score", 6)
+        web["note"] = f"{len(web_scores)} web documents of the language (< {min_web_docs}): pooled over languages"
+    else:
+        cands.append({"source": "oof_web_score", "quantile": round(web_drop, 6), "n_docs": len(web_scores),
+                      "value": None,
+                      "note": f"fewer than {min_web_docs} out-of-fold web scores, also pooled"})
+    if web is not None:
+        cands.append(web)
+    best = web if web is not None and web["value"] < floor["value"] else floor
+    return {"value": best["value"], "source": best["source"], "quantile": best["quantile"],
+            "n_docs": best["n_docs"], "candidates": cands}
+
+
 # ------------------------------------------------------------------ main training
 def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[str] | None = None,
                          heldout_fraction: float = 0.2, vocab_size: int = 8000, order: int = 5,
                          reference_keep: float = 0.98, epoch: int = 10, lr: float = 0.5,
                          dim: int = 32, max_positives: int = 3000, classifier_train_tokens: int = 256,
-                         cv_folds: int = 5,
+                         cv_folds: int = 5, web_drop: float = DEFAULT_WEB_DROP,
+                         ppl_web_drop: float = DEFAULT_PPL_WEB_DROP, min_web_docs: int = MIN_WEB_DOCS,
                          seed: int = 0, lmplz: str | None = None,
-                         build_binary: str | None = None, input_desc: str = "") -> dict:
+                         build_binary: str | None = None, input_desc: str = "",
+                         input_counts: dict | None = None, max_docs: int | None = None) -> dict:
     """Train every model from ``docs`` and write them plus ``manifest.json`` to ``models_dir``.
 
     Args:
@@ -223,7 +457,12 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
             and threshold calibration).
         vocab_size: SentencePiece vocabulary upper bound per language.
         order: KenLM n-gram order (CCNet: 5).
-        reference_keep: q of the threshold calibration (see module docstring).
+        reference_keep: share of held-out reference documents each auto threshold keeps at
+            least (see :func:`calibrate_max_ppl`, :func:`calibrate_min_quality_score`).
+        web_drop: share of web documents the auto ``min_quality_score`` removes (quantile of the
+            out-of-fold web scores; needs ``cv_folds >= 2``, else the reference floor is used).
+        ppl_web_drop: share of web documents the auto ``max_ppl`` removes (at least).
+        min_web_docs: fewest web documents of a language for its own web quantiles.
         epoch, lr, dim: fastText supervised hyper-parameters (wordNgrams=2, thread=1 fixed).
         max_positives: cap on classifier positives, spread evenly over languages (web
             negatives are few; training on every reference doc only slows fastText down).
@@ -231,16 +470,24 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
         cv_folds: k of the cross-fitted classifier evaluation (manifest ``auc``; < 2 disables).
         seed: SentencePiece / fastText seed.
         lmplz, build_binary: KenLM program paths (default: see :func:`find_tool`).
+        input_counts: documents per language and label in the input and used for training
+            (:attr:`LoadedDocs.counts`), recorded in the manifest (``input_documents``
+            and per language ``input_docs``).
+        max_docs: the per-(language, label) sample size ``docs`` was drawn with (manifest).
 
     Returns:
-        The manifest dict.
+        The manifest dict; per language ``max_ppl`` / ``min_quality_score`` and
+        ``thresholds_derivation`` (source, quantile, n docs and the candidates of each).
 
     Raises:
-        ValueError: no positive documents at all.
+        ValueError: no positive documents at all; a drop/keep share outside [0, 1].
         FileNotFoundError: KenLM programs missing.
         RuntimeError: lmplz / build_binary failed.
     """
     t0 = time.time()
+    for name, v in (("reference_keep", reference_keep), ("web_drop", web_drop), ("ppl_web_drop", ppl_web_drop)):
+        if not 0.0 <= float(v) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {v}")
     lmplz = find_tool("lmplz", lmplz)
     build_binary = find_tool("build_binary", build_binary)
     assign_splits(docs, heldout_fraction)
@@ -264,7 +511,24 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
         "accents stripped, digits->0, unicode punctuation->ASCII)",
         "split": {"method": "sha1(group key) < heldout_fraction", "heldout_fraction": heldout_fraction},
         "positive_tiers": list(POSITIVE_TIERS), "negative_tiers": list(NEGATIVE_TIERS),
-        "kenlm_order": order, "reference_keep": reference_keep, "languages": {}}
+        "kenlm_order": order, "languages": {},
+        "calibration": {"reference_keep": reference_keep, "web_drop": web_drop, "ppl_web_drop": ppl_web_drop,
+                        "min_web_docs": min_web_docs,
+                        "max_ppl": "max(reference_keep-quantile of held-out reference ppl, (1 - ppl_web_drop)-"
+                                   "quantile of the language's web ppl when it has >= min_web_docs web docs)",
+                        "min_quality_score": "min(web_drop-quantile of the language's out-of-fold web classifier "
+                                             "scores (pooled over languages when it has < min_web_docs), "
+                                             f"{MAX_AUTO_QUALITY_SCORE}, (1 - reference_keep)-quantile of "
+                                             "held-out reference scores)",
+                        "rationale": "drop the worst web pages, not the web tier: PolyLM's rule filters and "
+                                     "quality scoring together removed 28.3% of its data (arXiv 2307.06018, "
+                                     "sec. 3.1)"},
+        "reference_keep": reference_keep}
+    if input_counts is not None:
+        manifest["input_documents"] = {
+            "max_docs_per_lang_label": max_docs,
+            "method": "bottom-k per (lang, label) of sha1(salt + split key), streamed (load_docs)",
+            "languages": input_counts}
     feats: dict[str, list[str]] = {}   # doc id -> classifier tokens
     lm_train_hashes: list[int] = []
     try:
@@ -319,8 +583,14 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                 # fallback ppl_bucket cut-offs for languages with too few unseen docs in a run
                 "heldout_ref_ppl_percentiles": {str(q): _r(quantile(held_ppl, q / 100))
                                                 for q in range(1, 100)} if held_ppl else {},
-                "max_ppl": _r(quantile(held_ppl or train_ppl, reference_keep)),
             }
+            if input_counts is not None:
+                manifest["languages"][lang]["input_docs"] = input_counts.get(lang, {})
+            cal_ppl = calibrate_max_ppl(held_ppl or train_ppl, web_ppl, reference_keep=reference_keep,
+                                        ppl_web_drop=ppl_web_drop, min_web_docs=min_web_docs,
+                                        ref_source="heldout_reference_ppl" if held_ppl else "train_reference_ppl")
+            manifest["languages"][lang]["max_ppl"] = cal_ppl["value"]
+            manifest["languages"][lang]["thresholds_derivation"] = {"max_ppl": cal_ppl}
             log(f"[{i}/{len(langs)}] {lang}: sp vocab {vs}, {len(train_ref)} train docs, {n_tok} tokens; "
                 f"median ppl held-out ref {_r(median(held_ppl))} (n={len(held_ppl)}) vs web "
                 f"{_r(median(web_ppl))} (n={len(web_ppl)}) [{time.time() - lt:.1f}s]")
@@ -350,14 +620,14 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
             log(f"classifier: {counts['train_pos']} reference vs {counts['train_neg']} web training docs "
                 f"(web oversampled per language), fastText wordNgrams=2 epoch={epoch}")
             clf = QualityClassifier(clf_path)
+            ref_scores: dict[str, list[float]] = {}
             for lang in langs:
                 held = [d for d in by_lang[lang] if d["label"] == "ref" and d["split"] == "heldout"
                         and d["id"] in feats]
-                pos = list(clf.predict_proba([classifier_line(feats[d["id"]]) for d in held]))
-                lm = manifest["languages"][lang]
-                floor = quantile(pos, 1 - reference_keep)
-                lm["min_quality_score"] = _r(min(0.5, floor)) if floor is not None else 0.0
-                lm["heldout_ref_median_quality_score"] = _r(median(pos))
+                ref_scores[lang] = [float(x) for x in clf.predict_proba([classifier_line(feats[d["id"]])
+                                                                         for d in held])]
+                manifest["languages"][lang]["heldout_ref_median_quality_score"] = _r(median(ref_scores[lang]))
+            ev: dict = {}
             if cv_folds >= 2:
                 ev = evaluate_classifier(labelled, feats, work, params=params, max_positives=max_positives,
                                          max_tokens=classifier_train_tokens, seed=seed, folds=cv_folds)
@@ -375,6 +645,21 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                 log("classifier ROC AUC (held-out reference vs out-of-fold web): " + ", ".join(
                     f"{l} {v} (web n={manifest['languages'][l]['auc_web_docs']})"
                     for l, v in clf_info["auc"].items() if v is not None))
+            else:
+                log("cv_folds < 2: no out-of-fold web scores; min_quality_score from held-out reference only")
+            pooled = [x for lang in langs for x in (ev.get(lang) or {}).get("web_scores", [])]
+            for lang in langs:
+                lm = manifest["languages"][lang]
+                web_oof = (ev.get(lang) or {}).get("web_scores", [])
+                lm["web_median_oof_quality_score"] = _r(median(web_oof))
+                cal_q = calibrate_min_quality_score(ref_scores[lang], web_oof, pooled, reference_keep=reference_keep,
+                                                    web_drop=web_drop, min_web_docs=min_web_docs)
+                lm["min_quality_score"] = cal_q["value"]
+                lm["thresholds_derivation"]["min_quality_score"] = cal_q
+            log("auto thresholds: " + "; ".join(
+                f"{l} max_ppl {manifest['languages'][l]['max_ppl']} ({_src(manifest['languages'][l], 'max_ppl')}), "
+                f"min_quality_score {manifest['languages'][l]['min_quality_score']} "
+                f"({_src(manifest['languages'][l], 'min_quality_score')})" for l in langs))
             manifest["classifier"] = clf_info
         else:
             log(f"classifier NOT trained: {counts['train_pos']} positive and {counts['train_neg']} negative "
@@ -545,6 +830,32 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(float(x), nd)
 
 
+def training_options(qcfg: dict, **given) -> dict:
+    """``web_drop``, ``ppl_web_drop`` and ``max_docs`` for training: the value given (not None),
+    else the ``quality:`` config's (``web_drop``, ``ppl_web_drop``, ``train_max_docs``), else the
+    defaults. ``max_docs`` 0 or null means no cap (None).
+
+    Raises:
+        ValueError: a share outside [0, 1] or a negative ``max_docs``.
+    """
+    out = {"web_drop": DEFAULT_WEB_DROP, "ppl_web_drop": DEFAULT_PPL_WEB_DROP, "max_docs": DEFAULT_MAX_DOCS}
+    for key, cfg_key in (("web_drop", "web_drop"), ("ppl_web_drop", "ppl_web_drop"), ("max_docs", "train_max_docs")):
+        if given.get(key) is not None:
+            out[key] = given[key]
+        elif cfg_key in qcfg:
+            out[key] = qcfg[cfg_key]
+    for key in ("web_drop", "ppl_web_drop"):
+        out[key] = float(out[key])
+        if not 0.0 <= out[key] <= 1.0:
+            raise ValueError(f"quality.{key} must be in [0, 1], got {out[key]}")
+    if out["max_docs"] is not None:
+        out["max_docs"] = int(out["max_docs"])
+        if out["max_docs"] < 0:
+            raise ValueError(f"quality.train_max_docs must be >= 0 (0: no cap), got {out['max_docs']}")
+        out["max_docs"] = out["max_docs"] or None
+    return out
+
+
 def default_models_dir(out: str) -> str:
     """``<out>/models/quality``."""
     return os.path.join(out, "models", "quality")
@@ -567,7 +878,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab-size", type=int, default=8000, help="SentencePiece vocabulary upper bound")
     p.add_argument("--order", type=int, default=5, help="KenLM n-gram order")
     p.add_argument("--reference-keep", type=float, default=0.98,
-                   help="calibration quantile: thresholds keep this share of held-out reference docs")
+                   help="calibration quantile: thresholds keep at least this share of held-out reference docs")
+    p.add_argument("--web-drop", type=float, default=None,
+                   help="auto min_quality_score drops about this share of web docs (quantile of out-of-fold web "
+                        f"scores; default: config quality.web_drop, else {DEFAULT_WEB_DROP})")
+    p.add_argument("--ppl-web-drop", type=float, default=None,
+                   help="auto max_ppl drops about this share of web docs by ppl (default: config "
+                        f"quality.ppl_web_drop, else {DEFAULT_PPL_WEB_DROP})")
+    p.add_argument("--max-docs", type=int, default=None,
+                   help="documents read per language and label (reference/web/other; deterministic bottom-k "
+                        f"sample; default: config quality.train_max_docs, else {DEFAULT_MAX_DOCS}; 0: all)")
     p.add_argument("--epoch", type=int, default=10, help="fastText epochs")
     p.add_argument("--cv-folds", type=int, default=5,
                    help="k of the cross-fitted classifier ROC AUC (held-out reference vs out-of-fold web); "
@@ -587,33 +907,66 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     src = args.input or os.path.join(out, "langid")
     langs = [s.strip() for s in args.languages.split(",")] if args.languages else list(config["languages"])
-    log(f"reading {src}")
-    docs = load_docs(src, langs)
+    qcfg = config.get("quality") or {}
+    opts = training_options(qcfg, web_drop=args.web_drop, ppl_web_drop=args.ppl_web_drop, max_docs=args.max_docs)
+    log(f"reading {src} (at most {opts['max_docs'] or 'all'} documents per language and label)")
+    docs = load_docs(src, langs, max_docs=opts["max_docs"])
     log(f"{len(docs)} documents in {len({d['lang'] for d in docs})} languages")
     m = train_quality_models(docs, models_dir, languages=langs, heldout_fraction=args.heldout_fraction,
                              vocab_size=args.vocab_size, order=args.order,
                              reference_keep=args.reference_keep, epoch=args.epoch, seed=args.seed,
                              max_positives=args.max_positives, cv_folds=args.cv_folds,
-                             lmplz=args.lmplz, build_binary=args.build_binary, input_desc=src)
+                             web_drop=opts["web_drop"], ppl_web_drop=opts["ppl_web_drop"],
+                             lmplz=args.lmplz, build_binary=args.build_binary, input_desc=src,
+                             input_counts=docs.counts, max_docs=docs.max_docs)
     print_table(m)
     print(f"models: {models_dir}")
     return 0
 
 
+_SRC_TAGS = {"web_ppl": "web", "heldout_reference_ppl": "ref", "train_reference_ppl": "train",
+             "oof_web_score": "web", "pooled_oof_web_score": "pool", "heldout_reference_score": "ref",
+             "cap": "cap", "no_heldout_reference": "none", "none": "none"}
+
+
+def _src(lm: dict, key: str, short: bool = False) -> str:
+    """How a language's auto threshold was derived, e.g. ``web q0.9 n=83`` (``web/83`` short)."""
+    d = (lm.get("thresholds_derivation") or {}).get(key)
+    if not d:
+        return "-"
+    tag = _SRC_TAGS.get(d["source"], d["source"])
+    if short:
+        return tag if tag in ("cap", "none") else f"{tag}/{d['n_docs']}"
+    return d["source"] + ("" if d.get("quantile") is None else f" q{d['quantile']:g} n={d['n_docs']}")
+
+
 def print_table(manifest: dict, file=None) -> None:
     """Print the per-language evaluation table of a manifest: training docs, held-out reference
     and web docs, median ppl of both, classifier ROC AUC (held-out reference vs out-of-fold
-    web), calibrated thresholds."""
+    web), calibrated thresholds and where each came from (``ref``: held-out reference
+    quantile, ``web``: the language's web quantile, ``pool``: pooled out-of-fold web scores of
+    all languages, ``cap``: 0.5; ``/n``: documents behind the quantile)."""
     print(f"{'lang':4} {'train':>6} {'n_held':>6} {'n_web':>5} {'ppl_held':>9} {'ppl_web':>9} {'auc':>6} "
-          f"{'max_ppl':>9} {'min_q':>6}", file=file)
+          f"{'max_ppl':>9} {'from':>9} {'min_q':>7} {'from':>9}", file=file)
     for lang, lm in manifest["languages"].items():
         print(f"{lang:4} {lm['train_docs']:6d} {lm['heldout_ref_docs']:6d} {lm['web_docs']:5d} "
               f"{_fmt(lm['heldout_ref_median_ppl']):>9} {_fmt(lm['web_median_ppl']):>9} {_fmt(lm.get('auc')):>6} "
-              f"{_fmt(lm['max_ppl']):>9} {_fmt(lm.get('min_quality_score')):>6}", file=file)
+              f"{_fmt(lm['max_ppl']):>9} {_src(lm, 'max_ppl', True):>9} "
+              f"{_fmt(lm.get('min_quality_score'), 4):>7} {_src(lm, 'min_quality_score', True):>9}", file=file)
+    counts = (manifest.get("input_documents") or {}).get("languages")
+    if counts:
+        k = manifest["input_documents"].get("max_docs_per_lang_label")
+        print(f"input documents used/in per label (at most {k} per language and label): " + "; ".join(
+            f"{lang} " + " ".join(f"{lab} {v['used']}/{v['documents']}" for lab, v in sorted(c.items()))
+            for lang, c in sorted(counts.items())), file=file)
 
 
-def _fmt(x) -> str:
-    return "-" if x is None else (f"{x:.1f}" if abs(x) >= 10 else f"{x:.3f}")
+def _fmt(x, nd: int = 3) -> str:
+    if x is None:
+        return "-"
+    if x != 0 and abs(x) < 10 ** -nd:
+        return f"{x:.1e}"
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.{nd}f}"
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ Config (``quality:`` in configs/pipeline.yaml)::
     min_cutoff_docs: 50       # fewer unseen docs of a language in the run: held-out reference percentiles
     default_thresholds: {max_ppl: auto, min_quality_score: auto}
     thresholds: {}            # {lang: {max_ppl: x|null|auto, min_quality_score: y|null|auto}}
+    web_drop: 0.2             # training: auto min_quality_score drops ~this share of web docs
+    ppl_web_drop: 0.1         # training: auto max_ppl drops ~this share of web docs by ppl
+    train_max_docs: 20000     # training: documents read per language and label (bottom-k sample)
     missing_model: keep       # keep | reject (reason quality_no_model) docs of languages without models
     max_paragraph_chars: 20000
     classifier_max_tokens: 4096
@@ -41,8 +44,14 @@ the stage stats, ``extra.cutoffs_source``):
    held-out reference documents, which the LM never saw);
 4. otherwise no buckets (``ppl_bucket`` null) for that language (source ``none``).
 
-``auto`` takes the calibrated value from the manifest (thresholds that keep ``reference_keep``
-of held-out reference documents); ``null`` disables the rule.
+``auto`` takes the calibrated value from the manifest; ``null`` disables the rule. The auto
+values (``jobs/train_quality_models.py``) drop about the worst ``web_drop`` (0.2) of web
+documents by classifier score (quantile of out-of-fold web scores, never above the floor that
+keeps ~98% of held-out reference text) and about the worst ``ppl_web_drop`` (0.1) by ppl
+(never below the held-out reference 98th percentile): the stage removes the worst web pages,
+not the web tier (PolyLM removed 28.3% of its data with rules and quality scoring together,
+arXiv 2307.06018 sec. 3.1). Their derivation (source, quantile, documents) is logged and
+recorded in the stage stats (``extra.per_lang.<lang>.thresholds_source``).
 
 Reasons: ``ppl_too_high``, ``quality_low``, ``quality_no_text`` (nothing left after
 normalisation), ``quality_no_model`` (only with ``missing_model: reject``); a document whose
@@ -235,6 +244,30 @@ def resolve_thresholds(cfg: dict, manifest: dict, langs) -> dict[str, tuple]:
     return out
 
 
+def threshold_sources(cfg: dict, manifest: dict, langs) -> dict[str, dict]:
+    """Where each language's ``(max_ppl, min_quality_score)`` of :func:`resolve_thresholds`
+    comes from: ``config`` (a number), ``disabled`` (null), or for ``auto`` the manifest's
+    derivation (``thresholds_derivation``: source, quantile, documents), e.g.
+    ``{"max_ppl": {"from": "auto", "source": "web_ppl", "quantile": 0.9, "n_docs": 83}}``."""
+    default = {"max_ppl": "auto", "min_quality_score": "auto", **(cfg.get("default_thresholds") or {})}
+    per = cfg.get("thresholds") or {}
+    out = {}
+    for lang in langs:
+        cal = (manifest.get("languages") or {}).get(lang) or {}
+        der = cal.get("thresholds_derivation") or {}
+        t = {**default, **(per.get(lang) or {})}
+        out[lang] = {}
+        for key in ("max_ppl", "min_quality_score"):
+            v = t.get(key)
+            if isinstance(v, str) and v.strip().lower() == "auto":
+                d = der.get(key) or {}
+                out[lang][key] = {"from": "auto", "source": d.get("source") if cal.get(key) is not None else "none",
+                                  "quantile": d.get("quantile"), "n_docs": d.get("n_docs")}
+            else:
+                out[lang][key] = {"from": "disabled" if v is None else "config"}
+    return out
+
+
 def choose_cutoffs(langs, *, fixed: dict, run: dict, unseen: dict, recorded: set, manifest: dict,
                    pcts: list[float], min_docs: int) -> tuple[dict, dict, dict]:
     """Per-language ``ppl_bucket`` cut-offs and where they came from (module docstring).
@@ -287,16 +320,26 @@ class QualityStage(Stage):
             models_dir = models_dir[len("file:"):]
         have_manifest = os.path.exists(os.path.join(models_dir, Q.MANIFEST))
         if not have_manifest and not cfg.get("models") and cfg.get("train_if_missing", True):
-            from jobs.train_quality_models import load_docs, train_quality_models
+            from jobs.train_quality_models import load_docs, train_quality_models, training_options
 
             src = ctx.path("langid")
             src = src[len("file:"):] if src.startswith("file:") else src
+            opts = training_options(cfg)
             log(f"[quality] no models in {models_dir}: training them from {src} "
-                f"(`make quality-models` does this ahead of time)")
-            docs = load_docs(src, list(ctx.config["languages"]))
+                f"(`make quality-models` does this ahead of time; at most {opts['max_docs'] or 'all'} "
+                f"documents per language and label)")
+            docs = load_docs(src, list(ctx.config["languages"]), max_docs=opts["max_docs"])
             train_quality_models(docs, models_dir, languages=list(ctx.config["languages"]),
-                                 input_desc=src)
+                                 web_drop=opts["web_drop"], ppl_web_drop=opts["ppl_web_drop"],
+                                 input_desc=src, input_counts=docs.counts, max_docs=docs.max_docs)
         langs, clf, manifest = Q.model_paths(models_dir, cfg.get("models") or {}, cfg.get("classifier"))
+        cal = manifest.get("calibration") or {}
+        for key in ("web_drop", "ppl_web_drop"):
+            if key in cfg and cfg[key] is not None and cal.get(key) is not None \
+                    and abs(float(cfg[key]) - float(cal[key])) > 1e-12:
+                log(f"[quality] WARNING: quality.{key} is {cfg[key]} but the models in {models_dir} were "
+                    f"calibrated with {cal[key]}: the auto thresholds follow the manifest; retrain "
+                    f"(`make quality-models FORCE=1`) to apply it")
         man_clf = manifest.get("classifier") or {}
         if clf and not cfg.get("classifier") and man_clf.get("features_version") != Q.CLASSIFIER_FEATURES:
             raise ValueError(
@@ -376,7 +419,9 @@ class QualityStage(Stage):
             unseen={l: counts.get((l, False), 0) for l in set(shipped) | {l for l, _ in counts}},
             recorded=recorded, manifest=manifest, pcts=pcts, min_docs=min_docs)
         thresholds = resolve_thresholds(cfg, manifest, sorted(set(shipped) | set(cutoffs)))
+        thr_src = threshold_sources(cfg, manifest, sorted(thresholds))
         self._info = {"cutoffs": cutoffs, "cutoffs_source": sources, "cutoff_docs": cut_docs,
+                      "thresholds_source": thr_src,
                       "lm_seen_docs": {l: counts.get((l, True), 0) for l in sorted({l for l, _ in counts})},
                       "thresholds": thresholds, "bucket_percentiles": pcts,
                       "fixed_cutoffs": sorted(fixed), "manifest": manifest}
@@ -386,7 +431,8 @@ class QualityStage(Stage):
             log(f"[quality] {lang}: ppl cut-offs "
                 f"{'none' if c is None else f'{c[0]:.1f}/{c[1]:.1f}'} from {sources.get(lang)} "
                 f"({cut_docs.get(lang, 0)} docs; {counts.get((lang, True), 0)} LM training docs left out), "
-                f"max_ppl {mp}, min_quality_score {mq}")
+                f"max_ppl {mp} ({_src_text(thr_src.get(lang, {}).get('max_ppl'))}), "
+                f"min_quality_score {mq} ({_src_text(thr_src.get(lang, {}).get('min_quality_score'))})")
         out_schema = StructType(keep + [StructField("ppl", DoubleType()), StructField("ppl_bucket", StringType()),
                                         StructField("quality_score", DoubleType()),
                                         StructField("reason", StringType()), StructField("detail", StringType()),
@@ -427,7 +473,8 @@ class QualityStage(Stage):
                  "cutoff_docs": info.get("cutoff_docs", {}).get(lang),
                  "lm_training_docs": info.get("lm_seen_docs", {}).get(lang, 0),
                  "max_ppl": _round((info.get("thresholds", {}).get(lang) or (None, None))[0]),
-                 "min_quality_score": _round((info.get("thresholds", {}).get(lang) or (None, None))[1]),
+                 "min_quality_score": _round((info.get("thresholds", {}).get(lang) or (None, None))[1], 6),
+                 "thresholds_source": (info.get("thresholds_source") or {}).get(lang),
                  "tiers": {}}
             for tier, t in sorted(tiers.items()):
                 s["tiers"][tier] = {
@@ -542,6 +589,16 @@ def _stage_copy(ctx: StageContext, path: str) -> str:
             shutil.copyfile(path, tmp)
         os.replace(tmp, dst)
     return dst
+
+
+def _src_text(d: dict | None) -> str:
+    """``auto: web_ppl q0.9 n=83`` / ``config`` / ``disabled`` for the log."""
+    if not d:
+        return "-"
+    if d.get("from") != "auto":
+        return d.get("from", "-")
+    q = d.get("quantile")
+    return f"auto: {d.get('source')}" + ("" if q is None else f" q{q:g} n={d.get('n_docs')}")
 
 
 def _round(x, nd: int = 4):

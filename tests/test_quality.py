@@ -228,6 +228,20 @@ def test_tiny_manifest(tiny):
     assert en["auc_web_docs"] == en["web_docs"] > 20 and en["auc_ref_docs"] == en["heldout_ref_docs"]
     assert 0.8 < en["auc"] <= 1.0
     assert len(m["languages"]["en"]["heldout_ref_ppl_percentiles"]) == 99
+    # auto thresholds (issue 3): en from its own out-of-fold web scores / web ppl (or the reference
+    # bound when that is lower / higher), de (no web docs) from the pooled out-of-fold web scores
+    assert m["calibration"]["web_drop"] == 0.2 and m["calibration"]["ppl_web_drop"] == 0.1
+    den, dde = en["thresholds_derivation"], m["languages"]["de"]["thresholds_derivation"]
+    web_en = [c for c in den["min_quality_score"]["candidates"] if c["source"] == "oof_web_score"]
+    web_de = [c for c in dde["min_quality_score"]["candidates"] if c["source"] == "pooled_oof_web_score"]
+    assert web_en[0]["n_docs"] == en["web_docs"] and web_de[0]["n_docs"] == en["web_docs"]
+    assert web_de[0]["value"] == web_en[0]["value"] is not None
+    for lm, d in ((en, den), (m["languages"]["de"], dde)):
+        assert lm["min_quality_score"] == min(c["value"] for c in d["min_quality_score"]["candidates"]
+                                              if c["value"] is not None)
+        assert lm["max_ppl"] == max(c["value"] for c in d["max_ppl"]["candidates"] if c["value"] is not None)
+    assert {c["source"] for c in den["max_ppl"]["candidates"]} == {"heldout_reference_ppl", "web_ppl"}
+    assert dde["max_ppl"]["source"] == "heldout_reference_ppl"
     hashes = Q.load_text_hashes(os.path.join(tiny["dir"], m["lm_train_hashes"]["path"]))
     assert hashes.size == m["lm_train_hashes"]["documents"] == sum(
         lm["train_docs"] for lm in m["languages"].values())
@@ -424,3 +438,141 @@ def test_acceptance_heldout_reference_vs_web(sample_models, tmp_path):
             checked_auc += 1
     assert not failures, "; ".join(failures)
     assert checked_ppl >= 3 and checked_auc >= 3, (checked_ppl, checked_auc)
+
+
+# ------------------------------------------------------------------ bounded input sample (issue 7)
+def _write_docs_parquet(path, docs: list[dict], n_files: int = 1) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(path, exist_ok=True)
+    cols = ["id", "source", "tier", "url", "text", "meta", "lang", "lang_score"]
+    schema = pa.schema([(c, pa.float32() if c == "lang_score" else pa.string()) for c in cols])
+    for f in range(n_files):
+        part = docs[f::n_files]
+        pq.write_table(pa.table({c: [d.get(c) for d in part] for c in cols}, schema=schema),
+                       os.path.join(path, f"part-{f:05d}.parquet"), row_group_size=17)
+    open(os.path.join(path, "_SUCCESS"), "w").close()
+
+
+def _synthetic_docs(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    tiers = ["reference", "book", "web", "parallel"]
+    docs = []
+    for i in range(n):
+        lang = ["en", "de", "ja"][int(rng.integers(3))]
+        tier = tiers[int(rng.integers(4))]
+        # some documents share a source document (NTREX-style doc_id): sampled as a group
+        meta = json.dumps({"doc_id": f"g{int(rng.integers(n // 4))}"}) if rng.random() < 0.3 else "{}"
+        docs.append({"id": f"d{i}", "source": f"s{tier}", "tier": tier, "lang": lang, "url": None,
+                     "text": f"document {i} " + "word " * int(rng.integers(1, 30)), "meta": meta,
+                     "lang_score": 0.9})
+    return docs
+
+
+def test_load_docs_bottom_k_per_lang_label(tmp_path):
+    """load_docs streams the parquet and keeps, per (lang, label), exactly the max_docs
+    documents with the smallest salted split-key hash (id breaks ties), whatever the file
+    layout and row order; counts say how many each language had and kept."""
+    from jobs.train_quality_models import doc_label, load_docs, sample_key
+
+    docs = _synthetic_docs(900)
+    k = 25
+    want: dict[tuple, list] = {}
+    for d in docs:
+        want.setdefault((d["lang"], doc_label(d["tier"])), []).append(d)
+    for key in want:
+        want[key] = sorted(want[key], key=lambda d: (sample_key(d["id"], d["source"], d["lang"], d["meta"]), d["id"]))
+    assert all(len(v) > k for v in want.values()) and len(want) == 9
+    a = tmp_path / "a"
+    _write_docs_parquet(str(a), docs)
+    got = load_docs(str(a), max_docs=k, batch_rows=50)
+    by: dict[tuple, list] = {}
+    for d in got:
+        by.setdefault((d["lang"], doc_label(d["tier"])), []).append(d["id"])
+        assert set(d) == {"id", "source", "tier", "lang", "text", "meta"}
+    assert by == {key: [d["id"] for d in v[:k]] for key, v in want.items()}
+    for (lang, label), v in want.items():
+        assert got.counts[lang][label] == {"documents": len(v), "used": k}
+    assert got.max_docs == k
+    # repartitioned, shuffled copy (4 files, other row order, other batch size): same documents, same order
+    shuffled = [docs[i] for i in np.random.default_rng(1).permutation(len(docs))]
+    b = tmp_path / "b"
+    _write_docs_parquet(str(b), shuffled, n_files=4)
+    got_b = load_docs(str(b), max_docs=k, batch_rows=7)
+    assert [d["id"] for d in got_b] == [d["id"] for d in got]
+    assert got_b.counts == got.counts
+    # a language subset; no cap returns everything
+    sub = load_docs(str(b), ["de"], max_docs=k)
+    assert {d["lang"] for d in sub} == {"de"} and set(sub.counts) == {"de"} and len(sub) == 3 * k
+    everything = load_docs(str(b), max_docs=None)
+    assert sorted(d["id"] for d in everything) == sorted(d["id"] for d in docs)
+    with pytest.raises(ValueError):
+        load_docs(str(a), max_docs=0)
+    with pytest.raises(FileNotFoundError):
+        load_docs(str(tmp_path / "missing"))
+
+
+def test_sample_key_independent_of_split():
+    """The sampling hash is salted: the bottom-k of it keeps about the held-out fraction."""
+    from jobs.train_quality_models import sample_key
+
+    keys = sorted((sample_key(f"id{i}", "web", "en", "{}"), i) for i in range(20000))
+    first = [i for _, i in keys[:2000]]
+    share = np.mean([Q.is_heldout(Q.split_key(f"id{i}", "web", "en", "{}"), 0.2) for i in first])
+    assert 0.17 < share < 0.23
+
+
+# ------------------------------------------------------------------ threshold calibration (issue 3)
+def test_calibrate_max_ppl():
+    from jobs.train_quality_models import calibrate_max_ppl
+
+    ref = list(np.linspace(100, 200, 101))            # q0.98 = 198
+    web = list(np.linspace(100, 1100, 101))           # q0.9 = 1000
+    d = calibrate_max_ppl(ref, web, reference_keep=0.98, ppl_web_drop=0.1)
+    assert d["value"] == pytest.approx(1000.0) and d["source"] == "web_ppl" and d["n_docs"] == 101
+    assert [c["source"] for c in d["candidates"]] == ["heldout_reference_ppl", "web_ppl"]
+    # web text better than reference: the reference quantile is the floor
+    d = calibrate_max_ppl(ref, list(np.linspace(50, 150, 50)), reference_keep=0.98, ppl_web_drop=0.1)
+    assert d["value"] == pytest.approx(198.0) and d["source"] == "heldout_reference_ppl"
+    # too few web docs: reference quantile, the web candidate says why
+    d = calibrate_max_ppl(ref, web[:19], reference_keep=0.98, ppl_web_drop=0.1)
+    assert d["source"] == "heldout_reference_ppl" and d["candidates"][1]["value"] is None
+    assert "fewer than 20" in d["candidates"][1]["note"]
+    assert calibrate_max_ppl([], [], reference_keep=0.98, ppl_web_drop=0.1)["value"] is None
+
+
+def test_calibrate_min_quality_score():
+    from jobs.train_quality_models import calibrate_min_quality_score
+
+    ref = list(np.linspace(0.3, 1.0, 101))      # q0.02 = 0.314: reference floor
+    web = list(np.linspace(0.0, 0.5, 101))      # q0.2 = 0.1
+    pooled = list(np.linspace(0.0, 0.25, 101))  # q0.2 = 0.05
+    d = calibrate_min_quality_score(ref, web, pooled, reference_keep=0.98, web_drop=0.2)
+    assert d["value"] == pytest.approx(0.1) and d["source"] == "oof_web_score" and d["n_docs"] == 101
+    # web quantile above the reference floor: the floor (at most ~2% of reference removed)
+    d = calibrate_min_quality_score(ref, list(np.linspace(0.5, 1.0, 30)), pooled, reference_keep=0.98, web_drop=0.2)
+    assert d["value"] == pytest.approx(0.314) and d["source"] == "heldout_reference_score"
+    # the floor never exceeds 0.5
+    d = calibrate_min_quality_score(list(np.linspace(0.9, 1.0, 50)), [], [], reference_keep=0.98, web_drop=0.2)
+    assert d["value"] == 0.5 and d["source"] == "cap"
+    # few web docs of the language: pooled scores of every language
+    d = calibrate_min_quality_score(ref, web[:5], pooled, reference_keep=0.98, web_drop=0.2)
+    assert d["value"] == pytest.approx(0.05) and d["source"] == "pooled_oof_web_score" and d["n_docs"] == 101
+    # no web scores anywhere: the reference floor as before
+    d = calibrate_min_quality_score(ref, [], [], reference_keep=0.98, web_drop=0.2)
+    assert d["value"] == pytest.approx(0.314) and d["source"] == "heldout_reference_score"
+    d = calibrate_min_quality_score([], web, pooled, reference_keep=0.98, web_drop=0.2)
+    assert d["value"] == 0.0 and d["source"] == "no_heldout_reference"
+
+
+def test_training_options():
+    from jobs.train_quality_models import DEFAULT_MAX_DOCS, training_options
+
+    assert training_options({}) == {"web_drop": 0.2, "ppl_web_drop": 0.1, "max_docs": DEFAULT_MAX_DOCS}
+    o = training_options({"web_drop": 0.3, "ppl_web_drop": 0.05, "train_max_docs": 0}, web_drop=0.1)
+    assert o == {"web_drop": 0.1, "ppl_web_drop": 0.05, "max_docs": None}
+    with pytest.raises(ValueError):
+        training_options({"web_drop": 1.5})
+    with pytest.raises(ValueError):
+        training_options({}, max_docs=-1)

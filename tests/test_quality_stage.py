@@ -308,3 +308,78 @@ def test_quality_in_sample_build(sample_build):
         if ref["documents"] >= 20:
             worst = max(worst, ref["removed_share"])
     assert worst < 0.1, f"quality stage removes {worst:.0%} of a language's reference documents"
+
+
+def _reference_only(deriv: dict, key: str):
+    """The threshold the reference-only calibration (before issue 3) gave: the held-out
+    reference candidate of the manifest's derivation (min_quality_score: capped at 0.5)."""
+    cands = {c["source"]: c["value"] for c in (deriv.get(key) or {}).get("candidates", [])}
+    if key == "max_ppl":
+        return cands.get("heldout_reference_ppl", cands.get("train_reference_ppl"))
+    return cands.get("cap", cands.get("heldout_reference_score"))
+
+
+def test_default_thresholds_in_sample_build(sample_build):
+    """Issue 3: with the default config (auto thresholds) the quality stage removes a minority
+    of the web documents in every language with >= 20 of them (the worst pages, not the web
+    tier: PolyLM's rules and quality scoring together removed 28.3%, arXiv 2307.06018 sec. 3.1)
+    and at most a few % of held-out reference documents (never LM training data). Prints the
+    per-language removals next to what the reference-only calibration would have removed."""
+    out, config, stats = sample_build
+    if "quality" not in config["stages"]:
+        pytest.skip("quality is not in the configured chain (configs/pipeline.yaml stages:)")
+    q = config.get("quality") or {}
+    if (q.get("default_thresholds") or {}) != {"max_ppl": "auto", "min_quality_score": "auto"} or q.get("thresholds"):
+        pytest.skip("the configured quality thresholds are not the auto defaults")
+    man = Q.load_manifest(q.get("models_dir") or os.path.join(out, "models", "quality"))
+    frac = man["split"]["heldout_fraction"]
+    rows = _read(os.path.join(out, "quality")) + _read(os.path.join(out, "rejected", "stage=quality"))
+    per: dict[str, dict] = {}
+    for r in rows:
+        lm = man["languages"].get(r["lang"])
+        if lm is None:
+            continue
+        if r["tier"] == "web":
+            group = "web"
+        elif r["tier"] in Q.POSITIVE_TIERS and Q.is_heldout(
+                Q.split_key(r["id"], r["source"] or "", r["lang"], r["meta"]), frac):
+            group = "heldout_ref"
+        else:
+            continue
+        der = lm.get("thresholds_derivation") or {}
+        mp, mq = _reference_only(der, "max_ppl"), _reference_only(der, "min_quality_score")
+        before = (r["ppl"] is None or (mp is not None and r["ppl"] > mp)
+                  or (mq is not None and r["quality_score"] is not None and r["quality_score"] < mq))
+        c = per.setdefault(r["lang"], {}).setdefault(group, {"n": 0, "before": 0, "after": 0})
+        c["n"] += 1
+        c["before"] += int(before)
+        c["after"] += int(r.get("reason") is not None)
+    print("\nremoved by quality (before: reference-only calibration; after: default auto thresholds)")
+    print(f"{'lang':4} {'web n':>6} {'before':>7} {'after':>7}   {'held-out ref n':>14} {'before':>7} {'after':>7}"
+          f"   max_ppl from / min_quality_score from")
+    failures, checked = [], 0
+    ref_n = ref_after = 0
+    for lang in sorted(per):
+        w = per[lang].get("web", {"n": 0, "before": 0, "after": 0})
+        h = per[lang].get("heldout_ref", {"n": 0, "before": 0, "after": 0})
+        der = man["languages"][lang].get("thresholds_derivation") or {}
+        src = " / ".join(f"{(der.get(k) or {}).get('source')} n={(der.get(k) or {}).get('n_docs')}"
+                         for k in ("max_ppl", "min_quality_score"))
+        print(f"{lang:4} {w['n']:6d} {w['before']:7d} {w['after']:7d}   {h['n']:14d} {h['before']:7d} {h['after']:7d}"
+              f"   {src}")
+        ref_n += h["n"]
+        ref_after += h["after"]
+        if w["n"] >= 20:
+            checked += 1
+            share = w["after"] / w["n"]
+            if share > 0.4:
+                failures.append(f"{lang}: quality removes {w['after']}/{w['n']} = {share:.0%} of web documents "
+                                f"(> 40%: the default thresholds remove the web tier, not its worst pages)")
+            if w["after"] == 0:
+                failures.append(f"{lang}: quality removes no web document of {w['n']}")
+        if h["n"] >= 30 and h["after"] / h["n"] > 0.1:
+            failures.append(f"{lang}: quality removes {h['after']}/{h['n']} held-out reference documents")
+    print(f"held-out reference removed overall: {ref_after}/{ref_n}")
+    assert not failures, "; ".join(failures)
+    assert checked >= 1, "no language with >= 20 web documents in the sample's quality input"
+    assert ref_n >= 500 and ref_after / ref_n <= 0.05, f"{ref_after}/{ref_n} held-out reference documents removed"
