@@ -879,13 +879,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--order", type=int, default=5, help="KenLM n-gram order")
     p.add_argument("--reference-keep", type=float, default=0.98,
                    help="calibration quantile: thresholds keep at least this share of held-out reference docs")
-    p.add_argument("--web-drop", type=float, default=None,
+    p.add_argument("--web-drop", type=float, default=argparse.SUPPRESS,
                    help="auto min_quality_score drops about this share of web docs (quantile of out-of-fold web "
                         f"scores; default: config quality.web_drop, else {DEFAULT_WEB_DROP})")
-    p.add_argument("--ppl-web-drop", type=float, default=None,
+    p.add_argument("--ppl-web-drop", type=float, default=argparse.SUPPRESS,
                    help="auto max_ppl drops about this share of web docs by ppl (default: config "
                         f"quality.ppl_web_drop, else {DEFAULT_PPL_WEB_DROP})")
-    p.add_argument("--max-docs", type=int, default=None,
+    p.add_argument("--max-docs", type=int, default=argparse.SUPPRESS,
                    help="documents read per language and label (reference/web/other; deterministic bottom-k "
                         f"sample; default: config quality.train_max_docs, else {DEFAULT_MAX_DOCS}; 0: all)")
     p.add_argument("--epoch", type=int, default=10, help="fastText epochs")
@@ -908,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
     src = args.input or os.path.join(out, "langid")
     langs = [s.strip() for s in args.languages.split(",")] if args.languages else list(config["languages"])
     qcfg = config.get("quality") or {}
-    opts = training_options(qcfg, web_drop=args.web_drop, ppl_web_drop=args.ppl_web_drop, max_docs=args.max_docs)
+    opts = training_options(qcfg, **{k: getattr(args, k, None) for k in ("web_drop", "ppl_web_drop", "max_docs")})
     log(f"reading {src} (at most {opts['max_docs'] or 'all'} documents per language and label)")
     docs = load_docs(src, langs, max_docs=opts["max_docs"])
     log(f"{len(docs)} documents in {len({d['lang'] for d in docs})} languages")
