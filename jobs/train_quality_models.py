@@ -697,8 +697,6 @@ def _train_classifier(docs: list[dict], feats: dict, path: str, params: dict, ma
     Returns:
         counts: ``train_pos``, ``train_neg`` (distinct documents), ``train_lines``.
     """
-    import fasttext
-
     rng = np.random.default_rng(seed)
     pos: dict[str, dict[str, list[str]]] = {}   # lang -> source -> lines
     neg: dict[str, list[str]] = {}
@@ -741,7 +739,7 @@ def _train_classifier(docs: list[dict], feats: dict, path: str, params: dict, ma
         lr = params["lr"]
         for attempt in range(4):
             try:
-                model = fasttext.train_supervised(input=tmp, verbose=0, **{**params, "lr": lr})
+                _train_fasttext_isolated(tmp, {**params, "lr": lr}, path)
                 break
             except RuntimeError as e:
                 if "NaN" not in str(e) or attempt == 3:
@@ -750,9 +748,32 @@ def _train_classifier(docs: list[dict], feats: dict, path: str, params: dict, ma
                 lr /= 2
     finally:
         os.remove(tmp)
-    model.save_model(path)
     counts["lr_used"] = lr
     return counts
+
+
+def _fit_and_save(train_file: str, params: dict, path: str) -> None:
+    import fasttext
+
+    fasttext.train_supervised(input=train_file, verbose=0, **params).save_model(path)
+
+
+def _train_fasttext_isolated(train_file: str, params: dict, path: str) -> None:
+    """``fasttext.train_supervised(input=train_file, **params).save_model(path)`` in a fresh
+    (spawned) process.
+
+    In a process that had run torch (FSDP, torch.compile) first, fastText 0.9.3 reported
+    "Encountered NaN" on data it trains on cleanly in a fresh process, and kept doing so at
+    every smaller learning rate; a spawned process gives the same, deterministic model
+    (thread=1, fixed seed) whatever ran before it.
+
+    Raises:
+        RuntimeError: fastText's own error (e.g. "Encountered NaN."), re-raised from the child.
+    """
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        pool.apply(_fit_and_save, (train_file, params, path))
 
 
 def classifier_trainable(d: dict) -> bool:
