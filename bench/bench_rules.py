@@ -4,7 +4,8 @@ Prints, as plain lines:
   * documents/s per core of apply_rules over an enlarged input (the 2,214 real NTREX documents
     replicated and perturbed to --docs documents: SYNTHETIC, said so in the output);
   * word segmentation time per language (filters.words.words alone), ms per document;
-  * kept % per language on the real NTREX documents;
+  * kept % per language on the real NTREX documents, and documents/s per core on them (best
+    of 3 passes: the figure compared with datatrove's);
   * the same NTREX documents through datatrove's GopherQualityFilter + GopherRepetitionFilter +
     FineWebQualityFilter with their default settings, in a separate virtualenv
     (build/bench-venv, created here if missing; never the project's .venv): documents/s per
@@ -54,11 +55,15 @@ warm = [Document(text=t, id=str(i)) for i, (l, t) in enumerate(docs[:20])]
 for d in warm:
     keep(d)
 kept = collections.Counter(); tot = collections.Counter()
-t0 = time.process_time()
-for i, (lang, text) in enumerate(docs):
-    tot[lang] += 1
-    kept[lang] += keep(Document(text=text, id=str(i)))
-cpu = time.process_time() - t0
+cpu = float("inf")
+for rep in range(3):  # best of 3: robust to other work on the machine
+    t0 = time.process_time()
+    for i, (lang, text) in enumerate(docs):
+        ok = keep(Document(text=text, id=str(i)))
+        if rep == 0:
+            tot[lang] += 1
+            kept[lang] += ok
+    cpu = min(cpu, time.process_time() - t0)
 from importlib.metadata import version
 print(json.dumps({"version": version("datatrove"),
                   "cpu_s": cpu, "docs": len(docs), "kept": kept, "total": tot}))
@@ -84,7 +89,7 @@ def ensure_dt_venv() -> Path | None:
     return py
 
 
-def bench_ours(n_docs: int, seed: int) -> None:
+def bench_ours(n_docs: int, seed: int) -> tuple[float, float]:
     cfg = load_filter_config()
     real = ntrex_documents()
     print(f"input: {len(real)} real NTREX-128 documents (123 x 18 languages)")
@@ -95,11 +100,14 @@ def bench_ours(n_docs: int, seed: int) -> None:
     for lang in sorted({l for l, _ in big}):
         apply_rules(next(t for l, t in big if l == lang), lang, cfg.params(lang))
 
-    t0 = time.process_time()
-    for lang, text in big:
-        apply_rules(text, lang, cfg.params(lang))
-    cpu = time.process_time() - t0
-    print(f"rules docs_per_sec_per_core: {len(big) / cpu:.0f}  ({len(big)} docs, {cpu:.2f} s CPU, "
+    params = {lang: cfg.params(lang) for lang in {l for l, _ in big}}
+    cpu = float("inf")
+    for _ in range(3):  # best of 3 passes: robust to other work on the machine
+        t0 = time.process_time()
+        for lang, text in big:
+            apply_rules(text, lang, params[lang])
+        cpu = min(cpu, time.process_time() - t0)
+    print(f"rules docs_per_sec_per_core: {len(big) / cpu:.0f}  ({len(big)} docs, {cpu:.2f} s CPU, best of 3, "
           f"all rules + line fixes, 18 languages)")
 
     by_lang = collections.defaultdict(list)
@@ -122,13 +130,21 @@ def bench_ours(n_docs: int, seed: int) -> None:
     for lang, _, text in real:
         tot[lang] += 1
         kept[lang] += apply_rules(text, lang, cfg.params(lang)).reason is None
+    real_cpu = float("inf")
+    for _ in range(3):  # best of 3, as the datatrove figure
+        t0 = time.process_time()
+        for lang, _, text in real:
+            apply_rules(text, lang, params[lang])
+        real_cpu = min(real_cpu, time.process_time() - t0)
+    real_dps = len(real) / real_cpu
+    print(f"rules docs_per_sec_per_core on the {len(real)} real NTREX documents (best of 3): {real_dps:.0f}")
     line = " ".join(f"{l}={100 * kept[l] / tot[l]:.1f}" for l in sorted(tot))
     print(f"rules kept % on real NTREX: {line}")
     print(f"rules min kept % over languages: {min(100 * kept[l] / tot[l] for l in tot):.1f} (target >= 98)")
-    return len(big) / cpu
+    return real_dps, len(big) / cpu
 
 
-def bench_datatrove(ours_dps: float) -> None:
+def bench_datatrove(ours_dps: tuple[float, float]) -> None:
     py = ensure_dt_venv()
     if py is None:
         return
@@ -151,12 +167,14 @@ def bench_datatrove(ours_dps: float) -> None:
         os.unlink(script)
     dps = out["docs"] / out["cpu_s"]
     print(f"datatrove {out['version']} Gopher quality + Gopher repetition + FineWeb quality "
-          f"(default settings) on the same {out['docs']} real NTREX documents:")
+          f"(default settings) on the same {out['docs']} real NTREX documents (best of 3):")
     print(f"datatrove docs_per_sec_per_core: {dps:.0f}")
     kept, tot = out["kept"], out["total"]
     print("datatrove kept % on real NTREX: " + " ".join(
         f"{l}={100 * kept.get(l, 0) / tot[l]:.1f}" for l in sorted(tot)))
-    print(f"speedup rules vs datatrove (docs/s per core): {ours_dps / dps:.1f}x (target >= 10x)")
+    print(f"speedup rules vs datatrove (docs/s per core, same real NTREX documents, best of 3 each): "
+          f"{ours_dps[0] / dps:.1f}x (target >= 10x)")
+    print(f"speedup, rules on the enlarged input vs datatrove on the real documents: {ours_dps[1] / dps:.1f}x")
 
 
 def main(argv=None) -> int:
