@@ -488,7 +488,6 @@ def _read_lines(f: _File) -> Iterator[dict]:
     if f.sniff_binary():
         yield f.bad("file", "binary_garbage", {"note": "file is binary (first 8 KiB)"})
         return
-    g: _Group | None = None
 
     def flush(grp: _Group, incomplete: bool = False):
         meta = {"lines": [grp.first, grp.last], "n_lines": len(grp.items)}
@@ -496,24 +495,9 @@ def _read_lines(f: _File) -> Iterator[dict]:
             meta["incomplete"] = True
         return f.doc(f"L{grp.first}", "\n".join(grp.items), meta=meta)
 
-    for item in f.lines():
-        if isinstance(item, dict):
-            if _is_truncation(item) and g is not None:
-                yield flush(g, incomplete=True)
-                g = None
-            yield item
-            continue
-        lineno, line = item
-        if not line.strip():
-            continue
-        if g is None:
-            g = _Group("", lineno)
-        g.add(lineno, line.strip(), len(line))
-        if len(g.items) >= n or g.nbytes > f.max_doc_bytes // 2:
-            yield flush(g)
-            g = None
-    if g is not None:
-        yield flush(g)
+    yield from _group_lines(f, lambda lineno, line: "" if line.strip() else None,
+                            lambda lineno, line: line.strip(), flush,
+                            full=lambda g: len(g.items) >= n or g.nbytes > f.max_doc_bytes // 2)
 
 
 def _find_upwards(f: _File, name: str, option: str) -> str | None:
@@ -536,12 +520,14 @@ def _find_upwards(f: _File, name: str, option: str) -> str | None:
 _DOC_IDS_CACHE: dict[str, list[str]] = {}
 
 
-def _group_by_doc_id(f: "_File", ids: list[str], item_of, flush) -> Iterator[dict]:
-    """Group consecutive lines of ``f`` whose ``ids[lineno - 1]`` is the same document id.
+def _group_lines(f: "_File", key_of, item_of, flush, full=None) -> Iterator[dict]:
+    """Group consecutive lines of ``f`` into records.
 
-    ``item_of(lineno, line)`` gives what a group stores per line; ``flush(group, incomplete=False)``
-    turns a finished group into a record. Reader records (quarantine) pass through; a truncation
-    flushes the open group marked incomplete. Lines past the end of ``ids`` get the id "".
+    ``key_of(lineno, line)`` gives a line's group key (``None`` skips the line); a new group
+    starts when the key changes, and after a line that makes ``full(group)`` true.
+    ``item_of(lineno, line)`` gives what a group stores per line; ``flush(group,
+    incomplete=False)`` turns a finished group into a record. Reader records (quarantine) pass
+    through; a truncation flushes the open group marked incomplete.
     """
     g: _Group | None = None
     for item in f.lines():
@@ -552,15 +538,25 @@ def _group_by_doc_id(f: "_File", ids: list[str], item_of, flush) -> Iterator[dic
             yield item
             continue
         lineno, line = item
-        did = ids[lineno - 1] if lineno <= len(ids) else ""
-        if g is not None and g.gkey != did:
+        key = key_of(lineno, line)
+        if key is None:
+            continue
+        if g is not None and g.gkey != key:
             yield flush(g)
             g = None
         if g is None:
-            g = _Group(did, lineno)
+            g = _Group(key, lineno)
         g.add(lineno, item_of(lineno, line), len(line))
+        if full is not None and full(g):
+            yield flush(g)
+            g = None
     if g is not None:
         yield flush(g)
+
+
+def _doc_id_of(ids: list[str]):
+    """Group key for :func:`_group_lines`: ``ids[lineno - 1]`` (``""`` past the end of ``ids``)."""
+    return lambda lineno, line: ids[lineno - 1] if lineno <= len(ids) else ""
 
 
 def _ntrex_doc_ids(path: str) -> list[str]:
@@ -590,7 +586,7 @@ def _read_ntrex(f: _File) -> Iterator[dict]:
                                    f"({len(ids)} ids)"}, text="\n".join(grp.items), meta=meta)
         return f.doc(f"{grp.gkey}@L{grp.first}", "\n".join(grp.items), meta=meta)
 
-    yield from _group_by_doc_id(f, ids, lambda lineno, line: line.strip(), flush)
+    yield from _group_lines(f, _doc_id_of(ids), lambda lineno, line: line.strip(), flush)
 
 
 def _read_ntrex_parallel(f: _File) -> Iterator[dict]:
@@ -623,7 +619,8 @@ def _read_ntrex_parallel(f: _File) -> Iterator[dict]:
                          text=text, meta=meta)
         return f.doc(f"{grp.gkey}@L{grp.first}", text, meta=meta)
 
-    yield from _group_by_doc_id(f, ids, lambda lineno, line: [src_lines.get(lineno), line.strip()], flush)
+    yield from _group_lines(f, _doc_id_of(ids), lambda lineno, line: [src_lines.get(lineno), line.strip()],
+                            flush)
 
 
 #: How UD ``sent_id`` values encode documents (first match wins; group ``doc``):
