@@ -20,6 +20,13 @@ DEFAULT_CONF = {
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.adaptive.enabled": "true",
     "spark.python.worker.reuse": "true",
+    # JVM <-> Python worker traffic over Unix domain sockets instead of TCP on 127.0.0.1. Over
+    # TCP, a 1M-document build stalled for good in the quality stage (pyspark 4.3.0, Linux
+    # 6.x): the JVM had pushed 33 MB of input into the worker's receive buffer while the worker
+    # was blocked writing 4 MB of output; segments were dropped on both sides and each socket sat
+    # in retransmission backoff at the 120 s maximum (`ss -ti`: rto:120000 backoff:10), both
+    # processes idle. Unix stream sockets have no loss or retransmission timers.
+    "spark.python.unix.domain.socket.enabled": "true",
 }
 
 LOCAL_CONF = {
