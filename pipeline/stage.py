@@ -111,11 +111,16 @@ class Stage:
             StageInputMissing: the input stage was not published.
             AccountingError: the output does not account for every input document.
         """
-        from pyspark.sql import functions as F
-
         spark = ctx.spark
         t0 = time.time()
         log(f"[{self.name}] start (input: {ctx.input_stage or 'raw sources'})")
+        with SparkProgress(spark, self.name):
+            return self._run(ctx, t0)
+
+    def _run(self, ctx: StageContext, t0: float) -> dict:
+        from pyspark.sql import functions as F
+
+        spark = ctx.spark
         n_in = None
         if self.reads_input:
             df_in = self.read_input(ctx)
@@ -205,6 +210,72 @@ def _add(c: dict, disposition: str, reason: str | None, n: int) -> None:
         c["quarantined"][reason] = c["quarantined"].get(reason, 0) + n
     else:
         c["removed"][reason] = c["removed"].get(reason, 0) + n
+
+
+class SparkProgress:
+    """Context manager: while a stage runs, log the progress of its Spark jobs every
+    ``interval`` seconds (``POLY_PROGRESS_SECONDS``, default 30; 0 turns it off), e.g.
+    ``[rules] progress: spark stage 7 41/66 tasks (2 running), 5m30s elapsed``.
+
+    Polls ``SparkContext.statusTracker()`` from a daemon thread (works with the UI disabled);
+    only lines that changed since the last one are logged. Never raises: a failed poll stops
+    the progress output, not the stage.
+
+    Args:
+        spark: the SparkSession.
+        label: stage name used as the log prefix.
+        interval: seconds between polls (None: from the environment).
+    """
+
+    def __init__(self, spark, label: str, interval: float | None = None):
+        import threading
+
+        if interval is None:
+            try:
+                interval = float(os.environ.get("POLY_PROGRESS_SECONDS", "30"))
+            except ValueError:
+                interval = 30.0
+        self.spark, self.label, self.interval = spark, label, interval
+        self._stop = threading.Event()
+        self._thread = None
+        self._last = ""
+        self._t0 = time.time()
+
+    def line(self) -> str | None:
+        """The current progress line, or None when no Spark stage is active."""
+        tracker = self.spark.sparkContext.statusTracker()
+        parts = []
+        for sid in sorted(tracker.getActiveStageIds()):
+            info = tracker.getStageInfo(sid)
+            if info is not None:
+                parts.append(f"spark stage {sid} {info.numCompletedTasks}/{info.numTasks} tasks "
+                             f"({info.numActiveTasks} running"
+                             + (f", {info.numFailedTasks} failed" if info.numFailedTasks else "") + ")")
+        return "; ".join(parts) or None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                cur = self.line()
+            except Exception:  # the context is stopping or gone: stop reporting, never fail
+                return
+            if cur and cur != self._last:
+                m, sec = divmod(int(time.time() - self._t0), 60)
+                log(f"[{self.label}] progress: {cur}, {m}m{sec:02d}s elapsed")
+                self._last = cur
+
+    def __enter__(self) -> "SparkProgress":
+        import threading
+
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._loop, name=f"progress-{self.label}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def log(msg: str) -> None:

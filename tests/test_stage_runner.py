@@ -104,3 +104,35 @@ def test_lost_documents_are_detected(spark, tmp_path):
     with pytest.raises(AccountingError):
         LosesRows().run(StageContext(spark=spark, out=out, config={}, input_stage="prev"))
     assert not os.path.exists(f"{out}/lossy/_SUCCESS")
+
+
+def _slow(batches):
+    import time
+
+    for b in batches:
+        time.sleep(0.5)
+        yield b
+
+
+def test_progress_is_logged_while_a_spark_job_runs(spark, capsys):
+    from pipeline.stage import SparkProgress
+
+    df = spark.range(0, 8, numPartitions=4)
+    with SparkProgress(spark, "slowstage", interval=0.1) as prog:
+        assert df.mapInArrow(_slow, df.schema).count() == 8
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "[slowstage] progress: spark stage" in ln]
+    assert lines, err
+    assert "/4 tasks (" in lines[-1] or "/1 tasks (" in lines[-1]
+    assert prog._thread is not None and not prog._thread.is_alive()
+    assert prog.line() is None  # nothing active any more
+
+
+def test_progress_can_be_turned_off(spark, capsys, monkeypatch):
+    from pipeline.stage import SparkProgress
+
+    monkeypatch.setenv("POLY_PROGRESS_SECONDS", "0")
+    with SparkProgress(spark, "quiet") as prog:
+        spark.range(10).count()
+    assert prog._thread is None
+    assert "[quiet] progress" not in capsys.readouterr().err
