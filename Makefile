@@ -120,5 +120,6 @@ pyfiles: setup  ## build/pyfiles.zip: pipeline/ filters/ training/ jobs/ sources
 	$(PY) -m jobs.cluster pyfiles --dest build/pyfiles.zip
 
 BENCH_SCALE_N ?= 1000000
-bench-scale: setup  ## whole corpus build on BENCH_SCALE_N replicated+perturbed documents in local[2]
-	$(PY) bench/bench_scale.py --docs $(BENCH_SCALE_N)
+BENCH_SCALE_ARGS ?=
+bench-scale: setup  ## whole corpus build on BENCH_SCALE_N replicated+perturbed documents in local[2] (BENCH_SCALE_ARGS: more bench_scale.py options)
+	$(PY) bench/bench_scale.py --docs $(BENCH_SCALE_N) $(BENCH_SCALE_ARGS)

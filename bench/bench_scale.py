@@ -98,6 +98,33 @@ class MemorySampler(threading.Thread):
             self.stop_flag.wait(self.interval)
 
 
+def resumed_input(inp: Path, info_path: Path, a) -> int:
+    """Check that the input in ``inp`` (an earlier run's) has ``a.docs`` documents and return
+    its bytes of text (from ``input.json``, or counted when an older run did not write it).
+
+    Raises:
+        SystemExit: the earlier input has a different number of documents.
+    """
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+    else:
+        t0 = time.time()
+        docs = nbytes = 0
+        for f in sorted(inp.glob("*.jsonl.gz")):
+            with gzip.open(f, "rt", encoding="utf-8") as fh:
+                for line in fh:
+                    docs += 1
+                    nbytes += len(json.loads(line)["text"].encode("utf-8"))
+        info = {"docs": docs, "text_bytes": nbytes}
+        info_path.write_text(json.dumps(info))
+        print(f"--resume: counted the earlier input in {time.time() - t0:.1f}s", flush=True)
+    if info["docs"] != a.docs:
+        raise SystemExit(f"--resume: the input in {inp} has {info['docs']} documents, not --docs {a.docs}")
+    print(f"--resume: reusing the input in {inp}: {info['docs']} documents, "
+          f"{info['text_bytes'] / 1e9:.2f} GB of text", flush=True)
+    return int(info["text_bytes"])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -112,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                         "output when missing)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the input and output directories")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the input and the published stages of an earlier run in --out (kept with "
+                        "--keep, or killed): stages with _SUCCESS are not rerun and report the wall time "
+                        "recorded in their stats; from the first unpublished stage on, every stage runs")
     a = p.parse_args(argv)
     if a.docs < 1:
         p.error("--docs must be >= 1")
@@ -121,15 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.session import build_spark
 
     work = Path(a.out).resolve()
-    if work.exists():
-        shutil.rmtree(work)
     inp, out = work / "input", work / "out"
     files = a.files or max(4, a.docs // 15000)
     print(f"bench_scale: {a.docs} documents, REPLICATED AND PERTURBED from the 2214 NTREX-128 documents "
           f"(synthetic scale input, near-duplicates by construction), {files} jsonl.gz files", flush=True)
-    t0 = time.time()
-    nbytes = write_input(inp, a.docs, files, a.seed)
-    print(f"input written in {time.time() - t0:.1f}s: {nbytes / 1e9:.2f} GB of text", flush=True)
+    info_path = work / "input.json"
+    if a.resume and inp.is_dir():
+        nbytes = resumed_input(inp, info_path, a)
+    else:
+        if a.resume:
+            print(f"--resume: no earlier input in {inp}, starting from scratch", flush=True)
+        if work.exists():
+            shutil.rmtree(work)
+        t0 = time.time()
+        nbytes = write_input(inp, a.docs, files, a.seed)
+        info_path.write_text(json.dumps({"docs": a.docs, "files": files, "seed": a.seed, "text_bytes": nbytes}))
+        print(f"input written in {time.time() - t0:.1f}s: {nbytes / 1e9:.2f} GB of text", flush=True)
 
     (work / "sources.yaml").write_text(
         "sources:\n  - name: bench-ntrex\n    format: jsonl\n    glob: '*.jsonl.gz'\n    tier: reference\n"
@@ -146,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     cores = int(a.master[len("local["):-1]) if a.master.startswith("local[") and a.master[6:-1].isdigit() \
         else os.cpu_count()
     print(f"chain: {' -> '.join(chain)}; master {a.master} ({cores} cores)", flush=True)
+    qdir = Path(str((config.get("quality") or {}).get("models_dir") or out / "models" / "quality").removeprefix("file:"))
+    models_note = (f"quality models: pre-trained, read from {qdir}" if (qdir / "manifest.json").exists()
+                   else f"quality models: none in {qdir}, so the quality stage trains them from this run's "
+                        f"langid output first (training time included in its wall time)")
+    if "quality" in chain:
+        print(models_note, flush=True)
 
     sampler = MemorySampler()
     sampler.start()
@@ -154,8 +198,19 @@ def main(argv: list[str] | None = None) -> int:
                               "spark.sql.shuffle.partitions": str(max(8, 4 * cores)),
                               "spark.sql.files.maxPartitionBytes": str(64 << 20)})
     rows = []
+    resumed: list[str] = []
     try:
+        rerun = not a.resume
         for stage in chain:
+            if not rerun and (out / stage / "_SUCCESS").exists():
+                st = json.loads((out / "stats" / f"{stage}.json").read_text())
+                n_in = st.get("documents_in") or st["totals"]["in"]
+                rows.append((stage, float(st["seconds"]), n_in, st["totals"]["kept"]))
+                print(f"stage {stage}: published by the earlier run ({st['seconds']:.1f}s wall then, "
+                      f"{n_in} documents in, {st['totals']['kept']} kept), not rerun", flush=True)
+                resumed.append(stage)
+                continue
+            rerun = True
             t = time.time()
             stats = run_stages(spark, str(out), config, [stage])[stage]
             dt = time.time() - t
@@ -172,10 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     pk = sampler.peak
     print("--- bench_scale results (SYNTHETIC input: replicated + perturbed NTREX-128) ---")
     print(f"documents: {a.docs}  text: {nbytes / 1e9:.2f} GB  master: {a.master}  cores: {cores}")
+    if "quality" in chain:
+        print(models_note)
     for stage, dt, n_in, kept in rows:
         print(f"{stage:8s} wall_s={dt:9.1f}  docs_in={n_in:9d}  kept={kept:9d}  docs_per_s={n_in / dt:9.0f}  "
               f"docs_per_s_per_core={n_in / dt / cores:9.0f}")
     print(f"total    wall_s={total:9.1f}  docs_per_s={a.docs / total:9.0f}  docs_per_s_per_core={a.docs / total / cores:9.0f}")
+    if resumed:
+        print(f"resumed: {', '.join(resumed)} ran in an earlier process (wall times from their stats); the "
+              f"peak memory below covers only the stages run by this process")
     print(f"peak_rss_driver_python_gib={pk['driver_python'] / GIB:.2f}")
     print(f"peak_rss_driver_jvm_gib={pk['driver_jvm'] / GIB:.2f}  (local mode: the JVM also hosts the executor)")
     print(f"peak_rss_python_workers_gib={pk['workers'] / GIB:.2f}")
