@@ -135,6 +135,7 @@ class Stage:
                 F.when(F.col("reason").isNull(), F.lit(KEPT)).otherwise(F.lit(REJECTED)))
         out = out.withColumn("reason", F.when(F.col("_disposition") == KEPT, F.lit(None).cast("string"))
                              .otherwise(F.coalesce(F.col("reason"), F.lit("unspecified"))))
+        clear_stale_tmp(ctx, self.name)
         tmp = ctx.path("_tmp", f"{self.name}-{uuid.uuid4().hex[:12]}")
         out.write.mode("overwrite").partitionBy("_disposition", "reason").parquet(tmp)
         written = spark.read.parquet(tmp)
@@ -210,6 +211,22 @@ def _add(c: dict, disposition: str, reason: str | None, n: int) -> None:
         c["quarantined"][reason] = c["quarantined"].get(reason, 0) + n
     else:
         c["removed"][reason] = c["removed"].get(reason, 0) + n
+
+
+def clear_stale_tmp(ctx: StageContext, name: str) -> int:
+    """Delete ``<out>/_tmp/<name>-<12 hex>`` directories left by an earlier run of stage
+    ``name`` that was killed before publishing (the runner's own temporary outputs; other
+    stages' are left alone). Returns how many were removed; logs them. Runs of one stage
+    on one output root must not overlap, so none of these can belong to a live run."""
+    import re
+
+    pat = re.compile(rf"^{re.escape(name)}-[0-9a-f]{{12}}$")
+    stale = [d for d in fs.list_dir(ctx.spark, ctx.path("_tmp")) if pat.match(d)]
+    for d in stale:
+        fs.delete(ctx.spark, ctx.path("_tmp", d))
+    if stale:
+        log(f"[{name}] removed {len(stale)} temporary output(s) left by a killed earlier run: {', '.join(stale)}")
+    return len(stale)
 
 
 class SparkProgress:

@@ -136,3 +136,17 @@ def test_progress_can_be_turned_off(spark, capsys, monkeypatch):
         spark.range(10).count()
     assert prog._thread is None
     assert "[quiet] progress" not in capsys.readouterr().err
+
+
+def test_temporary_output_of_a_killed_run_is_removed(spark, tmp_path):
+    out = str(tmp_path)
+    _publish_input(spark, out, "ingest", _docs(spark))
+    stale = tmp_path / "_tmp" / "dropodd-0123456789ab"      # left by a killed run of this stage
+    other = tmp_path / "_tmp" / "otherstage-0123456789ab"   # another stage's: not ours to remove
+    for d in (stale, other):
+        (d / "_disposition=kept").mkdir(parents=True)
+        (d / "_disposition=kept" / "part-0.parquet").write_bytes(b"x")
+    DropOdd().run(StageContext(spark=spark, out=out, config={}, input_stage="ingest"))
+    assert not stale.exists()
+    assert other.exists()
+    assert fs.exists(spark, f"{out}/dropodd/_SUCCESS")
