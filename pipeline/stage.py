@@ -235,7 +235,7 @@ class SparkProgress:
     ``[rules] progress: spark stage 7 41/66 tasks (2 running), 5m30s elapsed``.
 
     Polls ``SparkContext.statusTracker()`` from a daemon thread (works with the UI disabled);
-    only lines that changed since the last one are logged. Never raises: a failed poll stops
+    a line is logged when it changed since the last one, or unchanged after 10 intervals. Never raises: a failed poll stops
     the progress output, not the stage.
 
     Args:
@@ -257,6 +257,7 @@ class SparkProgress:
         self._thread = None
         self._last = ""
         self._t0 = time.time()
+        self._last_t = 0.0
 
     def line(self) -> str | None:
         """The current progress line, or None when no Spark stage is active."""
@@ -276,10 +277,11 @@ class SparkProgress:
                 cur = self.line()
             except Exception:  # the context is stopping or gone: stop reporting, never fail
                 return
-            if cur and cur != self._last:
-                m, sec = divmod(int(time.time() - self._t0), 60)
+            now = time.time()
+            if cur and (cur != self._last or now - self._last_t >= 10 * self.interval):
+                m, sec = divmod(int(now - self._t0), 60)
                 log(f"[{self.label}] progress: {cur}, {m}m{sec:02d}s elapsed")
-                self._last = cur
+                self._last, self._last_t = cur, now
 
     def __enter__(self) -> "SparkProgress":
         import threading
