@@ -235,8 +235,8 @@ class SparkProgress:
     ``[rules] progress: spark stage 7 41/66 tasks (2 running), 5m30s elapsed``.
 
     Polls ``SparkContext.statusTracker()`` from a daemon thread (works with the UI disabled);
-    a line is logged when it changed since the last one, or unchanged after 10 intervals. Never raises: a failed poll stops
-    the progress output, not the stage.
+    a line is logged when it changed since the last one, or unchanged after 10 intervals.
+    Never raises: a failed poll stops the progress output, not the stage.
 
     Args:
         spark: the SparkSession.
