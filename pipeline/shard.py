@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 
 from pipeline import fs
-from pipeline.stage import SparkProgress, Stage, StageContext, clear_stale_tmp, log
+from pipeline.stage import Stage, StageContext, log
 
 #: Characters per token used for the manifest's *estimate* only (the tokenize stage counts
 #: exactly). Rough figures for a large multilingual BPE vocabulary: about 4 characters per
@@ -27,15 +26,10 @@ class ShardStage(Stage):
 
     name = "shard"
 
-    def run(self, ctx: StageContext) -> dict:
-        with SparkProgress(ctx.spark, self.name):
-            return self._run_shard(ctx)
-
-    def _run_shard(self, ctx: StageContext) -> dict:
+    def _run(self, ctx: StageContext, t0: float) -> dict:
         from pyspark.sql import functions as F
 
         spark = ctx.spark
-        t0 = time.time()
         cfg = ctx.stage_config("shard")
         target = int(cfg.get("target_shard_bytes", 128 << 20))
         if target <= 0:
@@ -50,8 +44,7 @@ class ShardStage(Stage):
         total_files = max(1, sum(nfiles.values()))
         nf = F.create_map(*[x for (l, s), n in nfiles.items() for x in (F.lit(f"{l}\u0001{s}"), F.lit(n))])
         df = df.withColumn("_file", F.pmod(F.xxhash64("id"), nf[F.concat_ws("\u0001", "lang", "source")]))
-        clear_stale_tmp(ctx, self.name)
-        tmp = ctx.path("_tmp", f"shard-{uuid.uuid4().hex[:12]}")
+        tmp = self.tmp_path(ctx)
         (df.repartition(total_files, "lang", "source", "_file")
            .sortWithinPartitions("lang", "source", "id")
            .drop("_bytes", "_chars", "_file")

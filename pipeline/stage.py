@@ -75,7 +75,8 @@ class StageContext:
 class Stage:
     """Base class of a pipeline stage; subclasses set ``name`` and implement ``transform``.
 
-    Stages with a different output shape (``shard``) override :meth:`run` instead.
+    Stages with a different output shape (``shard``) override :meth:`_run` instead (it runs
+    inside :class:`SparkProgress`; write temporary output under :meth:`tmp_path`).
     """
 
     name: str = ""
@@ -117,6 +118,12 @@ class Stage:
         with SparkProgress(spark, self.name):
             return self._run(ctx, t0)
 
+    def tmp_path(self, ctx: StageContext) -> str:
+        """A fresh ``<out>/_tmp/<stage>-<12 hex>`` for this run's unpublished output, after
+        removing the ones a killed earlier run of this stage left (:func:`clear_stale_tmp`)."""
+        clear_stale_tmp(ctx, self.name)
+        return ctx.path("_tmp", f"{self.name}-{uuid.uuid4().hex[:12]}")
+
     def _run(self, ctx: StageContext, t0: float) -> dict:
         from pyspark.sql import functions as F
 
@@ -135,8 +142,7 @@ class Stage:
                 F.when(F.col("reason").isNull(), F.lit(KEPT)).otherwise(F.lit(REJECTED)))
         out = out.withColumn("reason", F.when(F.col("_disposition") == KEPT, F.lit(None).cast("string"))
                              .otherwise(F.coalesce(F.col("reason"), F.lit("unspecified"))))
-        clear_stale_tmp(ctx, self.name)
-        tmp = ctx.path("_tmp", f"{self.name}-{uuid.uuid4().hex[:12]}")
+        tmp = self.tmp_path(ctx)
         out.write.mode("overwrite").partitionBy("_disposition", "reason").parquet(tmp)
         written = spark.read.parquet(tmp)
         stats = self._account(written, n_in)
