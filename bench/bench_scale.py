@@ -99,25 +99,16 @@ class MemorySampler(threading.Thread):
 
 
 def resumed_input(inp: Path, info_path: Path, a) -> int:
-    """Check that the input in ``inp`` (an earlier run's) has ``a.docs`` documents and return
-    its bytes of text (from ``input.json``, or counted when an older run did not write it).
+    """Check that the input in ``inp`` (an earlier run's, described by ``input.json``) has
+    ``a.docs`` documents and return its bytes of text.
 
     Raises:
-        SystemExit: the earlier input has a different number of documents.
+        SystemExit: no ``input.json`` beside the input, or a different number of documents.
     """
-    if info_path.exists():
-        info = json.loads(info_path.read_text())
-    else:
-        t0 = time.time()
-        docs = nbytes = 0
-        for f in sorted(inp.glob("*.jsonl.gz")):
-            with gzip.open(f, "rt", encoding="utf-8") as fh:
-                for line in fh:
-                    docs += 1
-                    nbytes += len(json.loads(line)["text"].encode("utf-8"))
-        info = {"docs": docs, "text_bytes": nbytes}
-        info_path.write_text(json.dumps(info))
-        print(f"--resume: counted the earlier input in {time.time() - t0:.1f}s", flush=True)
+    if not info_path.exists():
+        raise SystemExit(f"--resume: {info_path} is missing, so the input in {inp} was not written by this "
+                         f"bench; run without --resume")
+    info = json.loads(info_path.read_text())
     if info["docs"] != a.docs:
         raise SystemExit(f"--resume: the input in {inp} has {info['docs']} documents, not --docs {a.docs}")
     print(f"--resume: reusing the input in {inp}: {info['docs']} documents, "
@@ -184,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     cores = int(a.master[len("local["):-1]) if a.master.startswith("local[") and a.master[6:-1].isdigit() \
         else os.cpu_count()
     print(f"chain: {' -> '.join(chain)}; master {a.master} ({cores} cores)", flush=True)
-    qdir = Path(str((config.get("quality") or {}).get("models_dir") or out / "models" / "quality").removeprefix("file:"))
+    from jobs.train_quality_models import default_models_dir
+
+    qdir = Path(str((config.get("quality") or {}).get("models_dir")
+                    or default_models_dir(str(out))).removeprefix("file:"))
     models_note = (f"quality models: pre-trained, read from {qdir}" if (qdir / "manifest.json").exists()
                    else f"quality models: none in {qdir}, so the quality stage trains them from this run's "
                         f"langid output first (training time included in its wall time)")
