@@ -98,6 +98,14 @@ bench-train: setup  ## training tokens/s on CPU: PolyLM vs transformers GPT2LMHe
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build spark-warehouse metastore_db derby.log
 
+# --- evaluation (issue 18): per-language bits per byte + XCOPA + NTREX translation on a checkpoint
+.PHONY: eval
+EVAL_TASKS ?= heldout,xcopa,ntrex
+EVAL_ARGS ?=
+
+eval: setup  ## evaluate the newest `make train` checkpoint (EVAL_TASKS, SHOTS=K, EVAL_ARGS='--checkpoint hf/ ...') -> $(OUT)/eval
+	$(PY) -m jobs.eval --config $(TRAIN_CONFIG) --set data.tokens_dir=$(OUT)/tokens --tasks $(EVAL_TASKS) --shots $(or $(SHOTS),0) --data-root $(DATA) --out $(OUT)/eval $(EVAL_ARGS)
+
 # --- cluster (issue 7): Spark standalone master + 2 workers on 127.0.0.1 (jobs/cluster.py).
 # `make corpus MASTER=spark://127.0.0.1:7077` runs every stage with spark-submit (--py-files
 # build/pyfiles.zip, --files the model files); MASTER=local[...] or unset keeps the local path.
