@@ -724,6 +724,12 @@ class CurriculumLoader:
 
         self._thread = threading.Thread(target=run, name="curriculum-prefetch", daemon=True)
         self._thread.start()
+        # stop the thread before interpreter shutdown (no Parquet read racing the teardown)
+        import atexit
+        import weakref
+
+        ref = weakref.ref(self)
+        atexit.register(lambda: (lambda ld: ld is not None and ld.close())(ref()))
 
     def close(self) -> None:
         """Stop the prefetch thread (batches already made are dropped; the loader state stays
