@@ -384,9 +384,13 @@ def comparison_table(runs=PAPER_RUNS, *, track: bool = True, activation_checkpoi
         out.append(f"  + fragmentation allowance {100 * FRAGMENTATION_MARGIN:.0f}% + CUDA context/NCCL "
                    f"{CONTEXT_ALLOWANCE_BYTES / GIB:.0f} GiB => budget {est.budget_bytes / GIB:.2f} GiB/GPU "
                    f"({'fits' if est.budget_bytes <= 60 * GIB else 'DOES NOT fit'} 60 GiB of an 80 GB GPU)")
+        ns = estimate_memory(cfg, gpus, micro_batch=mb, activation_checkpointing=activation_checkpointing,
+                             reshard_root_after_forward=reshard_root_after_forward,
+                             accumulate_unsharded_grads=True)
         out.append(f"  option training.accumulate_unsharded_grads=true (no-sync): + "
                    f"{est.no_sync_extra_bytes / GIB:.2f} GiB unsharded fp32 grads => peak "
-                   f"{(est.peak_bytes + est.no_sync_extra_bytes) / GIB:.2f} GiB/GPU")
+                   f"{ns.peak_bytes / GIB:.2f} GiB/GPU, budget {ns.budget_bytes / GIB:.2f} GiB "
+                   f"({'fits' if ns.budget_bytes <= 60 * GIB else 'DOES NOT fit'} 60 GiB)")
     return "\n".join(out)
 
 
