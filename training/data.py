@@ -177,20 +177,6 @@ def load_manifest(tokens_dir: str | Path) -> TokenManifest:
     )
 
 
-def _read_tokens(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return (offsets int64 [rows+1], values int32 [tokens]) of a shard's ``input_ids``."""
-    table = pq.read_table(path, columns=["input_ids"])
-    col = table.column("input_ids").combine_chunks()
-    if col.null_count:
-        raise ValueError(f"{path}: input_ids has {col.null_count} null rows")
-    offsets = np.asarray(col.offsets, dtype=np.int64)
-    values = np.asarray(col.values.to_numpy(zero_copy_only=False))
-    if offsets[0] != 0:  # sliced array: rebase
-        values = values[offsets[0] : offsets[-1]]
-        offsets = offsets - offsets[0]
-    return offsets, values.astype(np.int32, copy=False)
-
-
 def _read_ids(path: str) -> list[str]:
     schema = pq.read_schema(path)
     n = pq.ParquetFile(path).metadata.num_rows
@@ -796,11 +782,18 @@ class CurriculumLoader:
         to ``val_max_windows_per_lang`` windows of ``seq_len + 1`` tokens. Languages with no
         held-out documents are absent."""
         per_lang: dict[str, list[np.ndarray]] = {}
+        cache = _GroupCache(0, ReadStats())  # one row group at a time
         for s in self.streams:
             for fidx, rows in sorted(self._val_rows[s.index].items()):
-                offsets, values = _read_tokens(s.files[fidx])
-                for r in rows:
-                    per_lang.setdefault(s.lang, []).append(values[offsets[r] : offsets[r + 1]])
+                path = s.files[fidx]
+                md = pq.ParquetFile(path).metadata
+                starts = np.concatenate([[0], np.cumsum([md.row_group(g).num_rows
+                                                         for g in range(md.num_row_groups)])])
+                for r in rows:  # only the row groups holding held-out rows are read
+                    g = int(np.searchsorted(starts, r, side="right")) - 1
+                    offsets, values = cache.get(path, g)
+                    rr = int(r - starts[g])
+                    per_lang.setdefault(s.lang, []).append(values[offsets[rr]: offsets[rr + 1]].copy())
         n = self.seq_len + 1
         inputs, labels, langs = [], [], []
         for lang in self.languages:
