@@ -86,8 +86,9 @@ lr-find: tokenize  ## ramp the LR during warmup, report where the grad norm surg
 EXPORT_OUT ?= $(OUT)/hf
 EXPORT_ARGS ?=
 
-model-summary: setup  ## parameters, FLOPs/token and per-GPU FSDP memory (8 and 64 GPUs) of polylm-1.7b / 13b
+model-summary: setup  ## parameters, FLOPs/token of polylm-1.7b / 13b; per-GPU memory budget beside PyTorch's FSDP2 tracker (fake tensors, CPU; ~2 min) for 1.7B/8 and 13B/64 GPUs
 	$(PY) -m training.model --summary
+	$(PY) -m training.memory
 
 export: setup  ## export the newest `make train` checkpoint to a HF GPT2LMHeadModel + tokenizer in $(OUT)/hf
 	$(PY) -m jobs.export --config $(TRAIN_CONFIG) --set data.tokens_dir=$(OUT)/tokens --out $(EXPORT_OUT) $(EXPORT_ARGS)

@@ -218,3 +218,56 @@ def test_bad_configuration_errors(tmp_path):
     # the paper curriculum resolves stage 2 at 540/640 of training
     ld = _loader(root, stages=paper_curriculum(), total_steps=640)
     assert ld.stage_starts == [0, 540]
+
+
+def _row_group_corpus(tmp_path):
+    """12 streams x 200 documents, one document per Parquet row group, with ``n_tokens``."""
+    rng = np.random.default_rng(1)
+    docs = {(lang, src): [list(rng.integers(10, 250, size=rng.integers(5, 80))) for _ in range(200)]
+            for lang in LANGS for src in ("web", "wiki")}
+    return write_token_shards(tmp_path / "rg", docs, vocab_size=256, eos_id=2, docs_per_file=100,
+                              row_group_size=1, n_tokens=True)
+
+
+def test_each_rank_reads_only_its_share_and_memory_is_bounded(tmp_path):
+    root = _row_group_corpus(tmp_path)
+    stages = [StageConfig(name="nat", start_step=0, lang_weights="natural")]
+    kw = dict(seq_len=256, global_batch_size=16, micro_batch_size=2, stages=stages, total_steps=8, seed=3)
+    steps = 6  # 6 x 16 x 257 tokens: under one epoch of every stream (no row is needed twice)
+    one = CurriculumLoader(root, **kw)
+    ref = [one.next_batch() for _ in range(steps)]
+    one.close()
+    full = one.read_stats
+    ranks = []
+    for r in range(4):
+        # a cache smaller than one step's row groups: evictions happen, batches must not change
+        ld = CurriculumLoader(root, dp_rank=r, dp_world=4, cache_bytes=4096, **kw)
+        got = [ld.next_batch() for _ in range(steps)]
+        ld.close()
+        for g, x in zip(got, ref):
+            assert torch.equal(g.input_ids, x.input_ids.reshape(8, 2, 256)[2 * r: 2 * r + 2])
+        st = ld.read_stats
+        ranks.append(st)
+        # only its rows: a quarter of the rows and bytes, plus the documents cut by a window edge
+        assert st.rows_decoded <= 0.35 * full.rows_decoded, (st, full)
+        assert st.bytes_read <= 0.35 * full.bytes_read, (st, full)
+        # memory: decoded row groups held at once stay within cache_bytes + one row group
+        assert st.peak_cache_bytes <= 4096 + 2048
+        # the length index came from the small n_tokens column, not from decoding input_ids
+        assert st.index_bytes < full.bytes_read
+    assert sum(s.rows_decoded for s in ranks) <= 1.3 * full.rows_decoded
+
+
+def test_prefetch_gives_the_same_batches_and_resume_state(tmp_path):
+    root = _corpus(tmp_path)
+    sync = _loader(root, prefetch=0)
+    pre = _loader(root, prefetch=3)
+    for _ in range(12):
+        a, b = sync.next_batch(), pre.next_batch()
+        assert torch.equal(a.input_ids, b.input_ids) and a.step == b.step
+    # the state is the one after the last batch returned, not after the batches prefetched
+    assert pre.state_dict() == sync.state_dict() and pre.step == 12
+    state = pre.state_dict()
+    pre.load_state_dict(state)  # stops the thread, resumes at step 12
+    assert torch.equal(pre.next_batch().input_ids, sync.next_batch().input_ids)
+    pre.close()

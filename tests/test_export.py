@@ -256,3 +256,24 @@ def test_export_cli_help(capsys):
     with pytest.raises(SystemExit) as e:  # a model name needs an explicit checkpoint
         main(["--config", "tiny", "--out", "x", "--no-tokenizer"])
     assert e.value.code == 2 and "--checkpoint is required" in capsys.readouterr().err
+
+
+def test_exported_tokenizer_one_liner_equals_input_ids(spm_model, tmp_path, offline):
+    """``model(**tok(x))`` / ``generate(**tok(x))`` on the exported pair equal the calls on
+    ``input_ids`` alone: the tokenizer emits no ``token_type_ids`` (GPT-2 would add them)."""
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    cfg = ModelConfig.from_name("tiny", vocab_size=4000, max_seq_len=64)
+    out = export_hf(_model(cfg), cfg, spm_model, tmp_path / "hf")
+    hf = GPT2LMHeadModel.from_pretrained(out, local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    text = "Die Würde des Menschen ist unantastbar. 人人生而自由 2019"
+    enc = tok(text, return_tensors="pt")
+    assert set(enc) == {"input_ids", "attention_mask"}
+    ids = enc["input_ids"]
+    with torch.no_grad():
+        one_liner = hf(**enc, labels=enc["input_ids"]).loss
+        plain = hf(ids, labels=ids).loss
+    assert abs(one_liner.item() - plain.item()) < 1e-6, (one_liner.item(), plain.item())
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert torch.equal(hf.generate(**tok(text, return_tensors="pt"), **kw), hf.generate(ids, **kw))

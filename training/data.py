@@ -11,7 +11,9 @@ How batches are made
 * **Streams.** Each (lang, source) stream is read as one endless token sequence: per epoch the
   stream's file order and, inside each file, the row order are permuted by a NumPy generator
   seeded with ``(seed, stream index, epoch[, file])``; the documents are concatenated (EOS is
-  already appended by the tokenizer). Only the current file of each stream is held in memory.
+  already appended by the tokenizer). The loader keeps positions, not tokens: per stream the
+  current file's row permutation and cumulative token starts (16 B per row, plus 8 B per row of
+  lengths while indexing).
 * **Packing.** A sample is the next ``seq_len + 1`` tokens of one stream: ``input_ids`` =
   window[:-1], ``labels`` = window[1:]. Windows never overlap and every sample has exactly one
   language, which the batch carries (``lang_ids``) for per-language loss.
@@ -26,6 +28,25 @@ How batches are made
   the whole global batch and materialises only its own contiguous block of
   ``global_batch_size / world`` windows, split into gradient-accumulation micro-batches. So a
   run at any world size sees the same global batches.
+* **Reading only this rank's rows.** A window is a token range of the permuted file, i.e. a few
+  rows; each rank reads from Parquet only the row groups holding the rows of its own windows
+  (``pyarrow`` ``read_row_group``, column ``input_ids``), each once per step, through a
+  least-recently-used cache of decoded row groups bounded by ``cache_bytes``. Row lengths come
+  from an ``n_tokens`` column when the shard has one (a few bytes per row), else from one pass
+  over ``input_ids`` per file, one row group at a time. How much a rank reads is therefore its
+  share of the rows times the row-group granularity: with row groups of at most about
+  ``world`` documents a rank reads close to ``1/world`` of the bytes; with large row groups
+  (e.g. 8192 rows) its rows touch most groups. :attr:`CurriculumLoader.read_stats` counts it.
+* **Prefetch.** With ``prefetch = k > 0`` a background thread makes the next ``k`` batches
+  (bounded queue; Parquet decoding releases the GIL), so the training thread only waits when
+  reading is slower than a step. Batches and :meth:`CurriculumLoader.state_dict` (the state
+  after the last batch *returned*) are identical with and without prefetch.
+* **Memory per rank** (bounded, independent of shard sizes except the per-row index):
+  ``k + 1`` batches of ``local_batch x (seq_len + 1)`` int64 tokens (plus the ``input_ids`` /
+  ``labels`` copies of the batch being returned), at most ``cache_bytes`` (default 256 MiB) of
+  decoded row groups plus one more row group, and 16 B per row of each stream's current file
+  (24 B while a file is indexed). With 2048-token windows, 32 windows per rank and ``k = 2``:
+  about 3 MiB of batches.
 * **Resume.** :meth:`CurriculumLoader.state_dict` holds the step, the stage, the per-stream
   window counts of the stage and each stream's (epoch, file position, token offset); there is
   no other random state (permutations are re-derived from the seed), so
@@ -156,20 +177,6 @@ def load_manifest(tokens_dir: str | Path) -> TokenManifest:
     )
 
 
-def _read_tokens(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return (offsets int64 [rows+1], values int32 [tokens]) of a shard's ``input_ids``."""
-    table = pq.read_table(path, columns=["input_ids"])
-    col = table.column("input_ids").combine_chunks()
-    if col.null_count:
-        raise ValueError(f"{path}: input_ids has {col.null_count} null rows")
-    offsets = np.asarray(col.offsets, dtype=np.int64)
-    values = np.asarray(col.values.to_numpy(zero_copy_only=False))
-    if offsets[0] != 0:  # sliced array: rebase
-        values = values[offsets[0] : offsets[-1]]
-        offsets = offsets - offsets[0]
-    return offsets, values.astype(np.int32, copy=False)
-
-
 def _read_ids(path: str) -> list[str]:
     schema = pq.read_schema(path)
     n = pq.ParquetFile(path).metadata.num_rows
@@ -205,46 +212,140 @@ class StreamPosition:
     offset: int = 0
 
 
-class _StreamReader:
-    """Endless token sequence of one stream (see module docstring)."""
+class _ShardIndex:
+    """Row-group layout and per-row token counts of one shard (no token values).
 
-    def __init__(self, info: StreamInfo, seed: int, excluded_rows: dict[int, np.ndarray]):
+    ``lengths`` int64 [rows] comes from an ``n_tokens`` column when the shard has one (a few
+    bytes per row to read), else from one pass over ``input_ids`` one row group at a time (the
+    values are decoded and dropped; memory: one row group). ``group_starts`` int64 [groups + 1]
+    are the first row of each row group (from the footer).
+    """
+
+    def __init__(self, path: str, stats: "ReadStats"):
+        pf = pq.ParquetFile(path)
+        md = pf.metadata
+        self.path = path
+        self.group_starts = np.zeros(md.num_row_groups + 1, dtype=np.int64)
+        np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)], out=self.group_starts[1:])
+        names = pf.schema_arrow.names
+        col = "n_tokens" if "n_tokens" in names else "input_ids"
+        ci = names.index(col)
+        parts = []
+        for g in range(md.num_row_groups):
+            t = pf.read_row_group(g, columns=[col])
+            stats.index_bytes += md.row_group(g).column(ci).total_compressed_size
+            c = t.column(0).combine_chunks()
+            if c.null_count:
+                raise ValueError(f"{path}: {col} has {c.null_count} null rows")
+            if col == "input_ids":
+                off = np.asarray(c.offsets, dtype=np.int64)
+                parts.append(np.diff(off))
+            else:
+                parts.append(np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.int64))
+        self.lengths = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        if len(self.lengths) != md.num_rows:
+            raise ValueError(f"{path}: {len(self.lengths)} lengths for {md.num_rows} rows")
+        if (self.lengths < 0).any():
+            raise ValueError(f"{path}: negative n_tokens")
+
+    def group_of(self, rows: np.ndarray) -> np.ndarray:
+        """Row group of each row (int64, same shape)."""
+        return np.searchsorted(self.group_starts, rows, side="right") - 1
+
+
+@dataclass
+class ReadStats:
+    """What one rank's loader read: ``row_groups`` decoded, ``rows_decoded`` (all rows of those
+    groups), ``rows_used`` (rows whose tokens went into this rank's windows), ``bytes_read``
+    (compressed ``input_ids`` column-chunk bytes of the groups read), ``index_bytes``
+    (compressed bytes read to learn row lengths) and ``peak_cache_bytes`` (decoded row groups
+    held at once)."""
+
+    row_groups: int = 0
+    rows_decoded: int = 0
+    rows_used: int = 0
+    bytes_read: int = 0
+    index_bytes: int = 0
+    peak_cache_bytes: int = 0
+
+
+class _GroupCache:
+    """Decoded ``input_ids`` row groups, least recently used evicted above ``max_bytes``."""
+
+    def __init__(self, max_bytes: int, stats: ReadStats):
+        self.max_bytes = int(max_bytes)
+        self.stats = stats
+        self._items: "dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]" = {}
+        self._bytes = 0
+
+    def get(self, path: str, group: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (path, group)
+        hit = self._items.pop(key, None)
+        if hit is None:
+            pf = pq.ParquetFile(path)
+            col = pf.read_row_group(group, columns=["input_ids"]).column(0).combine_chunks()
+            if col.null_count:
+                raise ValueError(f"{path}: input_ids has {col.null_count} null rows")
+            off = np.asarray(col.offsets, dtype=np.int64)
+            val = np.asarray(col.values.to_numpy(zero_copy_only=False)).astype(np.int32, copy=False)
+            if off[0] != 0:
+                val, off = val[off[0]: off[-1]], off - off[0]
+            hit = (off, val)
+            md = pf.metadata.row_group(group)
+            self.stats.row_groups += 1
+            self.stats.rows_decoded += md.num_rows
+            self.stats.bytes_read += md.column(pf.schema_arrow.names.index("input_ids")).total_compressed_size
+            self._bytes += off.nbytes + val.nbytes
+            self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, self._bytes)
+        self._items[key] = hit
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            old = next(iter(self._items))
+            o, v = self._items.pop(old)
+            self._bytes -= o.nbytes + v.nbytes
+        return hit
+
+
+class _StreamReader:
+    """Endless token sequence of one stream (see module docstring), as positions only.
+
+    Per file it holds the epoch's row permutation and the cumulative token starts of the
+    permuted rows (16 B per row); :meth:`take` turns the next ``n`` tokens into ``(shard path,
+    row, first token, end token)`` pieces, which the loader reads for its own windows only.
+    """
+
+    def __init__(self, info: StreamInfo, seed: int, excluded_rows: dict[int, np.ndarray],
+                 stats: ReadStats):
         self.info = info
         self.seed = int(seed)
         self.excluded = excluded_rows
+        self.stats = stats
         self.pos = StreamPosition()
         self._cache_key: tuple[int, int] | None = None
-        self._flat: np.ndarray = np.zeros(0, dtype=np.int32)
+        self._layout: tuple[str, np.ndarray, np.ndarray] = ("", np.zeros(0, np.int64), np.zeros(1, np.int64))
 
     def _file_order(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.info.index, epoch])
         return rng.permutation(len(self.info.files))
 
-    def _load(self) -> np.ndarray:
+    def _load(self) -> tuple[str, np.ndarray, np.ndarray]:
+        """(path, permuted rows int64 [k], cumulative token starts int64 [k + 1]) of the
+        current file: the same permutation as reading the whole file and concatenating."""
         key = (self.pos.epoch, self.pos.file_pos)
         if self._cache_key == key:
-            return self._flat
+            return self._layout
         fidx = int(self._file_order(self.pos.epoch)[self.pos.file_pos])
-        offsets, values = _read_tokens(self.info.files[fidx])
-        n_rows = len(offsets) - 1
-        rows = np.arange(n_rows, dtype=np.int64)
+        path = self.info.files[fidx]
+        index = _ShardIndex(path, self.stats)
+        rows = np.arange(len(index.lengths), dtype=np.int64)
         if fidx in self.excluded and len(self.excluded[fidx]):
             rows = np.setdiff1d(rows, self.excluded[fidx], assume_unique=True)
         rng = np.random.default_rng([self.seed, self.info.index, self.pos.epoch, fidx, 1])
         perm = rows[rng.permutation(len(rows))]
-        starts = offsets[perm]
-        lens = offsets[perm + 1] - starts
-        total = int(lens.sum())
-        if total:
-            # gather permuted documents in one vectorised index: start of each doc minus its
-            # position in the output, repeated over its tokens, plus the output position
-            shift = starts - (np.cumsum(lens) - lens)
-            idx = np.repeat(shift, lens) + np.arange(total, dtype=np.int64)
-            flat = values[idx]
-        else:
-            flat = np.zeros(0, dtype=np.int32)
-        self._cache_key, self._flat = key, flat
-        return flat
+        cum = np.zeros(len(perm) + 1, dtype=np.int64)
+        np.cumsum(index.lengths[perm], out=cum[1:])
+        self._cache_key, self._layout = key, (path, perm, cum)
+        self._index = index
+        return self._layout
 
     def _advance_file(self) -> None:
         self.pos.file_pos += 1
@@ -253,14 +354,15 @@ class _StreamReader:
             self.pos.file_pos = 0
             self.pos.epoch += 1
 
-    def take(self, n: int, materialize: bool = True) -> np.ndarray | None:
-        """Next ``n`` tokens (int32 [n]) or, with ``materialize=False``, just skip them."""
-        parts: list[np.ndarray] = []
+    def take(self, n: int, materialize: bool = True) -> list[tuple[str, int, int, int, int]] | None:
+        """Pieces ``(path, row group, row, first token, end token)`` of the next ``n`` tokens
+        (token offsets inside the row), or with ``materialize=False`` just skip them."""
+        pieces: list[tuple[str, int, int, int, int]] = []
         need = n
         empty_files = 0
         while need > 0:
-            flat = self._load()
-            avail = len(flat) - self.pos.offset
+            path, perm, cum = self._load()
+            avail = int(cum[-1]) - self.pos.offset
             if avail <= 0:
                 empty_files += 1
                 if empty_files > len(self.info.files):
@@ -273,14 +375,21 @@ class _StreamReader:
             empty_files = 0
             k = min(avail, need)
             if materialize:
-                parts.append(flat[self.pos.offset : self.pos.offset + k])
+                a, b = self.pos.offset, self.pos.offset + k
+                i0 = int(np.searchsorted(cum, a, side="right")) - 1
+                i1 = int(np.searchsorted(cum, b, side="left"))
+                rows = perm[i0:i1]
+                groups = self._index.group_of(rows)
+                for j, (r, g) in enumerate(zip(rows.tolist(), groups.tolist())):
+                    lo = max(a, int(cum[i0 + j])) - int(cum[i0 + j])
+                    hi = min(b, int(cum[i0 + j + 1])) - int(cum[i0 + j])
+                    if hi > lo:
+                        pieces.append((path, g, r - int(self._index.group_starts[g]), lo, hi))
             self.pos.offset += k
             need -= k
-            if self.pos.offset >= len(flat):
+            if self.pos.offset >= int(cum[-1]):
                 self._advance_file()
-        if not materialize:
-            return None
-        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+        return pieces if materialize else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,6 +511,10 @@ class CurriculumLoader:
         seed: seeds all permutations.
         val_fraction, val_files_per_stream, val_max_windows_per_lang: validation hold-out, see
             :class:`training.train_config.DataSection`.
+        prefetch: batches made ahead on a background thread (bounded queue); 0 = on the
+            calling thread.
+        cache_bytes: bound on the decoded Parquet row groups held at once (bytes; one row group
+            more may be held while it is used).
 
     Raises ``ValueError`` if ``global_batch_size`` is not a multiple of
     ``micro_batch_size * dp_world``, if stage starts are not increasing from 0, or if a mix
@@ -423,6 +536,8 @@ class CurriculumLoader:
         val_fraction: float = 0.0,
         val_files_per_stream: int = 1,
         val_max_windows_per_lang: int = 16,
+        prefetch: int = 2,
+        cache_bytes: int = 256 * 2**20,
     ):
         if global_batch_size % (micro_batch_size * dp_world):
             raise ValueError(
@@ -464,11 +579,16 @@ class CurriculumLoader:
                     if len(rows):
                         excl[fidx] = rows
             self._val_rows.append(excl)
-        self._readers = [_StreamReader(s, self.seed, self._val_rows[s.index]) for s in self.streams]
-
-        self.step = 0
+        self._stats = ReadStats()
+        self._cache = _GroupCache(cache_bytes, self._stats)
+        self._readers = [_StreamReader(s, self.seed, self._val_rows[s.index], self._stats)
+                         for s in self.streams]
+        self.prefetch = int(prefetch)
+        self._thread = None
+        self._sched_step = 0
         self._stage = 0
         self._counts = np.zeros(len(self.streams), dtype=np.int64)
+        self._consumed = self._schedule_state()
 
     # ---- schedule -----------------------------------------------------------------------
     def stage_at(self, step: int) -> int:
@@ -494,48 +614,132 @@ class CurriculumLoader:
         self._counts[i] += 1
         return i
 
-    def next_batch(self) -> Batch:
-        """The next optimizer step's batch for this rank (see :class:`Batch`)."""
-        stage = self.stage_at(self.step)
+    @property
+    def step(self) -> int:
+        """Optimizer steps whose batches :meth:`next_batch` has returned (the resume point)."""
+        return self._consumed["step"]
+
+    def _produce(self) -> tuple[Batch, dict[str, Any]]:
+        """Schedule the next global batch, read this rank's windows; returns the batch and
+        the loader state after it. Runs on the prefetch thread when ``prefetch > 0``."""
+        step = self._sched_step
+        stage = self.stage_at(step)
         if stage != self._stage:
-            log.info("curriculum: step %d enters stage %d (%s)", self.step, stage, self.stages[stage].name)
+            log.info("curriculum: step %d enters stage %d (%s)", step, stage, self.stages[stage].name)
             self._stage = stage
             self._counts[:] = 0
         weights = self.stage_weights[stage]
         lo = self.dp_rank * self.local_batch_size
         hi = lo + self.local_batch_size
         n = self.seq_len + 1
-        windows = np.empty((self.local_batch_size, n), dtype=np.int64)
         langs = np.empty(self.local_batch_size, dtype=np.int64)
+        wanted: dict[tuple[str, int], list[tuple[int, int, int, int, int]]] = {}
         for j in range(self.global_batch_size):
             si = self._pick(weights)
             mine = lo <= j < hi
-            tok = self._readers[si].take(n, materialize=mine)
+            pieces = self._readers[si].take(n, materialize=mine)
             if mine:
-                windows[j - lo] = tok
+                at = 0
+                for path, g, row, a, b in pieces:
+                    wanted.setdefault((path, g), []).append((j - lo, at, row, a, b))
+                    at += b - a
                 langs[j - lo] = self._lang_index[self.streams[si].lang]
+        windows = np.empty((self.local_batch_size, n), dtype=np.int64)
+        for key in sorted(wanted):  # each row group read once per step (or served by the cache)
+            off, val = self._cache.get(*key)
+            for w, at, row, a, b in wanted[key]:
+                s0 = off[row]
+                windows[w, at: at + b - a] = val[s0 + a: s0 + b]
+                self._stats.rows_used += 1
         batch = torch.from_numpy(windows)
         shape = (self.grad_accum, self.micro_batch_size, self.seq_len)
         out = Batch(
-            step=self.step,
+            step=step,
             stage=stage,
             input_ids=batch[:, :-1].reshape(shape).contiguous(),
             labels=batch[:, 1:].reshape(shape).contiguous(),
             lang_ids=torch.from_numpy(langs).reshape(self.grad_accum, self.micro_batch_size),
         )
-        self.step += 1
-        return out
+        self._sched_step += 1
+        return out, self._schedule_state()
+
+    def next_batch(self) -> Batch:
+        """The next optimizer step's batch for this rank (see :class:`Batch`).
+
+        With ``prefetch > 0`` the batches are made ``prefetch`` steps ahead on a background
+        thread (bounded queue); the batches and :meth:`state_dict` are the same as without.
+
+        Raises:
+            Whatever reading the shards raised on the prefetch thread (re-raised here).
+        """
+        if self.prefetch <= 0:
+            batch, state = self._produce()
+        else:
+            if self._thread is None:
+                self._start_prefetch()
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._thread = None
+                raise item
+            batch, state = item
+        self._consumed = state
+        return batch
+
+    def _start_prefetch(self) -> None:
+        import queue
+        import threading
+
+        self._queue = queue.Queue(maxsize=self.prefetch)
+        self._stop = threading.Event()
+        stop, q = self._stop, self._queue
+
+        def run() -> None:
+            while not stop.is_set():
+                try:
+                    item: Any = self._produce()
+                except BaseException as e:  # handed to the training thread
+                    item = e
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if isinstance(item, BaseException):
+                    return
+
+        self._thread = threading.Thread(target=run, name="curriculum-prefetch", daemon=True)
+        self._thread.start()
+        # stop the thread before interpreter shutdown (no Parquet read racing the teardown)
+        import atexit
+        import weakref
+
+        ref = weakref.ref(self)
+        atexit.register(lambda: (lambda ld: ld is not None and ld.close())(ref()))
+
+    def close(self) -> None:
+        """Stop the prefetch thread (batches already made are dropped; the loader state stays
+        at the last batch returned, so :meth:`next_batch` continues from there)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            self._restore(self._consumed)
 
     def __iter__(self):
         while True:
             yield self.next_batch()
 
+    @property
+    def read_stats(self) -> ReadStats:
+        """Counters of what this rank read (see :class:`ReadStats`)."""
+        return self._stats
+
     # ---- state ----------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable loader state (identical on every rank)."""
+    def _schedule_state(self) -> dict[str, Any]:
         return {
             "version": 1,
-            "step": self.step,
+            "step": self._sched_step,
             "stage": self._stage,
             "seed": self.seed,
             "stage_counts": {s.key: int(c) for s, c in zip(self.streams, self._counts)},
@@ -544,6 +748,21 @@ class CurriculumLoader:
                 for s, r in zip(self.streams, self._readers)
             },
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable loader state after the last batch returned (identical on every
+        rank; batches prefetched but not yet returned are not part of it)."""
+        return json.loads(json.dumps(self._consumed))
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._sched_step = int(state["step"])
+        self._stage = int(state["stage"])
+        self._counts[:] = 0
+        for s, r in zip(self.streams, self._readers):
+            self._counts[s.index] = int(state["stage_counts"].get(s.key, 0))
+            p = state["streams"].get(s.key)
+            r.pos = StreamPosition(**p) if p else StreamPosition()
+        self._consumed = self._schedule_state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output. Raises ``ValueError`` if the seed differs or the
@@ -554,13 +773,8 @@ class CurriculumLoader:
         unknown = sorted(set(state["streams"]) - keys)
         if unknown:
             raise ValueError(f"loader state names streams {unknown} absent from the manifest")
-        self.step = int(state["step"])
-        self._stage = int(state["stage"])
-        self._counts[:] = 0
-        for s, r in zip(self.streams, self._readers):
-            self._counts[s.index] = int(state["stage_counts"].get(s.key, 0))
-            p = state["streams"].get(s.key)
-            r.pos = StreamPosition(**p) if p else StreamPosition()
+        self.close()
+        self._restore(state)
 
     # ---- validation ---------------------------------------------------------------------------
     def validation_set(self) -> ValidationSet:
@@ -568,11 +782,18 @@ class CurriculumLoader:
         to ``val_max_windows_per_lang`` windows of ``seq_len + 1`` tokens. Languages with no
         held-out documents are absent."""
         per_lang: dict[str, list[np.ndarray]] = {}
+        cache = _GroupCache(0, ReadStats())  # one row group at a time
         for s in self.streams:
             for fidx, rows in sorted(self._val_rows[s.index].items()):
-                offsets, values = _read_tokens(s.files[fidx])
-                for r in rows:
-                    per_lang.setdefault(s.lang, []).append(values[offsets[r] : offsets[r + 1]])
+                path = s.files[fidx]
+                md = pq.ParquetFile(path).metadata
+                starts = np.concatenate([[0], np.cumsum([md.row_group(g).num_rows
+                                                         for g in range(md.num_row_groups)])])
+                for r in rows:  # only the row groups holding held-out rows are read
+                    g = int(np.searchsorted(starts, r, side="right")) - 1
+                    offsets, values = cache.get(path, g)
+                    rr = int(r - starts[g])
+                    per_lang.setdefault(s.lang, []).append(values[offsets[rr]: offsets[rr + 1]].copy())
         n = self.seq_len + 1
         inputs, labels, langs = [], [], []
         for lang in self.languages:
@@ -613,11 +834,16 @@ def write_token_shards(
     docs_per_file: int = 0,
     bos_id: int = 1,
     pad_id: int = 0,
+    row_group_size: int | None = None,
+    n_tokens: bool = False,
 ) -> Path:
     """Write token shards + ``manifest.json`` in the tokenize stage's format (for tests and
     benchmarks; the real ones come from the ``tokenize`` stage). ``docs`` maps (lang, source)
     to token lists *without* EOS (it is appended here); ``docs_per_file`` splits a stream into
-    several ``part-*.parquet`` files (0 = one file). Returns ``out_dir``."""
+    several ``part-*.parquet`` files (0 = one file); ``row_group_size`` rows per Parquet row
+    group (default: pyarrow's); ``n_tokens`` adds an ``n_tokens int32`` column (tokens per row,
+    EOS included) that the loader reads instead of decoding ``input_ids`` to learn row lengths.
+    Returns ``out_dir``."""
     import pyarrow as pa
 
     out = Path(out_dir)
@@ -631,12 +857,14 @@ def write_token_shards(
         files = []
         for part, start in enumerate(range(0, len(items), per)):
             chunk = items[start : start + per]
-            table = pa.table({
+            cols = {
                 "id": pa.array([f"{lang}-{source}-{start + i}" for i in range(len(chunk))], pa.string()),
                 "input_ids": pa.array(chunk, pa.list_(pa.int32())),
-            })
+            }
+            if n_tokens:
+                cols["n_tokens"] = pa.array([len(d) for d in chunk], pa.int32())
             name = f"part-{part:05d}.parquet"
-            pq.write_table(table, sub / name)
+            pq.write_table(pa.table(cols), sub / name, row_group_size=row_group_size)
             files.append(f"lang={lang}/source={source}/{name}")
         streams.append({
             "lang": lang, "source": source, "tier": (tiers or {}).get(source, "web"),

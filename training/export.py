@@ -201,6 +201,9 @@ def hf_tokenizer_from_spm(spm_path: str | Path, model_max_length: int | None = N
     themselves; pretraining data has no BOS). Control pieces (``<s>``, ``</s>``, ...) are
     registered as special tokens but ``split_special_tokens=True``: literal "<s>" in input text is
     tokenized as text, exactly as SentencePiece does (pass ids to insert a real EOS).
+    ``tok(x)`` returns ``input_ids`` and ``attention_mask`` only, never ``token_type_ids``
+    (GPT-2 would add them through its position table), so ``model(**tok(x))`` and
+    ``model.generate(**tok(x))`` equal the calls on ``input_ids`` alone.
 
     Args:
         spm_path: SentencePiece ``.model`` file.
@@ -269,6 +272,10 @@ def hf_tokenizer_from_spm(spm_path: str | Path, model_max_length: int | None = N
         pad_token=sp["pad_token"], unk_token=sp["unk_token"],
         model_max_length=int(model_max_length or 1e30), clean_up_tokenization_spaces=False,
         split_special_tokens=True,
+        # GPT2LMHeadModel adds a token-type embedding (its position table ``wte``) for any
+        # ``token_type_ids`` it receives; PolyLM has none, so the tokenizer must not emit them
+        # or ``model(**tok(x))`` / ``generate(**tok(x))`` silently shift every hidden state.
+        model_input_names=["input_ids", "attention_mask"],
     )
     return tok
 

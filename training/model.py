@@ -77,11 +77,18 @@ def cross_entropy_fp32(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
 
 def _check_ids(ok: torch.Tensor, msg: str) -> bool:
     """True if all ``ok``. On accelerators an asynchronous device assert (no host sync per
-    step; the message appears with the device-side assertion), on CPU a plain check."""
-    if ok.device.type != "cpu":
+    step; the message appears with the device-side assertion), on CPU a plain check. Fake
+    tensors (``FakeTensorMode``, used by ``training.memory``'s tracker run) hold no values: the
+    asynchronous assert is used for them too."""
+    if ok.device.type != "cpu" or _is_fake(ok):
         torch._assert_async(ok.all(), msg)
         return True
     return bool(ok.all())
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    fake = sys.modules.get("torch._subclasses.fake_tensor")
+    return fake is not None and isinstance(t, fake.FakeTensor)
 
 
 def _check_labels(labels: torch.Tensor, vocab_size: int) -> None:
@@ -486,6 +493,10 @@ def _init_param(p: torch.Tensor, fn: Callable[[torch.Tensor, torch.Generator], N
 def fsdp_memory_per_gpu(cfg: ModelConfig, n_gpus: int, *, mixed_precision: bool = True) -> dict[str, float]:
     """Per-GPU bytes of model state under FSDP full sharding (ZeRO-3) with AdamW.
 
+    Model state only; the complete budget of a training step (activations, the loss head's
+    buffers, gradient accumulation, allocator margins), checked against PyTorch's FSDP2 memory
+    tracker, is ``training.memory.estimate_memory``.
+
     Accounting (activations and temporary buffers are not included -- they depend on the
     micro-batch and activation-checkpointing settings):
 
@@ -547,6 +558,9 @@ def summary_table(names: list[str] | None = None, gpus: tuple[int, ...] = (8, 64
                 f"{m['unsharded_peak']:.2f} GiB => {m['total']:.2f} GiB/GPU (activations excluded)")
     lines.append("Accounting: fp32 sharded params (master) 4 B + fp32 grads 4 B + AdamW m,v 8 B = "
                  "16 B/param / n_gpus; peak adds bf16 unsharded root (embeddings) + 2 blocks.")
+    lines.append("Model state only. The full per-GPU budget of a training step (activations, loss "
+                 "head, gradient accumulation, margins) with PyTorch's FSDP2 tracker beside it: "
+                 "python -m training.memory")
     return "\n".join(lines)
 
 
