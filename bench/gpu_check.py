@@ -30,6 +30,7 @@ Without CUDA it prints one line saying so and exits 0. On CUDA:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -159,54 +160,21 @@ def _yaml_overrides(path: Path) -> dict:
     return dict((yaml.safe_load(path.read_text()).get("model") or {}).get("overrides") or {})
 
 
-def mfu_17b(args) -> None:
-    """Part 2: time a 1.7B-width model on GPU 0 through the trainer's own path: FSDP2 on a
-    1-rank NCCL group (bf16 params for compute, fp32 master weights and reductions), the fused
-    chunked loss, AdamW (foreach), global-norm clipping."""
-    import socket
-
+def _time_17b(args, layers: int, ac: bool, dev, seq: int, mb: int):
+    """Build the 1.7B-width model with ``layers`` blocks (trainer path) and time it; returns
+    ``(ModelConfig, seconds per step, warm-up seconds, peak GiB)``. Raises CUDA OOM."""
     import torch
-    import torch.distributed as dist
 
     from training.config import ModelConfig
-    from training.metrics import peak_flops_per_device
     from training.optim import build_optimizer
     from training.train import build_model, forward_backward
     from training.train_config import load_config
 
-    dev = torch.device("cuda", 0)
-    torch.cuda.set_device(dev)
-    total = torch.cuda.get_device_properties(dev).total_memory
-    seq, mb = 2048, args.micro_batch
-    full = ModelConfig.from_name("polylm-1.7b")
-    d, V = full.d_model, full.padded_vocab_size
-
-    def need(layers: int, ac: bool) -> float:
-        """Bytes: 16 B/param model state (fp32 weights, grads, AdamW m, v) + 2 B/param bf16
-        unsharded copies (world 1) + activations (Korthikanti et al. 2022, eq. 2, with flash
-        attention: 34 s b d bytes per layer in bf16; about 2 s b d with checkpointing) + loss
-        head (fp32 logits chunk, fp32 [V, d] gradient)."""
-        n = full.num_params(padded=True) - (full.n_layers - layers) * 12 * d * d
-        act = layers * (2 if ac else 34) * seq * mb * d
-        head = 4 * full.loss_chunk_tokens * V + 4 * V * d
-        return 18 * n + act + head
-
-    layers, ac = full.n_layers, False
-    budget = 0.85 * total
-    if need(layers, False) > budget:
-        ac = True
-    while layers > 1 and need(layers, ac) > budget:
-        layers -= 1
-    note = "all 24 layers" if layers == full.n_layers else f"{layers} of 24 layers (memory)"
     cfg = load_config(REPO / "configs" / "train" / "polylm-1.7b.yaml",
                       [f"training.activation_checkpointing={str(ac).lower()}",
                        f"training.compile={str(not args.no_compile).lower()}", "training.device=cuda"])
     mcfg = ModelConfig.from_name("polylm-1.7b", n_layers=layers)
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1]
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
-                            device_id=dev)
+    model = opt = None
     try:
         torch.cuda.reset_peak_memory_stats(dev)
         model = build_model(mcfg, cfg, dev, distributed=True)  # FSDP2 + bf16 policy (+ compile, AC)
@@ -233,9 +201,70 @@ def mfu_17b(args) -> None:
             step()
         torch.cuda.synchronize(dev)
         dt = (time.perf_counter() - t0) / args.timed_steps
-        peak_mem = torch.cuda.max_memory_allocated(dev) / 2**30
+        return mcfg, dt, warm, torch.cuda.max_memory_allocated(dev) / 2**30
+    finally:
+        del model, opt
+
+
+def mfu_17b(args) -> None:
+    """Part 2: time a 1.7B-width model on GPU 0 through the trainer's own path: FSDP2 on a
+    1-rank NCCL group (bf16 params for compute, fp32 master weights and reductions), the fused
+    chunked loss, AdamW (foreach), global-norm clipping."""
+    import socket
+
+    import torch
+    import torch.distributed as dist
+
+    from training.config import ModelConfig
+    from training.metrics import peak_flops_per_device
+
+    dev = torch.device("cuda", 0)
+    torch.cuda.set_device(dev)
+    total = torch.cuda.get_device_properties(dev).total_memory
+    seq, mb = 2048, args.micro_batch
+    full = ModelConfig.from_name("polylm-1.7b")
+    d, V = full.d_model, full.padded_vocab_size
+
+    def need(layers: int, ac: bool) -> float:
+        """Bytes: 16 B/param model state (fp32 weights, grads, AdamW m, v) + 2 B/param bf16
+        unsharded copies (world 1) + activations (Korthikanti et al. 2022, eq. 2, with flash
+        attention: 34 s b d bytes per layer in bf16; about 2 s b d with checkpointing) + loss
+        head (fp32 logits chunk, fp32 [V, d] gradient)."""
+        n = full.num_params(padded=True) - (full.n_layers - layers) * 12 * d * d
+        act = layers * (2 if ac else 34) * seq * mb * d
+        head = 4 * full.loss_chunk_tokens * V + 4 * V * d
+        return 18 * n + act + head
+
+    layers, ac = full.n_layers, False
+    budget = 0.85 * total
+    if need(layers, False) > budget:
+        ac = True
+    while layers > 1 and need(layers, ac) > budget:
+        layers -= 1
+    # if the estimate was optimistic: activation checkpointing first, then fewer layers
+    tries = [(layers, ac)] + ([(layers, True)] if not ac else []) + [(max(layers * k // 4, 1), True) for k in (3, 2, 1)]
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
+                            device_id=dev)
+    try:
+        for layers, ac in tries:
+            try:
+                res = _time_17b(args, layers, ac, dev, seq, mb)
+                break
+            except torch.cuda.OutOfMemoryError:
+                print(f"[gpu-check] 1.7B width: out of memory with {layers} layers, activation "
+                      f"checkpointing={ac}; trying less", flush=True)
+            gc.collect()  # the exception (and the frames holding the model) is gone here
+            torch.cuda.empty_cache()
+        else:
+            print("[gpu-check] 1.7B width: out of memory even with one layer; no MFU figure")
+            return
     finally:
         dist.destroy_process_group()
+    mcfg, dt, warm, peak_mem = res
+    note = "all 24 layers" if layers == full.n_layers else f"{layers} of 24 layers (memory)"
     peak, src = peak_flops_per_device(dev)
     tps = mb * seq / dt
     fpt = mcfg.flops_per_token(seq)

@@ -344,3 +344,31 @@ def test_lr_find_keeps_one_curriculum_stage(tokens, tmp_path):
     assert stages == {0}
     res = json.loads((out / "lr_find.json").read_text())
     assert len(res["lr"]) == 20
+
+
+def test_fused_sum_and_none_equals_sum_and_none_passes():
+    """``loss_reduction="sum_and_none"``: the gradient of "sum" and the per-token losses of
+    "none", from one output projection per chunk (the old trainer ran "none": two per chunk)."""
+    from training.config import ModelConfig
+    from training.model import PolyLM
+
+    cfg = ModelConfig.from_name("tiny", vocab_size=V, max_seq_len=32, loss_chunk_tokens=8)
+    model = PolyLM(cfg)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, V, (2, T), generator=g)
+    y = torch.randint(0, V, (2, T), generator=g)
+    y[1, :4] = -100
+    counter = _CountOutputProjection()
+    with counter:
+        total, tok = model(x, y, loss_reduction="sum_and_none")
+        total.backward()
+    assert counter.n == math.ceil(2 * T / 8) and not tok.requires_grad
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x, y, loss_reduction="sum").backward()
+    for a, b in zip(grads, model.parameters()):
+        assert torch.equal(a, b.grad)
+    with torch.no_grad():
+        ref = model(x, y, loss_reduction="none")
+    assert torch.equal(tok, ref) and tok.shape == (2, T) and torch.all(tok[1, :4] == 0)
+    assert abs(total.item() - ref.sum().item()) <= 1e-5 * ref.sum().item()  # chunked sum order
