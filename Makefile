@@ -75,10 +75,18 @@ TRAIN_ARGS ?=
 LR_FIND_ARGS ?= --steps 150 --ramp exp --min-lr 1e-5 --max-lr 0.3
 TRAIN_LAUNCH = $(if $(filter-out 1,$(NPROC)),TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 $(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC),$(PY))
 
-train: tokenize  ## pretrain a small PolyLM on $(OUT)/tokens with the curriculum (NPROC=2: FSDP on gloo)
+# token shards are current when $(OUT)/tokens/_SUCCESS is newer than the corpus, the tokenizer and
+# $(TOK_CONFIG); `make tokenize` always re-tokenizes
+TOKENS_STALE = $(shell test -f $(OUT)/tokens/_SUCCESS && test -z "$$(find $(OUT)/corpus/_SUCCESS $(OUT)/tokenizer/_SUCCESS $(TOK_CONFIG) -newer $(OUT)/tokens/_SUCCESS 2>/dev/null)" || echo stale)
+
+.PHONY: tokens
+tokens: setup  ## token shards in $(OUT)/tokens: tokenize only when missing or older than corpus/tokenizer/TOK_CONFIG
+	$(if $(TOKENS_STALE),@$(MAKE) --no-print-directory tokenize,@echo "token shards in $(OUT)/tokens are current (make tokenize re-tokenizes)")
+
+train: tokens  ## pretrain a small PolyLM on $(OUT)/tokens with the curriculum (NPROC=2: FSDP on gloo)
 	$(TRAIN_LAUNCH) -m training.train --config $(TRAIN_CONFIG) --set data.tokens_dir=$(OUT)/tokens $(TRAIN_ARGS)
 
-lr-find: tokenize  ## ramp the LR during warmup, report where the grad norm surges (build/lr_find/lr_find.png)
+lr-find: tokens  ## ramp the LR during warmup, report where the grad norm surges (build/lr_find/lr_find.png)
 	$(TRAIN_LAUNCH) -m jobs.lr_find --config $(TRAIN_CONFIG) --set data.tokens_dir=$(OUT)/tokens --out build/lr_find $(LR_FIND_ARGS)
 
 # --- model (issue 6): model facts, Hugging Face export, training-throughput benchmark
@@ -95,6 +103,11 @@ export: setup  ## export the newest `make train` checkpoint to a HF GPT2LMHeadMo
 
 bench-train: setup  ## training tokens/s on CPU: PolyLM vs transformers GPT2LMHeadModel of the same shape
 	$(PY) bench/bench_train.py
+
+.PHONY: gpu-check
+GPU_CHECK_ARGS ?=
+gpu-check: setup  ## on CUDA: small config bf16+NCCL (torchrun, all GPUs) vs CPU fp32 loss curve, tokens/s, MFU, memory; 1.7B-width MFU (< 8 min); without CUDA says so
+	$(PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build spark-warehouse metastore_db derby.log

@@ -6,7 +6,10 @@ large (the onset of the instability that later shows as loss spikes), and the pe
 below that point. This job runs the normal trainer (``training.train.train``) for ``--steps``
 optimizer steps with the LR ramped from ``--min-lr`` to ``--max-lr`` (``--ramp linear``, the
 paper's warmup shape, or ``exp`` = geometric, which resolves small LRs better), no checkpoints,
-no validation and no spike guard (NaN/inf updates are still skipped), then finds the surge:
+no validation and no spike guard (NaN/inf updates are still skipped), on ONE curriculum stage's
+data mix (``--stage``, default the first): the trainer's stage starts are relative to
+``training.steps``, which the ramp shortens, so a multi-stage curriculum would switch the mix
+inside the ramp and mix a data change into the gradient-norm curve. Then it finds the surge:
 
 * smooth the gradient norm with a bias-corrected EMA (``--smooth``, default 0.9);
 * after the first ``--skip`` fraction of steps (the norm falls from its value at init),
@@ -33,7 +36,14 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["find_surge", "main"]
+__all__ = ["find_surge", "single_stage", "main"]
+
+
+def single_stage(stage):
+    """Copy of ``stage`` (a ``StageConfig``) starting at step 0, for a one-stage curriculum."""
+    import dataclasses
+
+    return dataclasses.replace(stage, start_step=0, start_tokens=None, start_fraction=None)
 
 
 def _ema(xs: Sequence[float], beta: float) -> list[float]:
@@ -121,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smooth", type=float, default=0.9)
     ap.add_argument("--skip", type=float, default=0.1, help="fraction of initial steps ignored")
     ap.add_argument("--safety", type=float, default=0.5, help="suggested peak = safety x surge LR")
+    ap.add_argument("--stage", type=int, default=0,
+                    help="curriculum stage whose data mix is used for the whole ramp (default 0, the first)")
     args = ap.parse_args(argv)
     if not (0 < args.min_lr < args.max_lr):
         ap.error("need 0 < --min-lr < --max-lr")
@@ -135,10 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     over = list(args.set) + [
         f"out_dir={out / 'run'}", f"optim.lr={args.max_lr}", f"optim.warmup_steps={args.steps}",
         f"optim.schedule={sched}", f"optim.min_lr_ratio={args.min_lr / args.max_lr}",
-        f"training.steps={args.steps}", "training.spike_factor=0", "checkpoint.enabled=false",
+        f"training.steps={args.steps}", "training.spike_mad_k=0", "checkpoint.enabled=false",
         "metrics.validate=false",
     ]
     cfg = load_config(args.config, over)
+    stages = cfg.curriculum.stages
+    if not 0 <= args.stage < len(stages):
+        ap.error(f"--stage {args.stage}: the config has {len(stages)} curriculum stage(s) (0..{len(stages) - 1})")
+    cfg.curriculum.stages = [single_stage(stages[args.stage])]
     print(f"[lr_find] {args.ramp} LR ramp to {args.max_lr:g} over {args.steps} steps "
           f"({cfg.model.name}, global batch {cfg.training.global_batch_size}x{cfg.data.seq_len})", flush=True)
     try:

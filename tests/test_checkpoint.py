@@ -115,7 +115,7 @@ def test_interrupted_save_is_ignored(tmp_path):
 
 def test_param_groups_no_decay_on_bias_norm_embeddings():
     model, _ = _model_opt()
-    decay, no_decay = param_groups(model, 0.1)
+    decay, no_decay = param_groups(model, 0.1, embedding_weight_decay=False)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(n.endswith(".weight") and ("qkv" in n or "proj" in n or "fc" in n) for n in decay["names"])
     for n in ("tok_emb.weight", "pos_emb.weight", "ln_f.weight", "ln_f.bias", "layers.0.ln_1.weight",
@@ -125,6 +125,20 @@ def test_param_groups_no_decay_on_bias_norm_embeddings():
     assert sum(p.numel() for p in decay["params"] + no_decay["params"]) == n_all
     opt = build_optimizer(model, lr=1e-4)
     assert opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["eps"] == 1e-8
+
+
+def test_param_groups_decay_embeddings_by_default_like_megatron():
+    """Megatron-LM (PolyLM's trainer) exempts only biases and 1-D params: embeddings decay."""
+    model, _ = _model_opt()
+    decay, no_decay = param_groups(model, 0.1)
+    assert "tok_emb.weight" in decay["names"] and "pos_emb.weight" in decay["names"]
+    assert all(p.ndim == 1 for p in no_decay["params"])  # biases and LayerNorm only
+    from training.train_config import OptimSection
+
+    assert OptimSection().embedding_weight_decay is True
+    opt = build_optimizer(model, lr=1e-4, embedding_weight_decay=False)
+    emb = dict(model.named_parameters())["tok_emb.weight"]
+    assert [g["weight_decay"] for g in opt.param_groups if any(p is emb for p in g["params"])] == [0.0]
 
 
 def test_warmup_cosine_schedule():

@@ -225,12 +225,12 @@ def test_sigkill_mid_stage_then_resume_is_exact(reference, tokens, tmp_path):
 
 
 def test_guard_skips_nan_and_spikes(tokens, tmp_path):
-    g = LossGuard(factor=2.0, window=3)
+    g = LossGuard(k=2.0, window=3)
     assert g.check(float("nan"), 1.0) == "nonfinite_loss"
     assert g.check(1.0, float("inf")) == "nonfinite_grad_norm"
     assert [g.check(x, 1.0) for x in (5.0, 4.0, 3.0)] == [None, None, None]
-    assert g.check(9.0, 1.0) == "loss_spike"  # > 2 x mean(5, 4, 3)
-    assert g.check(7.0, 1.0) is None
+    assert g.check(9.0, 1.0) == "loss_spike"  # > median 4 + 2 x 1.4826 x MAD 1
+    assert g.check(6.0, 1.0) is None
     assert g.skipped == 3
     g2 = LossGuard(2.0, 3)
     g2.load_state_dict(json.loads(json.dumps(g.state_dict())))
@@ -238,7 +238,7 @@ def test_guard_skips_nan_and_spikes(tokens, tmp_path):
     # end to end: an absurd LR makes the loss explode; the guard skips those updates
     out = tmp_path / "spike"
     cfg = load_config(CONFIG, overrides(tokens, out, optim__lr=30.0, optim__warmup_steps=0,
-                                        training__spike_window=2, training__spike_factor=1.5,
+                                        training__spike_window=2, training__spike_mad_k=1.5,
                                         metrics__validate="false", checkpoint__enabled="false"))
     threads = torch.get_num_threads()
     try:

@@ -106,14 +106,20 @@ class _FusedLinearCESum(torch.autograd.Function):
     (kept in the dtype of ``h``/``W``; accumulated in fp32). No recomputation: same FLOPs as
     the unfused head (logits GEMM + two gradient GEMMs). Valid because the upstream gradient of a
     scalar sum is a scalar, which only scales the precomputed gradients.
+
+    Outputs ``(total fp32 scalar, per_token fp32 [N])``; ``per_token`` holds each token's loss
+    from the same logits (0 at ignored positions), is not differentiable and is empty (shape
+    ``[0]``) unless ``keep_tokens`` -- the trainer's per-language statistics come from it, so the
+    output projection runs once per micro-batch.
     """
 
     @staticmethod
-    def forward(ctx, h, weight, labels, chunk):  # type: ignore[override]
+    def forward(ctx, h, weight, labels, chunk, keep_tokens=False):  # type: ignore[override]
         N = h.shape[0]
         need_h = ctx.needs_input_grad[0]
         need_w = ctx.needs_input_grad[1]
         total = torch.zeros((), dtype=torch.float32, device=h.device)
+        per_token = torch.empty(N if keep_tokens else 0, dtype=torch.float32, device=h.device)
         gh = torch.empty_like(h) if need_h else None
         gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         for s in range(0, N, chunk):
@@ -122,6 +128,8 @@ class _FusedLinearCESum(torch.autograd.Function):
             logits = F.linear(hc, weight)
             loss, lse = cross_entropy_fp32(logits, yc)
             total += loss.sum()
+            if keep_tokens:
+                per_token[s:e] = loss
             if need_h or need_w:
                 valid = yc != IGNORE_INDEX
                 safe = torch.where(valid, yc, torch.zeros_like(yc))
@@ -135,14 +143,15 @@ class _FusedLinearCESum(torch.autograd.Function):
                 if need_w:
                     gw += (g.t() @ hc).float()
         ctx.save_for_backward(gh if need_h else None, gw.to(weight.dtype) if need_w else None)
-        return total
+        ctx.mark_non_differentiable(per_token)
+        return total, per_token
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out, _grad_tokens=None):  # type: ignore[override]
         gh, gw = ctx.saved_tensors
         dh = gh * grad_out.to(gh.dtype) if gh is not None else None
         dw = gw * grad_out.to(gw.dtype) if gw is not None else None
-        return dh, dw, None, None
+        return dh, dw, None, None, None
 
 
 class _ChunkedLinearCENone(torch.autograd.Function):
@@ -204,17 +213,22 @@ def fused_linear_cross_entropy(
         labels: ``[...]`` int64 targets (already shifted: ``labels[t]`` is the token after
             position ``t``), ``IGNORE_INDEX`` (-100) to skip a position.
         chunk_tokens: tokens per chunk (>= 1).
-        reduction: ``"mean"`` (over non-ignored tokens; 0.0 if there are none), ``"sum"``, or
-            ``"none"`` (fp32 tensor shaped like ``labels``, 0 at ignored positions).
+        reduction: ``"mean"`` (over non-ignored tokens; 0.0 if there are none), ``"sum"``,
+            ``"none"`` (fp32 tensor shaped like ``labels``, 0 at ignored positions; its backward
+            recomputes the logits, one extra GEMM per chunk), or ``"sum_and_none"``: the
+            differentiable sum (as ``"sum"``, gradients computed in the forward) together with
+            the detached per-token losses shaped like ``labels`` from the same logits -- one
+            output-projection GEMM per chunk in all (the trainer's per-language loss).
 
     Returns:
-        fp32 scalar, or fp32 ``labels.shape`` tensor for ``reduction="none"``.
+        fp32 scalar; fp32 ``labels.shape`` tensor for ``reduction="none"``; a tuple
+        ``(sum scalar, per-token tensor)`` for ``"sum_and_none"``.
 
     Raises:
         ValueError: bad reduction / chunk size, shape mismatch, or labels outside ``[0, V)``.
     """
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if reduction not in ("mean", "sum", "none", "sum_and_none"):
+        raise ValueError(f"reduction must be 'mean', 'sum', 'none' or 'sum_and_none', got {reduction!r}")
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     if h.shape[:-1] != labels.shape:
@@ -224,7 +238,10 @@ def fused_linear_cross_entropy(
     yf = labels.reshape(-1).long()
     if reduction == "none":
         return _ChunkedLinearCENone.apply(hf, weight, yf, int(chunk_tokens)).view(labels.shape)
-    total = _FusedLinearCESum.apply(hf, weight, yf, int(chunk_tokens))
+    if reduction == "sum_and_none":
+        total, per_token = _FusedLinearCESum.apply(hf, weight, yf, int(chunk_tokens), True)
+        return total, per_token.view(labels.shape)
+    total, _ = _FusedLinearCESum.apply(hf, weight, yf, int(chunk_tokens), False)
     if reduction == "sum":
         return total
     n = (yf != IGNORE_INDEX).sum().clamp(min=1).to(total.dtype)
@@ -432,12 +449,14 @@ class PolyLM(nn.Module):
             input_ids: ``LongTensor[B, T]``, ``T <= max_seq_len``.
             labels: ``LongTensor[B, T]`` next-token targets aligned with ``input_ids``
                 (``labels[:, t]`` is the token following ``input_ids[:, t]``), -100 = ignore.
-            loss_reduction: ``"mean"`` (over non-ignored tokens), ``"sum"`` or ``"none"``.
+            loss_reduction: ``"mean"`` (over non-ignored tokens), ``"sum"``, ``"none"`` or
+                ``"sum_and_none"`` (see :func:`fused_linear_cross_entropy`).
             loss_chunk_tokens: override ``cfg.loss_chunk_tokens``.
 
         Returns:
             ``labels is None``: logits ``[B, T, vocab_size]`` in the compute dtype (padding
-            columns removed). Otherwise the fp32 loss (scalar, or ``[B, T]`` for ``"none"``).
+            columns removed). Otherwise the fp32 loss (scalar, or ``[B, T]`` for ``"none"``, or
+            ``(scalar, [B, T] detached)`` for ``"sum_and_none"``).
         """
         h = self.hidden_states(input_ids)
         w = self._output_weight()

@@ -1,9 +1,12 @@
 """AdamW with PolyLM's parameter groups, and the warmup + cosine LR schedule.
 
 Numbers (PolyLM paper arXiv 2307.06018 section 3.2 and its released scripts; ``shared/DESIGN.md``):
-AdamW beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 on matrix weights only (not on biases,
-LayerNorm parameters or the token/position embeddings), gradient clipping at global norm 1.0,
-linear warmup over 2000 steps from ~0, then cosine decay to 10% of the peak LR.
+AdamW beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 on matrix weights and, by default, the
+token/position embeddings (not on biases or LayerNorm parameters: Megatron-LM's rule, which
+PolyLM trained with -- ``megatron/core/optimizer/__init__.py`` ``_get_param_groups``: no decay
+iff ``name.endswith(".bias") or len(param.shape) == 1``; ``embedding_weight_decay=False``
+exempts the embeddings), gradient clipping at global norm 1.0, linear warmup over 2000 steps
+from ~0, then cosine decay to 10% of the peak LR.
 """
 
 from __future__ import annotations
@@ -16,27 +19,29 @@ import torch.nn as nn
 __all__ = ["param_groups", "build_optimizer", "lr_factor", "WarmupCosine"]
 
 
-def _no_decay(name: str, p: torch.Tensor) -> bool:
+def _no_decay(name: str, p: torch.Tensor, embedding_weight_decay: bool = True) -> bool:
     leaf = name.rsplit(".", 1)[-1]
     return (
         p.ndim < 2
         or leaf == "bias"
-        or "emb" in name  # tok_emb / pos_emb (token embedding is also the tied output layer)
+        # tok_emb / pos_emb (the token embedding is also the tied output layer)
+        or (not embedding_weight_decay and "emb" in name)
         or ".ln_" in f".{name}"
         or "norm" in name
     )
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: ``decay`` (matrix weights of attention/MLP, ``weight_decay``) and
-    ``no_decay`` (biases, LayerNorm weights/biases, embeddings; 0). Each group carries its FQNs
-    in ``"names"`` (for logging; ignored by the optimizer). Raises ``ValueError`` if the model
-    has no trainable parameter."""
+def param_groups(model: nn.Module, weight_decay: float, *, embedding_weight_decay: bool = True) -> list[dict]:
+    """Two AdamW groups: ``decay`` (matrix weights of attention/MLP and, when
+    ``embedding_weight_decay`` (default, Megatron-LM's rule), the token/position embeddings;
+    ``weight_decay``) and ``no_decay`` (biases, LayerNorm weights/biases, and the embeddings
+    when not decayed; 0). Each group carries its FQNs in ``"names"`` (for logging; ignored by
+    the optimizer). Raises ``ValueError`` if the model has no trainable parameter."""
     decay, no_decay, dn, nn_ = [], [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if _no_decay(name, p):
+        if _no_decay(name, p, embedding_weight_decay):
             no_decay.append(p); nn_.append(name)
         else:
             decay.append(p); dn.append(name)
@@ -49,10 +54,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, *, lr: float, betas=(0.9, 0.95), eps: float = 1e-8,
-                    weight_decay: float = 0.1) -> torch.optim.AdamW:
+                    weight_decay: float = 0.1, embedding_weight_decay: bool = True) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` over :func:`param_groups` (foreach implementation; works on FSDP2
     DTensor parameters)."""
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, embedding_weight_decay=embedding_weight_decay)
     for g in groups:
         g.pop("names")
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, foreach=True)

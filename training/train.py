@@ -13,14 +13,22 @@ TensorBoard, MFU).
 
 One optimizer step:
 
-1. the loader returns this rank's ``grad_accum x micro_batch`` windows of the global batch;
+1. the loader returns this rank's ``grad_accum x micro_batch`` windows of the global batch; they
+   are copied to the device from pinned host memory (CUDA) without waiting;
 2. each micro-batch's per-token fp32 loss is summed and divided by the number of label tokens
    in the *global* batch times the world size (FSDP averages gradients over ranks), so the
    gradient is that of the mean loss over the global batch at any world size / accumulation;
-3. loss, per-language loss (each sample carries its language) and token counts are all-reduced;
-4. the global gradient L2 norm is computed; a **guard** skips the update (gradients dropped,
-   the step still counts, LR schedule and data advance) when the loss or the norm is NaN/inf or
-   the loss exceeds ``spike_factor`` x the mean of the last ``spike_window`` accepted losses;
+   FSDP2 reduce-scatters the gradients after every micro-batch (``training.
+   accumulate_unsharded_grads: true`` defers that to the last one, holding unsharded fp32
+   gradients of the whole model, 4 bytes x parameters per GPU, in between);
+3. loss, per-language loss (each sample carries its language; the per-token losses come from
+   the same fused chunked loss pass as the gradient) and token counts stay on the device and
+   are all-reduced there; they reach the host once every ``metrics.log_every`` steps;
+4. the global gradient L2 norm is computed; the **guard** (``training.spike_guard``) skips the
+   update (gradients dropped, the step still counts, LR schedule and data advance) or rolls
+   model and optimizer back to the last checkpoint when the loss or the norm is NaN/inf or the
+   loss exceeds ``median + k * 1.4826 * MAD`` of the last ``spike_window`` accepted losses
+   (:class:`LossGuard`);
 5. otherwise gradients are clipped to ``grad_clip`` (1.0) and AdamW steps; the LR schedule steps.
 
 Backend: NCCL on CUDA, gloo on CPU, initialised from the torchrun environment (``RANK``,
@@ -37,6 +45,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,14 +63,16 @@ from training.train_config import TrainConfig, load_config
 
 log = logging.getLogger("training.train")
 
-__all__ = ["train", "main", "LossGuard"]
+__all__ = ["train", "main", "LossGuard", "forward_backward", "all_reduce_sum_", "evaluate"]
 
 
 # ------------------------------------------------------------------------------- distributed
 def init_distributed(device_pref: str) -> tuple[int, int, torch.device]:
     """Initialise ``torch.distributed`` from torchrun's environment if present.
 
-    Returns ``(rank, world_size, device)``. Uses NCCL when the device is CUDA, else gloo.
+    Returns ``(rank, world_size, device)``. Uses NCCL when the device is CUDA, else gloo. The
+    group has one backend only (NCCL serves CUDA tensors only): every collective of the trainer
+    runs on tensors on the training device, through :func:`all_reduce_sum_`, which checks it.
     Raises ``RuntimeError`` if ``device_pref == "cuda"`` and CUDA is unavailable.
     """
     use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
@@ -75,30 +86,95 @@ def init_distributed(device_pref: str) -> tuple[int, int, torch.device]:
         else:
             device = torch.device("cpu")
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            if use_cuda:
+                dist.init_process_group(backend="nccl", device_id=device)
+            else:
+                dist.init_process_group(backend="gloo")
         return dist.get_rank(), dist.get_world_size(), device
     return 0, 1, torch.device("cuda", 0) if use_cuda else torch.device("cpu")
 
 
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+def served_device_types(group=None) -> list[str]:
+    """Device types (``"cpu"``, ``"cuda"``, ...) the process group has a backend for
+    (NCCL: ``["cuda"]``; gloo: ``["cpu"]`` or ``["cpu", "cuda"]``; ``"cpu:gloo,cuda:nccl"``:
+    both). Empty if torch does not say (the check below is then skipped)."""
+    pg = group if group is not None else dist.group.WORLD
+    try:
+        return sorted({torch.device(d).type for d in pg._device_types})
+    except (AttributeError, RuntimeError):
+        return []
+
+
+def all_reduce_sum_(t: torch.Tensor, device: torch.device, group=None) -> torch.Tensor:
+    """In-place SUM all-reduce of ``t`` over ``group`` (default: world); identity without a
+    process group. Every collective of the trainer's own (token counts, loss statistics,
+    validation sums) goes through here.
+
+    Raises:
+        RuntimeError: ``t`` is not on the training ``device``, or the group has no backend for
+            ``t``'s device type (the case that stops an NCCL job at step 1: "No backend type
+            associated with device type cpu"). Checked from tensor metadata (no host sync).
+    """
+    if not dist.is_initialized():
+        return t
+    if t.device != device:
+        raise RuntimeError(f"collective on a tensor on {t.device}, but the training device is {device}: "
+                           "keep statistics on the training device (NCCL serves CUDA tensors only)")
+    served = served_device_types(group)
+    if served and t.device.type not in served:
+        raise RuntimeError(f"collective on a {t.device.type} tensor, but the process group "
+                           f"({dist.get_backend(group)}) serves only {served}")
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t
 
 
-# ---------------------------------------------------------------------------------- guard
-class LossGuard:
-    """Detects non-finite loss/grad norm and loss spikes; decides whether to skip an update.
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host batch tensor -> ``device``. On CUDA the copy is made from pinned (page-locked)
+    host memory with ``non_blocking=True``, so it overlaps compute and never waits on the GPU
+    (pinned blocks come from PyTorch's caching host allocator, which keeps a block until the
+    copy reading it is done); on CPU ``t`` is returned as is (pinning needs an accelerator)."""
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
-    A spike is ``loss > factor * mean(last `window` accepted losses)``, checked once ``window``
-    losses were accepted (``factor <= 0`` disables spike detection; NaN/inf always skips).
+
+# ---------------------------------------------------------------------------------- guard
+#: Consistency constant: 1.4826 x MAD estimates the standard deviation of normally distributed
+#: data (Hampel 1974; Rousseeuw & Croux 1993, JASA 88(424)), so ``k`` is in "sigmas".
+MAD_TO_SIGMA = 1.4826
+
+
+class LossGuard:
+    """Detects non-finite loss/grad norm and loss spikes with a robust statistic.
+
+    A spike is ``loss > median + k * max(1.4826 * MAD, rel_floor * median)`` over the last
+    ``window`` accepted losses (checked once ``window`` losses were accepted; ``k <= 0``
+    disables spike detection; NaN/inf always triggers). Median and MAD (median absolute
+    deviation) are not moved by earlier spikes or a few outliers, unlike the mean.
+
+    Constants: ``k = 6`` and ``window = 128`` follow OLMo-core's skip-step optimizer
+    (``SkipStepOptimizer``: skip when the loss is more than 6 standard deviations above the
+    rolling statistics of the last 128 steps), with median / 1.4826 x MAD in place of mean /
+    std; ``rel_floor = 0.01`` (a spike must exceed the median by at least 1% x k) is this
+    project's choice, so a window of near-identical losses (MAD ~ 0) does not flag noise.
     """
 
-    def __init__(self, factor: float, window: int):
-        self.factor = float(factor)
+    def __init__(self, k: float, window: int, rel_floor: float = 0.01):
+        self.k = float(k)
         self.window = max(int(window), 1)
+        self.rel_floor = float(rel_floor)
         self.recent: collections.deque[float] = collections.deque(maxlen=self.window)
         self.skipped = 0
+
+    def threshold(self) -> float:
+        """Loss above which the next step is a spike (``inf`` until the window is full or
+        when ``k <= 0``)."""
+        if self.k <= 0 or len(self.recent) < self.window:
+            return math.inf
+        xs = sorted(self.recent)
+        med = statistics.median(xs)
+        mad = statistics.median(abs(x - med) for x in xs)
+        return med + self.k * max(MAD_TO_SIGMA * mad, self.rel_floor * abs(med))
 
     def check(self, loss: float, grad_norm: float) -> str | None:
         """Return the reason to skip (``"nonfinite_loss"``, ``"nonfinite_grad_norm"``,
@@ -108,8 +184,7 @@ class LossGuard:
             reason = "nonfinite_loss"
         elif not math.isfinite(grad_norm):
             reason = "nonfinite_grad_norm"
-        elif (self.factor > 0 and len(self.recent) == self.window
-              and loss > self.factor * (sum(self.recent) / len(self.recent))):
+        elif loss > self.threshold():
             reason = "loss_spike"
         if reason:
             self.skipped += 1
@@ -163,9 +238,9 @@ def build_model(mcfg: ModelConfig, cfg: TrainConfig, device: torch.device, distr
     return model
 
 
-def _grad_norm(model: torch.nn.Module) -> tuple[float, tuple[list, torch.Tensor]]:
-    """Global L2 norm of all gradients (over every FSDP shard), as a float, plus the
-    ``(params, norm tensor)`` needed by ``clip_grads_with_norm_``."""
+def _grad_norm(model: torch.nn.Module) -> tuple[torch.Tensor, list]:
+    """Global L2 norm of all gradients (over every FSDP shard) as a 0-dim tensor on the
+    training device (no host sync), plus the parameters for ``clip_grads_with_norm_``."""
     from torch.distributed.tensor import DTensor
 
     params = [p for p in model.parameters() if p.grad is not None]
@@ -173,7 +248,57 @@ def _grad_norm(model: torch.nn.Module) -> tuple[float, tuple[list, torch.Tensor]
     total = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False, foreach=True)
     if isinstance(total, DTensor):
         total = total.full_tensor()
-    return float(total), (params, total)
+    return total, params
+
+
+def forward_backward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lang_ids: torch.Tensor,
+                     *, world: int, n_languages: int, distributed: bool,
+                     accumulate_unsharded_grads: bool = False) -> torch.Tensor:
+    """Forward and backward of one optimizer step's micro-batches on this rank.
+
+    Args:
+        x, y: int64 ``[grad_accum, micro_batch, seq_len]`` inputs / labels on the training device.
+        lang_ids: int64 ``[grad_accum, micro_batch]`` language index of each sample, same device.
+        world: data-parallel world size.
+        n_languages: ``L``, the number of languages.
+        accumulate_unsharded_grads: ``False`` (default): FSDP2 reduce-scatters the gradients
+            after every micro-batch, so only sharded fp32 gradients (1/world of the model) are
+            held between micro-batches (torchtitan). ``True``: no gradient sync until the last
+            micro-batch (one reduce-scatter per step, less communication), at the cost of an
+            unsharded fp32 gradient copy of the whole model per GPU (4 bytes x parameters).
+
+    Each micro-batch's per-token fp32 loss sum is scaled by ``world / (label tokens of the
+    global batch)`` (FSDP averages gradients over ranks), so the gradient is that of the mean
+    loss of the global batch at any world size and accumulation. The per-token losses for the
+    statistics come from the same fused chunked loss pass (``loss_reduction="sum_and_none"``),
+    i.e. the output projection runs once per micro-batch.
+
+    Returns:
+        float64 ``[2 + 2L]`` statistics on the training device, all-reduced over ranks:
+        ``[loss sum, label tokens, loss sum per language (L), label tokens per language (L)]``.
+        No host synchronisation happens here.
+    """
+    device = x.device
+    L = n_languages
+    n_valid = (y != IGNORE_INDEX).sum(dtype=torch.float64).reshape(1)
+    all_reduce_sum_(n_valid, device)
+    scale = (world / n_valid[0]).to(torch.float32)
+    stats = torch.zeros(2 + 2 * L, dtype=torch.float64, device=device)
+    grad_accum = x.shape[0]
+    for m in range(grad_accum):
+        if distributed and accumulate_unsharded_grads:
+            model.set_requires_gradient_sync(m == grad_accum - 1)
+        total, tok = model(x[m], y[m], loss_reduction="sum_and_none")  # scalar, [B, T] fp32
+        (total * scale).backward()
+        with torch.no_grad():
+            valid = (y[m] != IGNORE_INDEX).to(torch.float64)
+            per_sample = (tok.double() * valid).sum(1)
+            cnt = valid.sum(1)
+            stats[0] += per_sample.sum()
+            stats[1] += cnt.sum()
+            stats[2:2 + L].index_add_(0, lang_ids[m], per_sample)
+            stats[2 + L:].index_add_(0, lang_ids[m], cnt)
+    return all_reduce_sum_(stats, device)
 
 
 # --------------------------------------------------------------------------------- validate
@@ -183,7 +308,8 @@ def evaluate(model, val, *, micro_batch: int, device, rank: int, world: int,
     """Per-language mean validation loss (nats/token) on ``val`` (a ``ValidationSet``).
 
     Rows are padded with ignored labels to a multiple of ``world * micro_batch`` so every rank
-    runs the same number of forwards (required by FSDP collectives)."""
+    runs the same number of forwards (required by FSDP collectives). Sums stay on ``device``;
+    one all-reduce and one host read at the end."""
     n = val.input_ids.shape[0]
     if n == 0:
         return {}
@@ -195,26 +321,38 @@ def evaluate(model, val, *, micro_batch: int, device, rank: int, world: int,
         y = torch.cat([y, torch.full((pad, y.shape[1]), IGNORE_INDEX, dtype=y.dtype)])
         lid = torch.cat([lid, lid[:1].expand(pad)])
     L = len(languages)
-    sums = torch.zeros(2 * L, dtype=torch.float64)
+    sums = torch.zeros(2 * L, dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()
     for start in range(0, x.shape[0], chunk):
         lo = start + rank * micro_batch
-        xb, yb, lb = x[lo:lo + micro_batch], y[lo:lo + micro_batch], lid[lo:lo + micro_batch]
-        tok = model(xb.to(device), yb.to(device), loss_reduction="none").float().cpu()
+        xb = to_device(x[lo:lo + micro_batch].contiguous(), device)
+        yb = to_device(y[lo:lo + micro_batch].contiguous(), device)
+        lb = to_device(lid[lo:lo + micro_batch].contiguous(), device)
+        tok = model(xb, yb, loss_reduction="none").float()
         valid = (yb != IGNORE_INDEX).to(torch.float64)
         sums[:L].index_add_(0, lb, (tok.double() * valid).sum(1))
         sums[L:].index_add_(0, lb, valid.sum(1))
     model.train(was_training)
-    _all_reduce_sum(sums)
-    return {languages[i]: float(sums[i] / sums[L + i]) for i in range(L) if sums[L + i] > 0}
+    host = all_reduce_sum_(sums, device).tolist()
+    return {languages[i]: host[i] / host[L + i] for i in range(L) if host[L + i] > 0}
 
 
 # ------------------------------------------------------------------------------------ train
 def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any]:
     """Run (or resume) training as configured; returns the run summary (the full one on rank 0,
-    run name/steps/seconds/skipped updates elsewhere). ``stop_at_step``: stop after this global step (a checkpoint is written
-    there when checkpointing is enabled), leaving the schedule unchanged."""
+    run name/steps/seconds/skipped updates elsewhere). ``stop_at_step``: stop after this global
+    step (a checkpoint is written there when checkpointing is enabled), leaving the schedule
+    unchanged.
+
+    Host synchronisation: the loop keeps loss/token statistics and gradient norms on the
+    training device and reads them to the host once every ``metrics.log_every`` steps (and
+    before validation, checkpoints and the end), writing the buffered per-step rows then;
+    ``step_time_s`` / ``tokens_per_sec`` of a row are the mean over its flush window. The one
+    exception is the spike guard (``training.spike_guard`` skip/rollback): deciding whether to
+    update needs the step's loss and gradient norm on the host, one read of two numbers per
+    step after the backward; ``spike_guard: off`` removes it.
+    """
     t_start = time.perf_counter()
     if cfg.training.num_threads:
         torch.set_num_threads(int(cfg.training.num_threads))
@@ -231,7 +369,9 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
         cfg.data.tokens_dir, seq_len=cfg.data.seq_len, global_batch_size=tcfg.global_batch_size,
         micro_batch_size=tcfg.micro_batch_size, stages=cfg.curriculum.stages,
         total_steps=tcfg.steps, dp_rank=rank, dp_world=world, seed=cfg.data.seed,
-        val_fraction=cfg.data.val_fraction if cfg.metrics.validate else 0.0,
+        # the hold-out does not depend on metrics.validate: switching validation off must not
+        # change the training data
+        val_fraction=cfg.data.val_fraction,
         val_files_per_stream=cfg.data.val_files_per_stream,
         val_max_windows_per_lang=cfg.data.val_max_windows_per_lang,
     )
@@ -239,10 +379,12 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
     mcfg = build_model_config(cfg, loader.manifest.vocab_size)
     model = build_model(mcfg, cfg, device, distributed)
     o = cfg.optim
-    optimizer = build_optimizer(model, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    optimizer = build_optimizer(model, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+                                embedding_weight_decay=o.embedding_weight_decay)
     scheduler = WarmupCosine(optimizer, peak_lr=o.lr, warmup_steps=o.warmup_steps,
                              total_steps=tcfg.steps, min_ratio=o.min_lr_ratio, schedule=o.schedule)
-    guard = LossGuard(tcfg.spike_factor, tcfg.spike_window)
+    guard = LossGuard(tcfg.spike_mad_k, tcfg.spike_window)
+    guard_on = tcfg.spike_guard != "off"
     ckpt = CheckpointManager(cfg.checkpoint.dir, keep_last=cfg.checkpoint.keep_last,
                              checksum=cfg.checkpoint.checksum) if cfg.checkpoint.enabled else None
 
@@ -281,13 +423,48 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
               flush=True)
 
     val_set = loader.validation_set() if cfg.metrics.validate else None
+    L = len(languages)
+    seq = cfg.data.seq_len
+    # rows of the current flush window: (step, host fields, device tensor [2 + 2L + 1])
+    pending: list[tuple[int, dict, torch.Tensor]] = []
+    window_t0 = time.perf_counter()
+
+    def flush() -> None:
+        """Read the buffered statistics to the host (one sync) and write their rows."""
+        nonlocal window_t0
+        if not pending:
+            return
+        host = torch.stack([t for _, _, t in pending]).tolist()
+        dt = (time.perf_counter() - window_t0) / len(pending)
+        tps = tcfg.global_batch_size * seq / dt
+        mem = peak_memory_bytes(device) / 2**30
+        for (step_no, extra, _), v in zip(pending, host):
+            row = {
+                "loss": v[0] / v[1],
+                "lang_loss": {languages[i]: v[2 + i] / v[2 + L + i] for i in range(L) if v[2 + L + i] > 0},
+                "grad_norm": v[2 + 2 * L],
+                "lr": extra["lr"],
+                "stage": extra["stage"],
+                "tokens_per_sec": tps,
+                "mfu": mfu(tps, fpt, world, peak),
+                "peak_mem_gib": mem,
+                "step_time_s": dt,
+            }
+            if "event" in extra:
+                row["event"] = extra["event"]
+            metrics.log(step_no, row)
+        pending.clear()
+        window_t0 = time.perf_counter()
 
     def run_validation(step: int) -> dict[str, float]:
+        nonlocal window_t0
+        flush()
         res = evaluate(model, val_set, micro_batch=cfg.metrics.val_micro_batch_size, device=device,
                        rank=rank, world=world, languages=languages)
         if res:
             mean = sum(res.values()) / len(res)
             metrics.log(step, {"val_loss_mean": mean, "val_loss": res}, kind="val")
+        window_t0 = time.perf_counter()  # validation time is not training time
         return res
 
     first_val = None
@@ -295,75 +472,54 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
         first_val = run_validation(0)
 
     def save(step: int) -> None:
+        nonlocal window_t0
+        flush()
         ckpt.save(step, model, optimizer, {
             "loader": loader.state_dict(), "scheduler": scheduler.state_dict(),
             "guard": guard.state_dict(), "run_name": cfg.run_name, "languages": languages,
         })
+        window_t0 = time.perf_counter()
 
-    L = len(languages)
-    seq = cfg.data.seq_len
-    losses: list[float] = []
     model.train()
     step = start_step
     for step in range(start_step, end_step):
-        t0 = time.perf_counter()
         batch = loader.next_batch()
         lr = scheduler.current_lr()
-        n_valid = torch.tensor([(batch.labels != IGNORE_INDEX).sum().item()], dtype=torch.float64)
-        global_valid = float(_all_reduce_sum(n_valid).item())
-        scale = world / global_valid  # FSDP averages gradients over `world` ranks
-        stats = torch.zeros(2 + 2 * L, dtype=torch.float64)
-        for m in range(loader.grad_accum):
-            if distributed:
-                model.set_requires_gradient_sync(m == loader.grad_accum - 1)
-            x = batch.input_ids[m].to(device, non_blocking=True)
-            y = batch.labels[m].to(device, non_blocking=True)
-            tok = model(x, y, loss_reduction="none")  # [B, T] fp32
-            (tok.sum() * scale).backward()
-            with torch.no_grad():
-                valid = (y != IGNORE_INDEX).to(torch.float64)
-                per_sample = (tok.detach().double() * valid).sum(1).cpu()
-                cnt = valid.sum(1).cpu()
-                stats[0] += per_sample.sum()
-                stats[1] += cnt.sum()
-                stats[2:2 + L].index_add_(0, batch.lang_ids[m], per_sample)
-                stats[2 + L:].index_add_(0, batch.lang_ids[m], cnt)
-        _all_reduce_sum(stats)
-        loss = float(stats[0] / stats[1])
-        grad_norm, (params, total) = _grad_norm(model)
-        skip = guard.check(loss, grad_norm)
+        stats = forward_backward(
+            model, to_device(batch.input_ids, device), to_device(batch.labels, device),
+            to_device(batch.lang_ids, device), world=world, n_languages=L, distributed=distributed,
+            accumulate_unsharded_grads=tcfg.accumulate_unsharded_grads)
+        total_norm, params = _grad_norm(model)
+        extra: dict[str, Any] = {"lr": lr, "stage": batch.stage}
+        skip = None
+        if guard_on:
+            loss_h, norm_h = torch.stack([stats[0] / stats[1], total_norm.double()]).tolist()
+            skip = guard.check(loss_h, norm_h)
         if skip is None:
-            torch.nn.utils.clip_grads_with_norm_(params, o.grad_clip, total, foreach=True)
+            torch.nn.utils.clip_grads_with_norm_(params, o.grad_clip, total_norm, foreach=True)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if skip is not None:
+            event = f"skipped_update:{skip}"
+            if tcfg.spike_guard == "rollback":
+                restored = ckpt.load(model, optimizer, resume="auto") if ckpt is not None else None
+                if restored is not None:
+                    # model and optimizer go back; the data and the LR schedule go on, so the
+                    # batches around the spike are skipped (PaLM, arXiv 2204.02311 sec. 5.1)
+                    event = f"rolled_back:{skip}:to_step_{restored['step']}"
+            extra["event"] = event
+            log.warning("step %d: %s, loss=%.4g grad_norm=%.4g", step + 1, event, loss_h, norm_h)
         scheduler.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
-        tps = tcfg.global_batch_size * seq / dt
-        row = {
-            "loss": loss,
-            "lang_loss": {languages[i]: float(stats[2 + i] / stats[2 + L + i])
-                          for i in range(L) if stats[2 + L + i] > 0},
-            "grad_norm": grad_norm,
-            "lr": lr,
-            "stage": batch.stage,
-            "tokens_per_sec": tps,
-            "mfu": mfu(tps, fpt, world, peak),
-            "peak_mem_gib": peak_memory_bytes(device) / 2**30,
-            "step_time_s": dt,
-        }
-        if skip:
-            row["event"] = f"skipped_update:{skip}"
-            log.warning("step %d: update skipped (%s), loss=%.4g grad_norm=%.4g", step + 1, skip, loss, grad_norm)
-        metrics.log(step + 1, row)
-        losses.append(loss)
+        pending.append((step + 1, extra, torch.cat([stats, total_norm.detach().double().reshape(1)])))
         done = step + 1
+        if skip is not None or done % cfg.metrics.log_every == 0:
+            flush()
         if val_set is not None and cfg.metrics.val_every > 0 and done % cfg.metrics.val_every == 0 \
                 and done != end_step:
             run_validation(done)
         if ckpt is not None and cfg.checkpoint.interval > 0 and done % cfg.checkpoint.interval == 0:
             save(done)
+    flush()
 
     last_val = run_validation(end_step) if (val_set is not None and end_step > start_step) else {}
     if ckpt is not None and end_step > start_step and not (

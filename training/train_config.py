@@ -153,6 +153,11 @@ class OptimSection:
     ``min_lr_ratio * lr`` at ``training.steps``; ``linear_ramp`` = linear warmup only, then
     constant; ``exp_ramp`` = geometric warmup from ``min_lr_ratio * lr`` to ``lr``, then
     constant (both used by ``jobs/lr_find.py``).
+    ``embedding_weight_decay``: decay the token/position embeddings (the token embedding is
+    also the tied output layer) with ``weight_decay``. Default ``true``: Megatron-LM, which
+    PolyLM trained with, exempts only biases and 1-D parameters (LayerNorm) from weight decay
+    (``megatron/core/optimizer/__init__.py``, ``_get_param_groups``: ``no_wd =
+    name.endswith(".bias") or len(param.shape) == 1``), so embeddings are decayed.
     """
 
     lr: float = 1.0e-4
@@ -163,6 +168,7 @@ class OptimSection:
     warmup_steps: int = 2000
     min_lr_ratio: float = 0.1
     schedule: str = "cosine"
+    embedding_weight_decay: bool = True
 
 
 @dataclass
@@ -173,9 +179,16 @@ class TrainingSection:
     a multiple of ``micro_batch_size * world_size``; the quotient is the number of gradient
     accumulation micro-steps. ``device``: ``auto`` (CUDA if available, else CPU), ``cpu`` or
     ``cuda``. ``mixed_precision`` is ignored on CPU (fp32 there).
-    ``spike_factor``: the step is skipped when its loss exceeds ``spike_factor`` times the
-    mean of the last ``spike_window`` accepted losses (after ``spike_window`` steps), or when
-    the loss or gradient norm is NaN/inf.
+    ``spike_guard``: ``skip`` (default) drops the update of a step whose loss or gradient
+    norm is NaN/inf or whose loss is a spike: above ``median + spike_mad_k * 1.4826 * MAD`` of
+    the last ``spike_window`` accepted losses (``training.train.LossGuard``; k = 6 and 128 steps
+    after OLMo-core's skip-step optimizer); ``rollback`` instead reloads model and optimizer
+    from the newest checkpoint (data and LR schedule go on, skipping the batches in between;
+    PaLM sec. 5.1), falling back to ``skip`` when there is none; ``off`` disables the guard and
+    with it the one per-step host read it needs. ``spike_mad_k <= 0``: NaN/inf only.
+    ``accumulate_unsharded_grads``: ``false`` (default) reduce-scatters gradients after every
+    micro-batch (only sharded gradients are held); ``true`` syncs once per step but holds an
+    unsharded fp32 gradient copy of the whole model per GPU (1.0 x parameters x 4 bytes).
     """
 
     steps: int = 1000
@@ -186,9 +199,15 @@ class TrainingSection:
     mixed_precision: bool = True
     activation_checkpointing: bool = False
     compile: bool = False
-    spike_factor: float = 3.0
-    spike_window: int = 20
+    spike_guard: str = "skip"
+    spike_mad_k: float = 6.0
+    spike_window: int = 128
+    accumulate_unsharded_grads: bool = False
     num_threads: int | None = None
+
+    def __post_init__(self):
+        if self.spike_guard is False:  # YAML 1.1 reads a bare `off` as false
+            self.spike_guard = "off"
 
 
 @dataclass
@@ -335,6 +354,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("training.global_batch_size and micro_batch_size must be > 0")
     if t.global_batch_size % t.micro_batch_size:
         raise ValueError("training.global_batch_size must be a multiple of micro_batch_size")
+    if t.spike_guard not in ("skip", "rollback", "off"):
+        raise ValueError("training.spike_guard must be skip, rollback or off")
+    if t.spike_window < 1:
+        raise ValueError("training.spike_window must be >= 1")
     if t.device not in ("auto", "cpu", "cuda"):
         raise ValueError("training.device must be auto, cpu or cuda")
     if o.schedule not in ("cosine", "linear_ramp", "exp_ramp"):
