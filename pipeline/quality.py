@@ -45,7 +45,7 @@ the stage stats, ``extra.cutoffs_source``):
 4. otherwise no buckets (``ppl_bucket`` null) for that language (source ``none``).
 
 ``auto`` takes the calibrated value from the manifest; ``null`` disables the rule. The auto
-values (``jobs/train_quality_models.py``) drop about the worst ``web_drop`` (0.2) of web
+values (``pipeline/quality_models.py``) drop about the worst ``web_drop`` (0.2) of web
 documents by classifier score (quantile of out-of-fold web scores, never above the floor that
 keeps ~98% of held-out reference text) and about the worst ``ppl_web_drop`` (0.1) by ppl
 (never below the held-out reference 98th percentile): the stage removes the worst web pages,
@@ -320,7 +320,7 @@ class QualityStage(Stage):
             models_dir = models_dir[len("file:"):]
         have_manifest = os.path.exists(os.path.join(models_dir, Q.MANIFEST))
         if not have_manifest and not cfg.get("models") and cfg.get("train_if_missing", True):
-            from jobs.train_quality_models import load_docs, train_quality_models, training_options
+            from pipeline.quality_models import load_docs, train_quality_models, training_options
 
             src = ctx.path("langid")
             src = src[len("file:"):] if src.startswith("file:") else src

@@ -62,7 +62,7 @@ def _web_docs_en(shared) -> list[dict]:
 
 def tiny_models(tmp_path_factory, shared) -> str:
     """Train (once per session; reused through the session's base temp dir) en/de models."""
-    from jobs.train_quality_models import train_quality_models
+    from pipeline.quality_models import train_quality_models
 
     d = tmp_path_factory.getbasetemp() / "quality_tiny_models"
     if not (d / Q.MANIFEST).exists():
@@ -172,7 +172,7 @@ def test_crossfit_scores_each_doc_out_of_fold(monkeypatch, tmp_path, shared_data
     """evaluate_classifier: every held-out reference and every web doc is scored once, by a
     classifier whose training set did not contain it; held-out reference docs are never
     trained on; train-split reference docs are never scored."""
-    import jobs.train_quality_models as J
+    import pipeline.quality_models as J
 
     docs = _ref_docs(shared_data, "en", "eng")[:150] + _web_docs_en(shared_data)[:40]
     J.assign_splits(docs, 0.2)
@@ -352,7 +352,7 @@ def test_user_models_override(tiny, tmp_path):
 
 
 def test_split_groups_keep_translations_together():
-    from jobs.train_quality_models import is_heldout, split_key
+    from pipeline.quality_models import is_heldout, split_key
 
     a = split_key("ntrex/x@L1", "ntrex", "de", json.dumps({"doc_id": "bbc.1"}))
     b = split_key("ntrex-variants/y@L1", "ntrex-variants", "en", json.dumps({"doc_id": "bbc.1"}))
@@ -369,7 +369,7 @@ def test_split_groups_keep_translations_together():
 def sample_models(sample_build, tmp_path_factory):
     """Models trained on the sample's langid output (the ones the quality stage of the sample
     build trained, or trained here when the configured chain has no quality stage)."""
-    from jobs.train_quality_models import load_docs, train_quality_models
+    from pipeline.quality_models import load_docs, train_quality_models
 
     out, config, _ = sample_build
     docs = load_docs(os.path.join(out, "langid"), list(config["languages"]))
@@ -387,7 +387,7 @@ def test_acceptance_heldout_reference_vs_web(sample_models, tmp_path):
     held-out reference docs (split by document group before training); every web doc is
     scored out-of-fold (cross-fitting, :func:`jobs.train_quality_models.evaluate_classifier`,
     recomputed here from the shipped SentencePiece models and the manifest's recipe)."""
-    from jobs.train_quality_models import assign_splits, evaluate_classifier
+    from pipeline.quality_models import assign_splits, evaluate_classifier
 
     docs, mdir = sample_models
     langs, clf_path, manifest = Q.model_paths(mdir)
@@ -474,7 +474,7 @@ def test_load_docs_bottom_k_per_lang_label(tmp_path):
     """load_docs streams the parquet and keeps, per (lang, label), exactly the max_docs
     documents with the smallest salted split-key hash (id breaks ties), whatever the file
     layout and row order; counts say how many each language had and kept."""
-    from jobs.train_quality_models import doc_label, load_docs, sample_key
+    from pipeline.quality_models import doc_label, load_docs, sample_key
 
     docs = _synthetic_docs(900)
     k = 25
@@ -515,7 +515,7 @@ def test_load_docs_bottom_k_per_lang_label(tmp_path):
 
 def test_sample_key_independent_of_split():
     """The sampling hash is salted: the bottom-k of it keeps about the held-out fraction."""
-    from jobs.train_quality_models import sample_key
+    from pipeline.quality_models import sample_key
 
     keys = sorted((sample_key(f"id{i}", "web", "en", "{}"), i) for i in range(20000))
     first = [i for _, i in keys[:2000]]
@@ -525,7 +525,7 @@ def test_sample_key_independent_of_split():
 
 # ------------------------------------------------------------------ threshold calibration (issue 3)
 def test_calibrate_max_ppl():
-    from jobs.train_quality_models import calibrate_max_ppl
+    from pipeline.quality_models import calibrate_max_ppl
 
     ref = list(np.linspace(100, 200, 101))            # q0.98 = 198
     web = list(np.linspace(100, 1100, 101))           # q0.9 = 1000
@@ -543,7 +543,7 @@ def test_calibrate_max_ppl():
 
 
 def test_calibrate_min_quality_score():
-    from jobs.train_quality_models import calibrate_min_quality_score
+    from pipeline.quality_models import calibrate_min_quality_score
 
     ref = list(np.linspace(0.3, 1.0, 101))      # q0.02 = 0.314: reference floor
     web = list(np.linspace(0.0, 0.5, 101))      # q0.2 = 0.1
@@ -567,7 +567,7 @@ def test_calibrate_min_quality_score():
 
 
 def test_training_options():
-    from jobs.train_quality_models import DEFAULT_MAX_DOCS, training_options
+    from pipeline.quality_models import DEFAULT_MAX_DOCS, training_options
 
     assert training_options({}) == {"web_drop": 0.2, "ppl_web_drop": 0.1, "max_docs": DEFAULT_MAX_DOCS}
     o = training_options({"web_drop": 0.3, "ppl_web_drop": 0.05, "train_max_docs": 0}, web_drop=0.1)
