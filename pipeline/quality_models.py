@@ -65,26 +65,27 @@ Recipe (CCNet, Wenzek et al. 2020 sec. 3.3; PolyLM, arXiv 2307.06018 sec. 3.1):
   outside fold f and scores the held-out reference and web documents of fold f). A held-out
   split alone would leave 0-2 web documents in most languages. The shipped classifier is
   trained on all folds.
-* Thresholds (the ``auto`` values of ``quality.default_thresholds``), per language. Web text
-  is the bulk of a real pretraining corpus and the quality stage should drop its worst pages,
-  not the web tier: PolyLM's rule filters and quality scoring together removed 28.3% of its
-  data (arXiv 2307.06018, sec. 3.1). Calibrating only on reference text (keep 98% of it)
-  removed 82 of 83 German and 89 of 92 English web documents on the sample, since the
-  classifier separates the tiers well (ROC AUC ~0.98). So:
+* Thresholds (the ``auto`` values of ``quality.default_thresholds``), per language
+  (:mod:`filters.quality_calibration`). PolyLM's ML filtering removes only "extremely low
+  quality" documents (arXiv 2307.06018 sec. 2.1; CCNet, Wenzek et al. 2020 sec. 3.3, only
+  buckets by ppl), and thresholds must not move with a handful of documents: every quantile is
+  a distribution-free order-statistic bound at 95% confidence (:mod:`filters.calibration`),
+  which exists only from a stated number of documents, with a conservative fallback below it.
 
-  - ``min_quality_score`` = the ``--web-drop`` quantile (default 0.2) of the language's
-    OUT-OF-FOLD web classifier scores (the cross-fitted scores of the evaluation below: each
-    from a classifier that never saw the document, so about that share of unseen web text is
-    removed by the classifier alone), never above the reference floor min(0.5, the
-    (1 - ``--reference-keep``)-quantile of held-out reference scores; at most ~2% of unseen
-    clean text removed). Languages with fewer than 20 web documents use the pooled
-    out-of-fold web scores of all languages (the classifier is multilingual); with no web
-    scores at all (or ``--cv-folds`` < 2) the reference floor alone.
-  - ``max_ppl`` = the larger of the ``--reference-keep`` quantile (0.98) of held-out reference
-    ppl and the (1 - ``--ppl-web-drop``) quantile (default 0.9) of the language's web ppl (the
-    LM alone removes about the worst 10% of web by ppl); fewer than 20 web documents: the
-    reference quantile alone.
+  - ``max_ppl``: Tukey's far-out fence (Q3 + 3 IQR of log10 ppl, with 95% bounds on the
+    quartiles; needs 11 held-out reference documents), or, if larger, the 95% upper bound of the
+    ``--reference-keep`` quantile of held-out reference ppl (149 documents for 0.98) or of the
+    ``1 - ppl_web_drop`` quantile of the language's web ppl (29 documents for 0.9). Fewer than
+    11 documents: no ppl filter.
+  - ``min_quality_score``: the 95% lower bound of the ``web_drop`` quantile (default 0.05) of
+    the language's OUT-OF-FOLD web scores (59 documents for 0.05), else of the pooled
+    out-of-fold web scores of all languages, capped by the 95% lower bound of the
+    (1 - ``--reference-keep``) quantile of held-out reference scores (149 documents) and 0.5;
+    without any web bound, that reference bound alone, else no classifier filter.
 
+  Measured on held-out clean paragraphs formatted as web pages (tests/heldout_clean.py): the
+  old point quantiles (web q0.2 of as few as 20 documents, reference q0.98 of 33-190) removed
+  up to 37% of a language's clean text (es, he); see README "Quality thresholds".
   The manifest records how each was derived (``thresholds_derivation``: source, quantile,
   number of documents, every candidate); ``make quality-models`` prints it. Caveat: the
   shipped classifier trains on every web document of the input, so on those same documents
@@ -114,9 +115,15 @@ from filters.normalize import normalize
 from filters.quality import (CLASSIFIER_FEATURES, LABEL_REF, LABEL_WEB, LM_TRAIN_HASHES, MANIFEST,  # noqa: F401
                              NEGATIVE_TIERS, POSITIVE_TIERS, PerplexityModel, PieceTokenizer, QualityClassifier,
                              classifier_line, is_heldout, roc_auc, split_key, text_hash)
-from filters.quality_calibration import (DEFAULT_PPL_WEB_DROP, DEFAULT_WEB_DROP, MAX_AUTO_QUALITY_SCORE,  # noqa: F401
-                                         MIN_WEB_DOCS, _r, calibrate_max_ppl, calibrate_min_quality_score,
-                                         median, quantile)
+from filters.calibration import min_docs_for_bound
+from filters.quality_calibration import (CONFIDENCE, DEFAULT_PPL_WEB_DROP, DEFAULT_WEB_DROP,  # noqa: F401
+                                         FENCE_K, MAX_AUTO_QUALITY_SCORE, MIN_REF_DOCS_FENCE, MIN_WEB_DOCS, _r,
+                                         calibrate_max_ppl, calibrate_min_quality_score, median, quantile)
+
+
+def _min_docs(q: float) -> int | None:
+    """:func:`filters.calibration.min_docs_for_bound` at :data:`CONFIDENCE`, None for q outside (0, 1)."""
+    return min_docs_for_bound(q, CONFIDENCE) if 0.0 < q < 1.0 else None
 
 
 CJK_LANGS = {"zh", "ja", "ko"}
@@ -333,8 +340,18 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                          ppl_web_drop: float = DEFAULT_PPL_WEB_DROP, min_web_docs: int = MIN_WEB_DOCS,
                          seed: int = 0, lmplz: str | None = None,
                          build_binary: str | None = None, input_desc: str = "",
-                         input_counts: dict | None = None, max_docs: int | None = None) -> dict:
+                         input_counts: dict | None = None, max_docs: int | None = None,
+                         web_fallback: bool = False) -> dict:
     """Train every model from ``docs`` and write them plus ``manifest.json`` to ``models_dir``.
+
+    A language with web documents but no reference-tier training documents (e.g. a user's
+    web-only input, issue 16) gets, with ``web_fallback``, a KenLM trained on the train split of
+    its OWN web documents: the ppl threshold then only removes extreme outliers of that input
+    (Tukey's far-out fence on its held-out web documents; garbled text, wrong script, lists of
+    symbols), since web text is no reference of quality. Such languages are recorded as
+    ``lm_trained_on: "web"`` in the manifest (and the quality stats); the classifier is trained
+    only when some language has reference documents (it needs both labels), and a language
+    without held-out reference documents gets no classifier threshold.
 
     Args:
         docs: dicts with ``id, source, tier, lang, text, meta`` (e.g. from :func:`load_docs`).
@@ -344,12 +361,13 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
             and threshold calibration).
         vocab_size: SentencePiece vocabulary upper bound per language.
         order: KenLM n-gram order (CCNet: 5).
-        reference_keep: share of held-out reference documents each auto threshold keeps at
-            least (see :func:`calibrate_max_ppl`, :func:`calibrate_min_quality_score`).
-        web_drop: share of web documents the auto ``min_quality_score`` removes (quantile of the
-            out-of-fold web scores; needs ``cv_folds >= 2``, else the reference floor is used).
-        ppl_web_drop: share of web documents the auto ``max_ppl`` removes (at least).
-        min_web_docs: fewest web documents of a language for its own web quantiles.
+        reference_keep: quantile of the reference-bound candidates of the auto thresholds
+            (see :func:`calibrate_max_ppl`, :func:`calibrate_min_quality_score`).
+        web_drop: share of web documents the auto ``min_quality_score`` removes at most (95% lower
+            bound of that quantile of the out-of-fold web scores; needs ``cv_folds >= 2``).
+        ppl_web_drop: the web candidate of the auto ``max_ppl`` (see
+            :func:`filters.quality_calibration.calibrate_max_ppl`).
+        min_web_docs: ignored (each bound states its own minimum, filters.calibration).
         epoch, lr, dim: fastText supervised hyper-parameters (wordNgrams=2, thread=1 fixed).
         max_positives: cap on classifier positives, spread evenly over languages (web
             negatives are few; training on every reference doc only slows fastText down).
@@ -361,13 +379,16 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
             (:attr:`LoadedDocs.counts`), recorded in the manifest (``input_documents``
             and per language ``input_docs``).
         max_docs: the per-(language, label) sample size ``docs`` was drawn with (manifest).
+        web_fallback: train the LM of a language without reference documents on its web
+            documents (above); False: such languages get no models (``missing_model`` decides).
 
     Returns:
         The manifest dict; per language ``max_ppl`` / ``min_quality_score`` and
         ``thresholds_derivation`` (source, quantile, n docs and the candidates of each).
 
     Raises:
-        ValueError: no positive documents at all; a drop/keep share outside [0, 1].
+        ValueError: no training documents at all (no reference documents, and no web documents
+            or ``web_fallback`` off); a drop/keep share outside [0, 1].
         FileNotFoundError: KenLM programs missing.
         RuntimeError: lmplz / build_binary failed.
     """
@@ -382,11 +403,18 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
     for d in docs:
         if d["label"] is not None and d.get("lang"):
             by_lang.setdefault(d["lang"], []).append(d)
-    langs = sorted(l for l, ds_ in by_lang.items() if any(d["label"] == "ref" and d["split"] == "train" for d in ds_))
+    ref_langs = {l for l, ds_ in by_lang.items() if any(d["label"] == "ref" and d["split"] == "train" for d in ds_)}
+    web_langs = ({l for l, ds_ in by_lang.items() if l not in ref_langs
+                  and any(d["label"] == "web" and d["split"] == "train" for d in ds_)} if web_fallback else set())
+    langs = sorted(ref_langs | web_langs)
     if languages:
         langs = [l for l in langs if l in set(languages)]
     if not langs:
-        raise ValueError("no reference-tier training documents in the input: nothing to train on")
+        raise ValueError("no reference-tier training documents in the input"
+                         + ("" if web_fallback else " (web_fallback is off)") + ": nothing to train on")
+    if web_langs & set(langs):
+        log(f"no reference-tier documents in {', '.join(sorted(web_langs & set(langs)))}: their KenLM is trained on "
+            f"their own web documents (only extreme ppl outliers are removed)")
 
     models_dir = os.path.abspath(models_dir)
     parent = os.path.dirname(models_dir)
@@ -400,16 +428,22 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
         "positive_tiers": list(POSITIVE_TIERS), "negative_tiers": list(NEGATIVE_TIERS),
         "kenlm_order": order, "languages": {},
         "calibration": {"reference_keep": reference_keep, "web_drop": web_drop, "ppl_web_drop": ppl_web_drop,
-                        "min_web_docs": min_web_docs,
-                        "max_ppl": "max(reference_keep-quantile of held-out reference ppl, (1 - ppl_web_drop)-"
-                                   "quantile of the language's web ppl when it has >= min_web_docs web docs)",
-                        "min_quality_score": "min(web_drop-quantile of the language's out-of-fold web classifier "
-                                             "scores (pooled over languages when it has < min_web_docs), "
-                                             f"{MAX_AUTO_QUALITY_SCORE}, (1 - reference_keep)-quantile of "
-                                             "held-out reference scores)",
-                        "rationale": "drop the worst web pages, not the web tier: PolyLM's rule filters and "
-                                     "quality scoring together removed 28.3% of its data (arXiv 2307.06018, "
-                                     "sec. 3.1)"},
+                        "confidence": CONFIDENCE, "fence_k": FENCE_K,
+                        "min_docs": {"reference_fence": MIN_REF_DOCS_FENCE,
+                                     "reference_ppl_bound": _min_docs(1.0 - reference_keep),
+                                     "web_ppl_bound": _min_docs(ppl_web_drop),
+                                     "web_score_bound": _min_docs(web_drop)},
+                        "max_ppl": "max(Tukey far-out fence Q3 + 3 IQR of log10 held-out reference ppl with 95% "
+                                   "bounds on the quartiles, 95% upper bound of the reference_keep quantile of "
+                                   "held-out reference ppl, 95% upper bound of the (1 - ppl_web_drop) quantile of "
+                                   "the language's web ppl), each only with enough documents (min_docs)",
+                        "min_quality_score": "min(95% lower bound of the web_drop quantile of the language's "
+                                             "out-of-fold web classifier scores (pooled over languages when too "
+                                             f"few), {MAX_AUTO_QUALITY_SCORE}, 95% lower bound of the "
+                                             "(1 - reference_keep) quantile of held-out reference scores); none "
+                                             "applicable: no classifier filter",
+                        "rationale": "remove only extremely low quality documents (PolyLM, arXiv 2307.06018 "
+                                     "sec. 2.1) with thresholds that do not move with a handful of documents"},
         "reference_keep": reference_keep}
     if input_counts is not None:
         manifest["input_documents"] = {
@@ -421,9 +455,10 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
     try:
         for i, lang in enumerate(langs, 1):
             ld = by_lang[lang]
-            train_ref = [d for d in ld if d["label"] == "ref" and d["split"] == "train"]
-            held_ref = [d for d in ld if d["label"] == "ref" and d["split"] == "heldout"]
-            web = [d for d in ld if d["label"] == "web"]
+            lm_label = "ref" if lang in ref_langs else "web"
+            train_ref = [d for d in ld if d["label"] == lm_label and d["split"] == "train"]
+            held_ref = [d for d in ld if d["label"] == lm_label and d["split"] == "heldout"]
+            web = [d for d in ld if d["label"] == "web"] if lm_label == "ref" else []
             lt = time.time()
             sp_prefix = os.path.join(work, f"quality-{lang}.sp")
             lm_path = os.path.join(work, f"quality-{lang}.kenlm.binary")
@@ -461,6 +496,7 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
             train_ppl = [ppl[d["id"]] for d in train_ref if d["id"] in ppl]
             manifest["languages"][lang] = {
                 "sp_model": f"quality-{lang}.sp.model", "kenlm": f"quality-{lang}.kenlm.binary", "vocab_size": vs,
+                "lm_trained_on": "reference" if lm_label == "ref" else "web",
                 "train_docs": len(train_ref), "train_paragraphs": n_par, "train_tokens": n_tok,
                 "heldout_ref_docs": len(held_ref), "web_docs": len(web),
                 "train_ref_median_ppl": _r(median(train_ppl)),
@@ -473,9 +509,11 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
             }
             if input_counts is not None:
                 manifest["languages"][lang]["input_docs"] = input_counts.get(lang, {})
-            cal_ppl = calibrate_max_ppl(held_ppl or train_ppl, web_ppl, reference_keep=reference_keep,
+            # held-out documents only: training documents have memorised (low) ppl, a fence on them
+            # would remove clean unseen text
+            cal_ppl = calibrate_max_ppl(held_ppl, web_ppl, reference_keep=reference_keep,
                                         ppl_web_drop=ppl_web_drop, min_web_docs=min_web_docs,
-                                        ref_source="heldout_reference_ppl" if held_ppl else "train_reference_ppl")
+                                        ref_source="heldout_reference_ppl" if lm_label == "ref" else "heldout_web_ppl")
             manifest["languages"][lang]["max_ppl"] = cal_ppl["value"]
             manifest["languages"][lang]["thresholds_derivation"] = {"max_ppl": cal_ppl}
             log(f"[{i}/{len(langs)}] {lang}: sp vocab {vs}, {len(train_ref)} train docs, {n_tok} tokens; "
@@ -767,7 +805,7 @@ def default_models_dir(out: str) -> str:
 
 
 
-_SRC_TAGS = {"web_ppl": "web", "heldout_reference_ppl": "ref", "train_reference_ppl": "train",
+_SRC_TAGS = {"reference_fence": "fence", "web_ppl": "web", "heldout_reference_ppl": "ref", "train_reference_ppl": "train",
              "oof_web_score": "web", "pooled_oof_web_score": "pool", "heldout_reference_score": "ref",
              "cap": "cap", "no_heldout_reference": "none", "none": "none"}
 
