@@ -26,7 +26,7 @@ from filters.normalize import normalize  # noqa: E402
 
 
 def _train_bench_models(dest: str) -> None:
-    from jobs.train_quality_models import train_quality_models
+    from pipeline.quality_models import train_quality_models
 
     root = data_root()
     docs = []

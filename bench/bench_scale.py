@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = int(a.master[len("local["):-1]) if a.master.startswith("local[") and a.master[6:-1].isdigit() \
         else os.cpu_count()
     print(f"chain: {' -> '.join(chain)}; master {a.master} ({cores} cores)", flush=True)
-    from jobs.train_quality_models import default_models_dir
+    from pipeline.quality_models import default_models_dir
 
     qdir = Path(str((config.get("quality") or {}).get("models_dir")
                     or default_models_dir(str(out))).removeprefix("file:"))

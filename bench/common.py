@@ -65,3 +65,43 @@ def enlarge(docs: list[tuple[str, str]], n: int, seed: int = 0) -> list[tuple[st
             lines[i], lines[j] = lines[j], lines[i]
         out.append((lang, "\n".join(lines)))
     return out
+
+
+def short_sentences(split: str, root: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """Short sentences of known language for LID threshold tuning and measurement (18 languages).
+
+    ``split="tune"``: Leipzig Wortschatz sentences (news/web, ~1000 per language) and the UD
+    ``*-dev`` / ``*-train`` files (native treebanks: nl, he, id, ja, ko, vi, zh).
+    ``split="measure"``: NTREX-128 sentences (1,997 per language, plus the English source) and
+    the UD ``*-test`` files (PUD and native treebanks). The two share no file.
+
+    Returns:
+        list of (ISO 639-1 language, sentence), in file order.
+
+    Raises:
+        ValueError: unknown split.
+    """
+    root = Path(root or data_root())
+    out: list[tuple[str, str]] = []
+    if split == "tune":
+        for path in sorted((root / "leipzig-sentences").glob("*.txt")):
+            if path.stem == "LICENSE":
+                continue
+            out.extend((path.stem, ln.split("\t")[-1].strip()) for ln in path.read_text(encoding="utf-8").splitlines()
+                       if ln.strip())
+        ud = [p for p in sorted((root / "ud").glob("*.text.tsv")) if "-ud-test" not in p.name]
+    elif split == "measure":
+        files = {"en": root / "ntrex-128" / "newstest2019-src.eng.txt"}
+        files.update({iso: root / "ntrex-128" / f"newstest2019-ref.{c}.txt" for c, iso in NTREX_FILES.items()})
+        for lang, path in files.items():
+            out.extend((lang, ln.strip()) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip())
+        ud = [p for p in sorted((root / "ud").glob("*.text.tsv")) if "-ud-test" in p.name]
+    else:
+        raise ValueError(f"split must be 'tune' or 'measure', got {split!r}")
+    for path in ud:
+        lang = path.name.split("_")[0]
+        for ln in path.read_text(encoding="utf-8").splitlines():
+            parts = ln.split("\t")
+            if len(parts) >= 2 and parts[1].strip():
+                out.append((lang, parts[1].strip()))
+    return out

@@ -18,8 +18,17 @@ import numpy as np
 
 #: lid.176 labels that are not the ISO 639-1 code of one of our languages but should map
 #: to one: deprecated ISO codes (iw, in) and Egyptian Arabic, which lid.176 predicts for
-#: some Modern Standard Arabic news text.
-LABEL_ALIASES = {"iw": "he", "in": "id", "ji": "yi", "jw": "jv", "arz": "ar"}
+#: some Modern Standard Arabic news text; Wu (``wuu``) and Cantonese (``yue``), which lid.176
+#: predicts for some Mandarin sentences (all three are written in Han characters, and ISO 639-1
+#: ``zh`` is the macrolanguage covering them). :meth:`LangID.predict` SUMS the probabilities of
+#: the labels that map to one code, so a Mandarin sentence split 0.45 zh / 0.3 wuu / 0.1 yue is
+#: ``zh`` with 0.85 (on the Leipzig and UD Chinese sentences this lifts top-1 accuracy by
+#: 0.2-0.3 points and never turns a right label wrong; ``bench/bench_lid_thresholds.py``).
+LABEL_ALIASES = {"iw": "he", "in": "id", "ji": "yi", "jw": "jv", "arz": "ar", "wuu": "zh", "yue": "zh"}
+
+#: Labels read per text by :meth:`LangID.predict` before the probabilities of aliased labels
+#: are summed (the rest of lid.176's 176 labels carry a negligible share).
+TOP_K = 5
 
 _WS = re.compile(r"\s+")
 
@@ -87,16 +96,22 @@ class LangID:
 
         Returns:
             (langs, scores): N ISO 639-1 codes (``"und"`` for empty text) and a float32
-            array of shape (N,) with the top-1 probability (0.0 for empty text).
+            array of shape (N,) with the top-1 probability (0.0 for empty text), after the
+            probabilities of the :data:`TOP_K` best labels that map to one code
+            (:data:`LABEL_ALIASES`, e.g. ``zh`` + ``wuu`` + ``yue``) are summed.
         """
         prepared = [self.prepare(t) for t in texts]
         idx = [i for i, t in enumerate(prepared) if t]
         langs = ["und"] * len(prepared)
         scores = np.zeros(len(prepared), dtype=np.float32)
         if idx:
-            labels, probs = self.model.predict([prepared[i] for i in idx], k=1)
+            labels, probs = self.model.predict([prepared[i] for i in idx], k=TOP_K)
             for j, i in enumerate(idx):
                 if len(labels[j]):
-                    langs[i] = to_iso(labels[j][0])
-                    scores[i] = min(1.0, float(np.asarray(probs[j]).reshape(-1)[0]))
+                    summed: dict[str, float] = {}
+                    for lab, p in zip(labels[j], np.asarray(probs[j]).reshape(-1)):
+                        code = to_iso(lab)
+                        summed[code] = summed.get(code, 0.0) + float(p)
+                    langs[i] = max(summed, key=summed.get)
+                    scores[i] = min(1.0, summed[langs[i]])
         return langs, scores

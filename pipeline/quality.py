@@ -11,6 +11,8 @@ Config (``quality:`` in configs/pipeline.yaml)::
 
     models_dir: null          # default <out>/models/quality
     train_if_missing: true    # train from <out>/langid when there is no manifest
+    web_fallback: false       # input without reference-tier docs: false = pass unscored (stats say why);
+                              # true = train each language's KenLM on its own web docs (pipeline/quality_models.py)
     models: {}                # {lang: {sp_model: path, kenlm: path}} user models (override)
     classifier: null          # path of a user fastText classifier (labels __label__ref/__label__web)
     bucket_percentiles: [30, 60]   # CCNet head/middle/tail cut-offs (Wenzek et al. 2020, sec. 3.3)
@@ -18,7 +20,7 @@ Config (``quality:`` in configs/pipeline.yaml)::
     min_cutoff_docs: 50       # fewer unseen docs of a language in the run: held-out reference percentiles
     default_thresholds: {max_ppl: auto, min_quality_score: auto}
     thresholds: {}            # {lang: {max_ppl: x|null|auto, min_quality_score: y|null|auto}}
-    web_drop: 0.2             # training: auto min_quality_score drops ~this share of web docs
+    web_drop: 0.05            # training: auto min_quality_score drops <= this share of web docs (95% bound)
     ppl_web_drop: 0.1         # training: auto max_ppl drops ~this share of web docs by ppl
     train_max_docs: 20000     # training: documents read per language and label (bottom-k sample)
     missing_model: keep       # keep | reject (reason quality_no_model) docs of languages without models
@@ -45,13 +47,13 @@ the stage stats, ``extra.cutoffs_source``):
 4. otherwise no buckets (``ppl_bucket`` null) for that language (source ``none``).
 
 ``auto`` takes the calibrated value from the manifest; ``null`` disables the rule. The auto
-values (``jobs/train_quality_models.py``) drop about the worst ``web_drop`` (0.2) of web
-documents by classifier score (quantile of out-of-fold web scores, never above the floor that
-keeps ~98% of held-out reference text) and about the worst ``ppl_web_drop`` (0.1) by ppl
-(never below the held-out reference 98th percentile): the stage removes the worst web pages,
-not the web tier (PolyLM removed 28.3% of its data with rules and quality scoring together,
-arXiv 2307.06018 sec. 3.1). Their derivation (source, quantile, documents) is logged and
-recorded in the stage stats (``extra.per_lang.<lang>.thresholds_source``).
+values (:mod:`filters.quality_calibration`) remove only extreme outliers (PolyLM, arXiv
+2307.06018 sec. 2.1: "extremely low quality"): ``max_ppl`` is Tukey's far-out fence on held-out
+reference ppl, ``min_quality_score`` the 95% lower bound of the ``web_drop`` (0.05) quantile of
+out-of-fold web scores; each needs a stated number of documents and falls back to a more
+conservative rule (or none) below it. Their derivation (source, quantile, documents, bound rank)
+is logged and recorded in the stage stats (``extra.per_lang.<lang>.thresholds_source``) and
+``extra.models`` says which model set was used and what it was trained on.
 
 Reasons: ``ppl_too_high``, ``quality_low``, ``quality_no_text`` (nothing left after
 normalisation), ``quality_no_model`` (only with ``missing_model: reject``); a document whose
@@ -263,6 +265,10 @@ def threshold_sources(cfg: dict, manifest: dict, langs) -> dict[str, dict]:
                 d = der.get(key) or {}
                 out[lang][key] = {"from": "auto", "source": d.get("source") if cal.get(key) is not None else "none",
                                   "quantile": d.get("quantile"), "n_docs": d.get("n_docs")}
+                chosen = [c for c in d.get("candidates") or () if c.get("source") == d.get("source")]
+                for k in ("rank", "confidence", "k"):
+                    if chosen and chosen[0].get(k) is not None:
+                        out[lang][key][k] = chosen[0][k]
             else:
                 out[lang][key] = {"from": "disabled" if v is None else "config"}
     return out
@@ -315,12 +321,13 @@ class QualityStage(Stage):
     name = "quality"
 
     def _models(self, ctx: StageContext, cfg: dict):
+        self._no_models = None
         models_dir = cfg.get("models_dir") or ctx.path("models", "quality")
         if models_dir.startswith("file:"):
             models_dir = models_dir[len("file:"):]
         have_manifest = os.path.exists(os.path.join(models_dir, Q.MANIFEST))
         if not have_manifest and not cfg.get("models") and cfg.get("train_if_missing", True):
-            from jobs.train_quality_models import load_docs, train_quality_models, training_options
+            from pipeline.quality_models import load_docs, train_quality_models, training_options
 
             src = ctx.path("langid")
             src = src[len("file:"):] if src.startswith("file:") else src
@@ -329,9 +336,21 @@ class QualityStage(Stage):
                 f"(`make quality-models` does this ahead of time; at most {opts['max_docs'] or 'all'} "
                 f"documents per language and label)")
             docs = load_docs(src, list(ctx.config["languages"]), max_docs=opts["max_docs"])
+            web_fallback = bool(cfg.get("web_fallback", False))
+            if not any(d.get("tier") in Q.POSITIVE_TIERS for d in docs) and not web_fallback:
+                # web-only input (issue 16): nothing to learn what clean text looks like from
+                self._no_models = (
+                    f"no reference-tier documents in {src}: quality models cannot be trained, documents pass "
+                    f"unscored (quality.missing_model: {cfg.get('missing_model', 'keep')}). To score them, train "
+                    f"models on text with reference-tier sources (`make quality-models`) and set "
+                    f"quality.models_dir, or set quality.web_fallback: true to train each language's KenLM on "
+                    f"its own web documents (removes only extreme ppl outliers of the held-out part)")
+                log(f"[quality] WARNING: {self._no_models}")
+                return {}, None, {}
             train_quality_models(docs, models_dir, languages=list(ctx.config["languages"]),
                                  web_drop=opts["web_drop"], ppl_web_drop=opts["ppl_web_drop"],
-                                 input_desc=src, input_counts=docs.counts, max_docs=docs.max_docs)
+                                 input_desc=src, input_counts=docs.counts, max_docs=docs.max_docs,
+                                 web_fallback=web_fallback)
         langs, clf, manifest = Q.model_paths(models_dir, cfg.get("models") or {}, cfg.get("classifier"))
         cal = manifest.get("calibration") or {}
         for key in ("web_drop", "ppl_web_drop"):
@@ -377,7 +396,7 @@ class QualityStage(Stage):
         if missing not in ("keep", "reject"):
             raise ValueError(f"quality.missing_model must be keep or reject, got {missing!r}")
         models, clf, manifest = self._models(ctx, cfg)
-        if not models:
+        if not models and not getattr(self, "_no_models", None):
             raise FileNotFoundError("no quality models: run `make quality-models` or set quality.models")
         shipped = {lang: (ship(ctx.spark, _stage_copy(ctx, a)), ship(ctx.spark, _stage_copy(ctx, b)))
                    for lang, (a, b) in sorted(models.items())}
@@ -465,6 +484,7 @@ class QualityStage(Stage):
         import numpy as np
 
         summary = {}
+        man_langs = (info.get("manifest") or {}).get("languages") or {}
         for lang, tiers in sorted(per.items()):
             c = info.get("cutoffs", {}).get(lang)
             # unrounded: a run cut-off is some document's ppl, and its bucket depends on equality
@@ -475,6 +495,8 @@ class QualityStage(Stage):
                  "max_ppl": _round((info.get("thresholds", {}).get(lang) or (None, None))[0]),
                  "min_quality_score": _round((info.get("thresholds", {}).get(lang) or (None, None))[1], 6),
                  "thresholds_source": (info.get("thresholds_source") or {}).get(lang),
+                 "lm_trained_on": ((man_langs.get(lang) or {}).get("lm_trained_on", "reference")
+                                   if lang in man_langs else None),
                  "tiers": {}}
             for tier, t in sorted(tiers.items()):
                 s["tiers"][tier] = {
@@ -490,8 +512,13 @@ class QualityStage(Stage):
         ctx.extra["bucket_percentiles"] = info.get("bucket_percentiles")
         ctx.extra["cutoffs_source"] = info.get("cutoffs_source")
         man = info.get("manifest") or {}
+        if getattr(self, "_no_models", None):
+            ctx.extra["models"] = {"status": "none", "reason": self._no_models}
         if man:
-            ctx.extra["models"] = {"created": man.get("created"),
+            ctx.extra["models"] = {"created": man.get("created"), "models_dir": getattr(self, "_models_dir", None),
+                                   "input": man.get("input"), "calibration": man.get("calibration"),
+                                   "lm_trained_on": {l: v.get("lm_trained_on", "reference")
+                                                     for l, v in (man.get("languages") or {}).items()},
                                    "classifier": {k: (man.get("classifier") or {}).get(k)
                                                   for k in ("kind", "features_version", "auc", "train_pos",
                                                             "train_neg")}}

@@ -62,7 +62,7 @@ def _web_docs_en(shared) -> list[dict]:
 
 def tiny_models(tmp_path_factory, shared) -> str:
     """Train (once per session; reused through the session's base temp dir) en/de models."""
-    from jobs.train_quality_models import train_quality_models
+    from pipeline.quality_models import train_quality_models
 
     d = tmp_path_factory.getbasetemp() / "quality_tiny_models"
     if not (d / Q.MANIFEST).exists():
@@ -172,7 +172,7 @@ def test_crossfit_scores_each_doc_out_of_fold(monkeypatch, tmp_path, shared_data
     """evaluate_classifier: every held-out reference and every web doc is scored once, by a
     classifier whose training set did not contain it; held-out reference docs are never
     trained on; train-split reference docs are never scored."""
-    import jobs.train_quality_models as J
+    import pipeline.quality_models as J
 
     docs = _ref_docs(shared_data, "en", "eng")[:150] + _web_docs_en(shared_data)[:40]
     J.assign_splits(docs, 0.2)
@@ -352,7 +352,7 @@ def test_user_models_override(tiny, tmp_path):
 
 
 def test_split_groups_keep_translations_together():
-    from jobs.train_quality_models import is_heldout, split_key
+    from pipeline.quality_models import is_heldout, split_key
 
     a = split_key("ntrex/x@L1", "ntrex", "de", json.dumps({"doc_id": "bbc.1"}))
     b = split_key("ntrex-variants/y@L1", "ntrex-variants", "en", json.dumps({"doc_id": "bbc.1"}))
@@ -369,7 +369,7 @@ def test_split_groups_keep_translations_together():
 def sample_models(sample_build, tmp_path_factory):
     """Models trained on the sample's langid output (the ones the quality stage of the sample
     build trained, or trained here when the configured chain has no quality stage)."""
-    from jobs.train_quality_models import load_docs, train_quality_models
+    from pipeline.quality_models import load_docs, train_quality_models
 
     out, config, _ = sample_build
     docs = load_docs(os.path.join(out, "langid"), list(config["languages"]))
@@ -387,7 +387,7 @@ def test_acceptance_heldout_reference_vs_web(sample_models, tmp_path):
     held-out reference docs (split by document group before training); every web doc is
     scored out-of-fold (cross-fitting, :func:`jobs.train_quality_models.evaluate_classifier`,
     recomputed here from the shipped SentencePiece models and the manifest's recipe)."""
-    from jobs.train_quality_models import assign_splits, evaluate_classifier
+    from pipeline.quality_models import assign_splits, evaluate_classifier
 
     docs, mdir = sample_models
     langs, clf_path, manifest = Q.model_paths(mdir)
@@ -474,7 +474,7 @@ def test_load_docs_bottom_k_per_lang_label(tmp_path):
     """load_docs streams the parquet and keeps, per (lang, label), exactly the max_docs
     documents with the smallest salted split-key hash (id breaks ties), whatever the file
     layout and row order; counts say how many each language had and kept."""
-    from jobs.train_quality_models import doc_label, load_docs, sample_key
+    from pipeline.quality_models import doc_label, load_docs, sample_key
 
     docs = _synthetic_docs(900)
     k = 25
@@ -515,7 +515,7 @@ def test_load_docs_bottom_k_per_lang_label(tmp_path):
 
 def test_sample_key_independent_of_split():
     """The sampling hash is salted: the bottom-k of it keeps about the held-out fraction."""
-    from jobs.train_quality_models import sample_key
+    from pipeline.quality_models import sample_key
 
     keys = sorted((sample_key(f"id{i}", "web", "en", "{}"), i) for i in range(20000))
     first = [i for _, i in keys[:2000]]
@@ -525,51 +525,69 @@ def test_sample_key_independent_of_split():
 
 # ------------------------------------------------------------------ threshold calibration (issue 3)
 def test_calibrate_max_ppl():
-    from jobs.train_quality_models import calibrate_max_ppl
+    """Issue 14 cause 1: max_ppl removes only extreme outliers of held-out reference ppl
+    (Tukey's far-out fence with 95% bounds on the quartiles), never a point quantile of a handful
+    of documents; each candidate needs its stated number of documents."""
+    from filters.quality_calibration import calibrate_max_ppl
 
-    ref = list(np.linspace(100, 200, 101))            # q0.98 = 198
-    web = list(np.linspace(100, 1100, 101))           # q0.9 = 1000
+    rng = np.random.default_rng(0)
+    ref = list(10 ** rng.normal(2.5, 0.1, 400))      # log10 ppl ~ N(2.5, 0.1): median ~316
+    d = calibrate_max_ppl(ref, [], reference_keep=0.98, ppl_web_drop=0.1)
+    assert d["source"] == "reference_fence" and d["n_docs"] == 400
+    # far beyond the reference's own q0.98 (~ 10 ** 2.705 = 507): clean text a bit off the reference
+    # distribution (x1.5 the median) is never removed, an outlier (x10) is
+    assert d["value"] > 1.5 * float(np.quantile(ref, 0.98)) and d["value"] < 10 * 316
+    fence = d["value"]
+    # the old rule took the reference q0.98 of 33 documents: about 2% + sampling noise of clean text
+    small = calibrate_max_ppl(ref[:33], [], reference_keep=0.98, ppl_web_drop=0.1)
+    assert small["source"] == "reference_fence" and small["value"] >= fence * 0.9  # wider with fewer docs
+    cands = {c["source"]: c for c in small["candidates"]}
+    assert cands["heldout_reference_ppl"]["value"] is None and "149" in cands["heldout_reference_ppl"]["note"]
+    # web candidate (never lowers the threshold) needs 29 documents for its bound
+    web = list(np.linspace(100, 20000, 200))
     d = calibrate_max_ppl(ref, web, reference_keep=0.98, ppl_web_drop=0.1)
-    assert d["value"] == pytest.approx(1000.0) and d["source"] == "web_ppl" and d["n_docs"] == 101
-    assert [c["source"] for c in d["candidates"]] == ["heldout_reference_ppl", "web_ppl"]
-    # web text better than reference: the reference quantile is the floor
-    d = calibrate_max_ppl(ref, list(np.linspace(50, 150, 50)), reference_keep=0.98, ppl_web_drop=0.1)
-    assert d["value"] == pytest.approx(198.0) and d["source"] == "heldout_reference_ppl"
-    # too few web docs: reference quantile, the web candidate says why
-    d = calibrate_max_ppl(ref, web[:19], reference_keep=0.98, ppl_web_drop=0.1)
-    assert d["source"] == "heldout_reference_ppl" and d["candidates"][1]["value"] is None
-    assert "fewer than 20" in d["candidates"][1]["note"]
+    assert d["source"] == "web_ppl" and d["value"] >= np.quantile(web, 0.9) and d["value"] > fence
+    d = calibrate_max_ppl(ref, web[:28], reference_keep=0.98, ppl_web_drop=0.1)
+    assert d["source"] == "reference_fence"
+    # too few reference documents for the quartile bounds: no ppl filter rather than a noisy one
+    d = calibrate_max_ppl(ref[:10], [], reference_keep=0.98, ppl_web_drop=0.1)
+    assert d["value"] is None and d["source"] == "none"
     assert calibrate_max_ppl([], [], reference_keep=0.98, ppl_web_drop=0.1)["value"] is None
 
 
 def test_calibrate_min_quality_score():
-    from jobs.train_quality_models import calibrate_min_quality_score
+    """Issue 14 cause 1: min_quality_score is a 95% lower bound of the web_drop quantile of
+    out-of-fold web scores; 20 web documents (the old Spanish threshold: their q0.2) are too few."""
+    from filters.quality_calibration import DEFAULT_WEB_DROP, calibrate_min_quality_score
 
-    ref = list(np.linspace(0.3, 1.0, 101))      # q0.02 = 0.314: reference floor
-    web = list(np.linspace(0.0, 0.5, 101))      # q0.2 = 0.1
-    pooled = list(np.linspace(0.0, 0.25, 101))  # q0.2 = 0.05
-    d = calibrate_min_quality_score(ref, web, pooled, reference_keep=0.98, web_drop=0.2)
-    assert d["value"] == pytest.approx(0.1) and d["source"] == "oof_web_score" and d["n_docs"] == 101
-    # web quantile above the reference floor: the floor (at most ~2% of reference removed)
-    d = calibrate_min_quality_score(ref, list(np.linspace(0.5, 1.0, 30)), pooled, reference_keep=0.98, web_drop=0.2)
-    assert d["value"] == pytest.approx(0.314) and d["source"] == "heldout_reference_score"
-    # the floor never exceeds 0.5
-    d = calibrate_min_quality_score(list(np.linspace(0.9, 1.0, 50)), [], [], reference_keep=0.98, web_drop=0.2)
+    assert DEFAULT_WEB_DROP == 0.05
+    ref = list(np.linspace(0.3, 1.0, 200))
+    web = list(np.linspace(0.0, 0.5, 201))       # q0.05 = 0.025
+    pooled = list(np.linspace(0.0, 0.25, 401))   # q0.05 = 0.0125
+    d = calibrate_min_quality_score(ref, web, pooled, reference_keep=0.98, web_drop=0.05)
+    assert d["source"] == "oof_web_score" and d["n_docs"] == 201
+    assert 0 < d["value"] <= 0.025  # a lower bound: at most ~5% of web removed
+    assert d["candidates"][0]["rank"] < 0.05 * 201
+    # the old rule: q0.2 of 20 web documents; now too few (< 59) -> pooled scores of every language
+    d = calibrate_min_quality_score(ref, web[:20], pooled, reference_keep=0.98, web_drop=0.05)
+    assert d["source"] == "pooled_oof_web_score" and d["n_docs"] == 401 and d["value"] <= 0.0125
+    # web scores above the reference bound: capped by it (and by 0.5)
+    d = calibrate_min_quality_score(ref, list(np.linspace(0.8, 1.0, 300)), [], reference_keep=0.98, web_drop=0.05)
+    assert d["source"] == "heldout_reference_score" and d["value"] <= float(np.quantile(ref, 0.02))
+    d = calibrate_min_quality_score(list(np.linspace(0.9, 1.0, 200)), list(np.linspace(0.8, 1.0, 300)), [],
+                                    reference_keep=0.98, web_drop=0.05)
     assert d["value"] == 0.5 and d["source"] == "cap"
-    # few web docs of the language: pooled scores of every language
-    d = calibrate_min_quality_score(ref, web[:5], pooled, reference_keep=0.98, web_drop=0.2)
-    assert d["value"] == pytest.approx(0.05) and d["source"] == "pooled_oof_web_score" and d["n_docs"] == 101
-    # no web scores anywhere: the reference floor as before
-    d = calibrate_min_quality_score(ref, [], [], reference_keep=0.98, web_drop=0.2)
-    assert d["value"] == pytest.approx(0.314) and d["source"] == "heldout_reference_score"
-    d = calibrate_min_quality_score([], web, pooled, reference_keep=0.98, web_drop=0.2)
-    assert d["value"] == 0.0 and d["source"] == "no_heldout_reference"
+    # too few documents for any bound: no classifier filter rather than a noisy one
+    d = calibrate_min_quality_score(ref[:100], web[:20], web[:30], reference_keep=0.98, web_drop=0.05)
+    assert d["value"] is None and d["source"] == "none"
+    d = calibrate_min_quality_score([], web, pooled, reference_keep=0.98, web_drop=0.05)
+    assert d["value"] is None and d["source"] == "no_heldout_reference"
 
 
 def test_training_options():
-    from jobs.train_quality_models import DEFAULT_MAX_DOCS, training_options
+    from pipeline.quality_models import DEFAULT_MAX_DOCS, training_options
 
-    assert training_options({}) == {"web_drop": 0.2, "ppl_web_drop": 0.1, "max_docs": DEFAULT_MAX_DOCS}
+    assert training_options({}) == {"web_drop": 0.05, "ppl_web_drop": 0.1, "max_docs": DEFAULT_MAX_DOCS}
     o = training_options({"web_drop": 0.3, "ppl_web_drop": 0.05, "train_max_docs": 0}, web_drop=0.1)
     assert o == {"web_drop": 0.1, "ppl_web_drop": 0.05, "max_docs": None}
     with pytest.raises(ValueError):

@@ -145,7 +145,7 @@ def test_cutoffs_leave_out_lm_training_docs(spark, tmp_path, stage_run, shared_d
     document would land in the head bucket. Training documents are recognised by text hash
     (also as a copy in another tier under another id) and, for reference docs whose text was
     edited, by their split key."""
-    from jobs.train_quality_models import assign_splits
+    from pipeline.quality_models import assign_splits
     from pipeline.cli import run_stages
 
     _, mdir, _, _ = stage_run
