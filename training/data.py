@@ -36,7 +36,9 @@ How batches are made
   over ``input_ids`` per file, one row group at a time. How much a rank reads is therefore its
   share of the rows times the row-group granularity: with row groups of at most about
   ``world`` documents a rank reads close to ``1/world`` of the bytes; with large row groups
-  (e.g. 8192 rows) its rows touch most groups. :attr:`CurriculumLoader.read_stats` counts it.
+  (e.g. 8192 rows) its rows touch most groups, and a file larger than ``cache_bytes`` has
+  evicted groups read again for later windows (set ``cache_bytes`` to a file's decoded size to
+  read each file once per epoch). :attr:`CurriculumLoader.read_stats` counts it.
 * **Prefetch.** With ``prefetch = k > 0`` a background thread makes the next ``k`` batches
   (bounded queue; Parquet decoding releases the GIL), so the training thread only waits when
   reading is slower than a step. Batches and :meth:`CurriculumLoader.state_dict` (the state

@@ -266,12 +266,21 @@ def _tracker_patches(root_reshard: bool | None, mixed_precision: bool):
             kw["reshard_after_forward"] = root_reshard
         return orig_fs(module, **kw)
 
+    import training.parallelize as par
+
+    # parallelize() may import fully_shard inside the function or at module level
+    had_module_level = hasattr(par, "fully_shard")
     tfsdp.fully_shard = fully_shard
+    if had_module_level:
+        orig_par = par.fully_shard
+        par.fully_shard = fully_shard
     sprop.detect_fake_mode = lambda *a, **k: None
     try:
         yield
     finally:
         tfsdp.fully_shard, sprop.detect_fake_mode = orig_fs, orig_detect
+        if had_module_level:
+            par.fully_shard = orig_par
 
 
 def track_memory(
