@@ -45,7 +45,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
