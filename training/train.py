@@ -25,10 +25,10 @@ One optimizer step:
    the same fused chunked loss pass as the gradient) and token counts stay on the device and
    are all-reduced there; they reach the host once every ``metrics.log_every`` steps;
 4. the global gradient L2 norm is computed; the **guard** (``training.spike_guard``) skips the
-   update (gradients dropped, the step still counts, LR schedule and data advance) or rolls
-   model and optimizer back to the last checkpoint when the loss or the norm is NaN/inf or the
-   loss exceeds ``median + k * 1.4826 * MAD`` of the last ``spike_window`` accepted losses
-   (:class:`LossGuard`);
+   update on the device (fused AdamW ``found_inf``: gradients dropped, the step still counts,
+   LR schedule and data advance) or rolls model and optimizer back to the last checkpoint when
+   the loss or the norm is NaN/inf or the loss exceeds ``median + k * 1.4826 * MAD`` of the last
+   ``spike_window`` accepted losses (:class:`LossGuard`);
 5. otherwise gradients are clipped to ``grad_clip`` (1.0) and AdamW steps; the LR schedule steps.
 
 Backend: NCCL on CUDA, gloo on CPU, initialised from the torchrun environment (``RANK``,
@@ -45,7 +45,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -145,7 +144,7 @@ MAD_TO_SIGMA = 1.4826
 
 
 class LossGuard:
-    """Detects non-finite loss/grad norm and loss spikes with a robust statistic.
+    """Detects non-finite loss/grad norm and loss spikes with a robust statistic, on the device.
 
     A spike is ``loss > median + k * max(1.4826 * MAD, rel_floor * median)`` over the last
     ``window`` accepted losses (checked once ``window`` losses were accepted; ``k <= 0``
@@ -157,47 +156,86 @@ class LossGuard:
     rolling statistics of the last 128 steps), with median / 1.4826 x MAD in place of mean /
     std; ``rel_floor = 0.01`` (a spike must exceed the median by at least 1% x k) is this
     project's choice, so a window of near-identical losses (MAD ~ 0) does not flag noise.
+
+    The window lives in a ring buffer on ``device`` and :meth:`decide` works on device tensors
+    only, so the trainer decides without a host sync (the update is then skipped on the device,
+    see ``train``). :meth:`check` is the same decision for host floats.
     """
 
-    def __init__(self, k: float, window: int, rel_floor: float = 0.01):
+    REASONS = (None, "nonfinite_loss", "nonfinite_grad_norm", "loss_spike")
+
+    def __init__(self, k: float, window: int, rel_floor: float = 0.01, device: torch.device | str = "cpu"):
         self.k = float(k)
         self.window = max(int(window), 1)
         self.rel_floor = float(rel_floor)
-        self.recent: collections.deque[float] = collections.deque(maxlen=self.window)
-        self.skipped = 0
+        self.buf = torch.zeros(self.window, dtype=torch.float64, device=device)
+        self.count = torch.zeros((), dtype=torch.int64, device=device)  # losses accepted so far
+        self.skipped_t = torch.zeros((), dtype=torch.int64, device=device)
 
-    def threshold(self) -> float:
-        """Loss above which the next step is a spike (``inf`` until the window is full or
-        when ``k <= 0``)."""
-        if self.k <= 0 or len(self.recent) < self.window:
-            return math.inf
-        xs = sorted(self.recent)
-        med = statistics.median(xs)
-        mad = statistics.median(abs(x - med) for x in xs)
-        return med + self.k * max(MAD_TO_SIGMA * mad, self.rel_floor * abs(med))
+    def _threshold_t(self) -> torch.Tensor:
+        med = torch.quantile(self.buf, 0.5)  # the mean of the two middle values for even sizes
+        mad = torch.quantile((self.buf - med).abs(), 0.5)
+        return med + self.k * torch.maximum(MAD_TO_SIGMA * mad, self.rel_floor * med.abs())
+
+    @torch.no_grad()
+    def decide(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> torch.Tensor:
+        """0-dim int64 tensor on the guard's device: 0 accept (the loss joins the window),
+        1 non-finite loss, 2 non-finite gradient norm, 3 loss spike (index into
+        :attr:`REASONS`). ``loss``/``grad_norm``: 0-dim tensors on the same device. No sync."""
+        loss = loss.to(torch.float64)
+        grad_norm = grad_norm.to(torch.float64)
+        if self.k > 0:
+            spike = (self.count >= self.window) & (loss > self._threshold_t())
+        else:
+            spike = torch.zeros((), dtype=torch.bool, device=loss.device)
+        zero = torch.zeros((), dtype=torch.int64, device=loss.device)
+        code = torch.where(~torch.isfinite(loss), zero + 1,
+                           torch.where(~torch.isfinite(grad_norm), zero + 2,
+                                       torch.where(spike, zero + 3, zero)))
+        accept = code == 0
+        pos = (self.count % self.window).reshape(1)
+        self.buf.index_copy_(0, pos, torch.where(accept, loss, self.buf.index_select(0, pos)[0]).reshape(1))
+        self.count += accept.long()
+        self.skipped_t += (~accept).long()
+        return code
 
     def check(self, loss: float, grad_norm: float) -> str | None:
-        """Return the reason to skip (``"nonfinite_loss"``, ``"nonfinite_grad_norm"``,
-        ``"loss_spike"``) or ``None`` to accept (the loss then joins the window)."""
-        reason = None
-        if not math.isfinite(loss):
-            reason = "nonfinite_loss"
-        elif not math.isfinite(grad_norm):
-            reason = "nonfinite_grad_norm"
-        elif loss > self.threshold():
-            reason = "loss_spike"
-        if reason:
-            self.skipped += 1
-        else:
-            self.recent.append(float(loss))
-        return reason
+        """Host version of :meth:`decide`: the reason to skip (``"nonfinite_loss"``,
+        ``"nonfinite_grad_norm"``, ``"loss_spike"``) or ``None`` to accept."""
+        dev = self.buf.device
+        code = self.decide(torch.tensor(float(loss), device=dev), torch.tensor(float(grad_norm), device=dev))
+        return self.REASONS[int(code)]
+
+    def threshold(self) -> float:
+        """Loss above which the next step is a spike (``inf`` until the window is full or when
+        ``k <= 0``). Host read."""
+        if self.k <= 0 or int(self.count) < self.window:
+            return math.inf
+        return float(self._threshold_t())
+
+    @property
+    def recent(self) -> list[float]:
+        """Accepted losses in the window, oldest first (host read)."""
+        n = min(int(self.count), self.window)
+        vals = self.buf.tolist()
+        start = int(self.count) - n
+        return [vals[(start + i) % self.window] for i in range(n)]
+
+    @property
+    def skipped(self) -> int:
+        """Updates skipped so far (host read)."""
+        return int(self.skipped_t)
 
     def state_dict(self) -> dict:
-        return {"recent": list(self.recent), "skipped": self.skipped}
+        return {"recent": self.recent, "skipped": self.skipped}
 
     def load_state_dict(self, s: dict) -> None:
-        self.recent = collections.deque(s.get("recent", []), maxlen=self.window)
-        self.skipped = int(s.get("skipped", 0))
+        recent = [float(x) for x in s.get("recent", [])][-self.window:]
+        self.buf.zero_()
+        if recent:
+            self.buf[:len(recent)] = torch.tensor(recent, dtype=torch.float64)
+        self.count.fill_(len(recent))
+        self.skipped_t.fill_(int(s.get("skipped", 0)))
 
 
 # ------------------------------------------------------------------------------------ model
@@ -345,13 +383,13 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
     step (a checkpoint is written there when checkpointing is enabled), leaving the schedule
     unchanged.
 
-    Host synchronisation: the loop keeps loss/token statistics and gradient norms on the
-    training device and reads them to the host once every ``metrics.log_every`` steps (and
-    before validation, checkpoints and the end), writing the buffered per-step rows then;
-    ``step_time_s`` / ``tokens_per_sec`` of a row are the mean over its flush window. The one
-    exception is the spike guard (``training.spike_guard`` skip/rollback): deciding whether to
-    update needs the step's loss and gradient norm on the host, one read of two numbers per
-    step after the backward; ``spike_guard: off`` removes it.
+    Host synchronisation: the loop keeps loss/token statistics, gradient norms and the spike
+    guard's decisions on the training device and reads them to the host once every
+    ``metrics.log_every`` steps (and before validation, checkpoints and the end), writing the
+    buffered per-step rows then; ``step_time_s`` / ``tokens_per_sec`` of a row are the mean
+    over its flush window. The guard's ``skip`` happens on the device (fused AdamW's
+    ``found_inf``); only ``spike_guard: rollback`` (a host decision to load a checkpoint)
+    reads the guard's verdict every step.
     """
     t_start = time.perf_counter()
     if cfg.training.num_threads:
@@ -383,7 +421,7 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
                                 embedding_weight_decay=o.embedding_weight_decay)
     scheduler = WarmupCosine(optimizer, peak_lr=o.lr, warmup_steps=o.warmup_steps,
                              total_steps=tcfg.steps, min_ratio=o.min_lr_ratio, schedule=o.schedule)
-    guard = LossGuard(tcfg.spike_mad_k, tcfg.spike_window)
+    guard = LossGuard(tcfg.spike_mad_k, tcfg.spike_window, device=device)
     guard_on = tcfg.spike_guard != "off"
     ckpt = CheckpointManager(cfg.checkpoint.dir, keep_last=cfg.checkpoint.keep_last,
                              checksum=cfg.checkpoint.checksum) if cfg.checkpoint.enabled else None
@@ -425,7 +463,8 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
     val_set = loader.validation_set() if cfg.metrics.validate else None
     L = len(languages)
     seq = cfg.data.seq_len
-    # rows of the current flush window: (step, host fields, device tensor [2 + 2L + 1])
+    # rows of the current flush window: (step, host fields, device tensor [2 + 2L + 2]:
+    # statistics, gradient norm, guard code)
     pending: list[tuple[int, dict, torch.Tensor]] = []
     window_t0 = time.perf_counter()
 
@@ -452,6 +491,10 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
             }
             if "event" in extra:
                 row["event"] = extra["event"]
+            elif v[3 + 2 * L]:
+                row["event"] = f"skipped_update:{LossGuard.REASONS[int(v[3 + 2 * L])]}"
+                log.warning("step %d: update skipped (%s), loss=%.4g grad_norm=%.4g", step_no,
+                            LossGuard.REASONS[int(v[3 + 2 * L])], row["loss"], row["grad_norm"])
             metrics.log(step_no, row)
         pending.clear()
         window_t0 = time.perf_counter()
@@ -491,28 +534,33 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
             accumulate_unsharded_grads=tcfg.accumulate_unsharded_grads)
         total_norm, params = _grad_norm(model)
         extra: dict[str, Any] = {"lr": lr, "stage": batch.stage}
-        skip = None
-        if guard_on:
-            loss_h, norm_h = torch.stack([stats[0] / stats[1], total_norm.double()]).tolist()
-            skip = guard.check(loss_h, norm_h)
-        if skip is None:
+        code = guard.decide(stats[0] / stats[1], total_norm) if guard_on else None
+        if code is not None and tcfg.spike_guard == "rollback" and ckpt is not None and int(code):
+            # rolling back is a host decision: one read per step in this mode
+            reason = LossGuard.REASONS[int(code)]
+            restored = ckpt.load(model, optimizer, resume="auto")
+            event = f"skipped_update:{reason}"
+            if restored is not None:
+                # model and optimizer go back; the data and the LR schedule go on, so the
+                # batches around the spike are skipped (PaLM, arXiv 2204.02311 sec. 5.1)
+                event = f"rolled_back:{reason}:to_step_{restored['step']}"
+            extra["event"] = event
+            log.warning("step %d: %s", step + 1, event)
+            code = None  # nothing left to skip on the device
+        else:
             torch.nn.utils.clip_grads_with_norm_(params, o.grad_clip, total_norm, foreach=True)
+            # fused AdamW skips the whole update (moments, step count) on the device when
+            # found_inf != 0 -- the mechanism torch.amp.GradScaler uses; no host sync
+            optimizer.found_inf = (code != 0).float() if code is not None else None
+            optimizer.grad_scale = None
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if skip is not None:
-            event = f"skipped_update:{skip}"
-            if tcfg.spike_guard == "rollback":
-                restored = ckpt.load(model, optimizer, resume="auto") if ckpt is not None else None
-                if restored is not None:
-                    # model and optimizer go back; the data and the LR schedule go on, so the
-                    # batches around the spike are skipped (PaLM, arXiv 2204.02311 sec. 5.1)
-                    event = f"rolled_back:{skip}:to_step_{restored['step']}"
-            extra["event"] = event
-            log.warning("step %d: %s, loss=%.4g grad_norm=%.4g", step + 1, event, loss_h, norm_h)
         scheduler.step()
-        pending.append((step + 1, extra, torch.cat([stats, total_norm.detach().double().reshape(1)])))
+        code_t = (code if code is not None else torch.zeros((), dtype=torch.int64, device=device))
+        pending.append((step + 1, extra, torch.cat([stats, total_norm.detach().double().reshape(1),
+                                                    code_t.double().reshape(1)])))
         done = step + 1
-        if skip is not None or done % cfg.metrics.log_every == 0:
+        if "event" in extra or done % cfg.metrics.log_every == 0:
             flush()
         if val_set is not None and cfg.metrics.val_every > 0 and done % cfg.metrics.val_every == 0 \
                 and done != end_step:

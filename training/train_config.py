@@ -184,8 +184,9 @@ class TrainingSection:
     the last ``spike_window`` accepted losses (``training.train.LossGuard``; k = 6 and 128 steps
     after OLMo-core's skip-step optimizer); ``rollback`` instead reloads model and optimizer
     from the newest checkpoint (data and LR schedule go on, skipping the batches in between;
-    PaLM sec. 5.1), falling back to ``skip`` when there is none; ``off`` disables the guard and
-    with it the one per-step host read it needs. ``spike_mad_k <= 0``: NaN/inf only.
+    PaLM sec. 5.1), falling back to ``skip`` when there is none (it reads the guard's verdict
+    on the host every step, ``skip`` decides and skips on the device); ``off`` disables the
+    guard. ``spike_mad_k <= 0``: NaN/inf only.
     ``accumulate_unsharded_grads``: ``false`` (default) reduce-scatters gradients after every
     micro-batch (only sharded gradients are held); ``true`` syncs once per step but holds an
     unsharded fp32 gradient copy of the whole model per GPU (1.0 x parameters x 4 bytes).
