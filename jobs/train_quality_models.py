@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lmplz", default=None, help="path of lmplz (default: .venv/bin, then PATH)")
     p.add_argument("--build-binary", default=None, help="path of build_binary")
     p.add_argument("--force", action="store_true", help="retrain even if a manifest exists")
+    p.add_argument("--web-fallback", action="store_true", default=argparse.SUPPRESS,
+                   help="languages without reference-tier documents: train their KenLM on their own web documents "
+                        "(default: config quality.web_fallback, else off)")
     args = p.parse_args(argv)
     config = load_config(args.config, args.data_root)
     out = resolve_out(args.out)
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                              max_positives=args.max_positives, cv_folds=args.cv_folds,
                              web_drop=opts["web_drop"], ppl_web_drop=opts["ppl_web_drop"],
                              lmplz=args.lmplz, build_binary=args.build_binary, input_desc=src,
-                             input_counts=docs.counts, max_docs=docs.max_docs)
+                             input_counts=docs.counts, max_docs=docs.max_docs,
+                             web_fallback=bool(getattr(args, "web_fallback", qcfg.get("web_fallback", False))))
     print_table(m)
     print(f"models: {models_dir}")
     return 0

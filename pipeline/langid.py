@@ -74,10 +74,15 @@ class LangIDStage(Stage):
         return map_arrow(df.select([f.name for f in keep]), fn, schema)
 
     def after_write(self, written, ctx: StageContext) -> None:
-        """Declared-vs-predicted agreement per declared language (a LID accuracy estimate on
-        sources whose language is known, e.g. NTREX, UD, UDHR)."""
+        """The minimum lid score used per language (``extra.thresholds``) and the declared-vs-
+        predicted agreement per declared language (a LID accuracy estimate on sources whose
+        language is known, e.g. NTREX, UD, UDHR)."""
         from pyspark.sql import functions as F
 
+        cfg = ctx.stage_config("langid")
+        default = float(cfg.get("default_threshold", 0.5))
+        per = {k: float(v) for k, v in (cfg.get("thresholds") or {}).items()}
+        ctx.extra["thresholds"] = {lang: per.get(lang, default) for lang in ctx.config["languages"]}
         if "lang_declared" not in written.columns:
             return
         rows = (written.where(F.col("lang_declared").isNotNull())

@@ -625,7 +625,7 @@ def _src_text(d: dict | None) -> str:
     if d.get("from") != "auto":
         return d.get("from", "-")
     q = d.get("quantile")
-    return f"auto: {d.get('source')}" + ("" if q is None else f" q{q:g} n={d.get('n_docs')}")
+    return f"auto: {d.get('source')}" + ("" if q is None else f" q{q:g}") + f" n={d.get('n_docs')}"
 
 
 def _round(x, nd: int = 4):

@@ -228,20 +228,23 @@ def test_tiny_manifest(tiny):
     assert en["auc_web_docs"] == en["web_docs"] > 20 and en["auc_ref_docs"] == en["heldout_ref_docs"]
     assert 0.8 < en["auc"] <= 1.0
     assert len(m["languages"]["en"]["heldout_ref_ppl_percentiles"]) == 99
-    # auto thresholds (issue 3): en from its own out-of-fold web scores / web ppl (or the reference
-    # bound when that is lower / higher), de (no web docs) from the pooled out-of-fold web scores
-    assert m["calibration"]["web_drop"] == 0.2 and m["calibration"]["ppl_web_drop"] == 0.1
+    # auto thresholds (issue 14): only with enough documents for a 95% order-statistic bound. The
+    # tiny set has ~40 web documents (< 59 for the 0.05 quantile) and < 149 held-out reference
+    # documents: no classifier threshold; max_ppl from the reference far-out fence (>= 11 docs)
+    assert m["calibration"]["web_drop"] == 0.05 and m["calibration"]["ppl_web_drop"] == 0.1
+    assert m["calibration"]["min_docs"] == {"reference_fence": 11, "reference_ppl_bound": 149,
+                                            "web_ppl_bound": 29, "web_score_bound": 59}
     den, dde = en["thresholds_derivation"], m["languages"]["de"]["thresholds_derivation"]
-    web_en = [c for c in den["min_quality_score"]["candidates"] if c["source"] == "oof_web_score"]
-    web_de = [c for c in dde["min_quality_score"]["candidates"] if c["source"] == "pooled_oof_web_score"]
-    assert web_en[0]["n_docs"] == en["web_docs"] and web_de[0]["n_docs"] == en["web_docs"]
-    assert web_de[0]["value"] == web_en[0]["value"] is not None
+    assert en["web_docs"] < 59
     for lm, d in ((en, den), (m["languages"]["de"], dde)):
-        assert lm["min_quality_score"] == min(c["value"] for c in d["min_quality_score"]["candidates"]
-                                              if c["value"] is not None)
+        assert lm["min_quality_score"] is None and d["min_quality_score"]["source"] == "none"
+        assert all(c["value"] is None and c["note"] for c in d["min_quality_score"]["candidates"])
         assert lm["max_ppl"] == max(c["value"] for c in d["max_ppl"]["candidates"] if c["value"] is not None)
-    assert {c["source"] for c in den["max_ppl"]["candidates"]} == {"heldout_reference_ppl", "web_ppl"}
-    assert dde["max_ppl"]["source"] == "heldout_reference_ppl"
+        fence = [c for c in d["max_ppl"]["candidates"] if c["source"] == "reference_fence"][0]
+        assert fence["n_docs"] == lm["heldout_ref_docs"] and fence["value"] > fence["q3"] > fence["q1"]
+    assert {c["source"] for c in den["max_ppl"]["candidates"]} == {"reference_fence", "heldout_reference_ppl",
+                                                                   "web_ppl"}
+    assert dde["max_ppl"]["source"] == "reference_fence"
     hashes = Q.load_text_hashes(os.path.join(tiny["dir"], m["lm_train_hashes"]["path"]))
     assert hashes.size == m["lm_train_hashes"]["documents"] == sum(
         lm["train_docs"] for lm in m["languages"].values())
