@@ -226,7 +226,7 @@ def read_partitioned(spark, path: str, schema):
     """
     from pyspark.sql.types import StructType
 
-    has_data = any(not p.startswith(("_", ".")) for p in fs.list_dir(spark, path))
+    has_data = any("=" in p or p.endswith(".parquet") for p in fs.list_dir(spark, path))
     if has_data:
         return spark.read.parquet(path)
     parts = ("_disposition", "reason")
