@@ -80,36 +80,9 @@ REASONS = (
 TIERS = ("web", "reference", "parallel", "book")
 
 # ----------------------------------------------------------------------------- languages
-#: ISO 639-2/3 codes (and a few names used by NTREX / UDHR files) -> ISO 639-1.
-_ISO3_TO_1 = {
-    "ara": "ar", "arb": "ar", "zho": "zh", "chi": "zh", "cmn": "zh", "yue": "zh", "eng": "en",
-    "rus": "ru", "spa": "es", "fra": "fr", "fre": "fr", "por": "pt", "deu": "de", "ger": "de",
-    "ita": "it", "nld": "nl", "dut": "nl", "pol": "pl", "tur": "tr", "heb": "he", "jpn": "ja",
-    "kor": "ko", "tha": "th", "vie": "vi", "ind": "id", "fin": "fi", "hun": "hu", "nor": "no",
-    "nob": "nb", "nno": "nn", "swe": "sv", "dan": "da", "ces": "cs", "cze": "cs", "slk": "sk",
-    "ukr": "uk", "bul": "bg", "ell": "el", "gre": "el", "ron": "ro", "rum": "ro", "hin": "hi",
-    "ben": "bn", "fas": "fa", "per": "fa", "pes": "fa", "msa": "ms", "zsm": "ms", "cat": "ca",
-    "arg": "an", "afr": "af", "est": "et", "lav": "lv", "lit": "lt", "slv": "sl", "hrv": "hr",
-    "srp": "sr", "tgl": "tl", "urd": "ur", "tam": "ta", "eus": "eu", "glg": "gl",
-}
-_OLD_ISO1 = {"iw": "he", "in": "id", "ji": "yi", "jw": "jv"}
-
-
-def to_iso639_1(code: str | None) -> str | None:
-    """Map a language code or tag to ISO 639-1.
-
-    Accepts ISO 639-1 (``"de"``, ``"de-DE"``, ``"pt_BR"``), ISO 639-2/3 with region or script
-    (``"arb"``, ``"zho-CN"``, ``"eng-GB"``, ``"deu_1996"``, ``"cmn_hans"``) and the deprecated
-    ``iw``/``in``. Returns None for unknown or empty codes (``"?"``, ``"xx"``, ``"und"``).
-    """
-    if not code:
-        return None
-    head = re.split(r"[-_\s.]", code.strip().lower(), maxsplit=1)[0]
-    if len(head) == 2 and head.isalpha() and head not in ("xx", "zz"):
-        return _OLD_ISO1.get(head, head)
-    if len(head) == 3:
-        return _ISO3_TO_1.get(head)
-    return None
+# The ISO 639 mapping lives in filters/iso639.py (pure Python, shared with filters/langid.py,
+# which maps GlotLID-style model labels with it).
+from filters.iso639 import ISO3_TO_1 as _ISO3_TO_1, OLD_ISO1 as _OLD_ISO1, to_iso639_1  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------- config
@@ -359,7 +332,8 @@ class _File:
     def lines(self, strip_bom: bool = True) -> Iterator[tuple[int, str] | dict]:
         """Stream the decoded lines of the file: ``(lineno, line)`` (1-based, without the line
         end) for good lines; a quarantine ``dict`` for a line that is binary, not UTF-8 or longer
-        than ``max_doc_bytes``; a final ``truncated_gzip`` ``dict`` if the stream breaks."""
+        than ``max_doc_bytes``; a final ``truncated_gzip`` ``dict`` if the stream breaks.
+        With ``strip_bom`` a UTF-8 byte-order mark at the start of any line is dropped."""
         limit = self.max_doc_bytes
         lineno = 0
         with _open_binary(self.path) as fh:
@@ -393,7 +367,9 @@ class _File:
                                    text=_bytes_snippet(head), meta={"line": lineno})
                     continue
                 line = raw.rstrip(b"\r\n")
-                if lineno == 1 and strip_bom and line.startswith(b"\xef\xbb\xbf"):
+                if strip_bom and line.startswith(b"\xef\xbb\xbf"):
+                    # a byte-order mark opens the file, or a file concatenated into this one
+                    # (`cat a.jsonl b.jsonl`): never part of the record (issue 14, cause 7)
                     line = line[3:]
                 cr = control_byte_ratio(line)
                 if cr > self.max_garbage:
