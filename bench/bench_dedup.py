@@ -6,7 +6,7 @@
 2. The LSH banding: S-curve (candidate probability by Jaccard) and expected recall at the
    threshold, for the configured banding (``recall_param``) and datasketch's ``_optimal_param``.
 3. Total ``dedup`` stage time (Spark local[2]) at 1x, 2x and 4x input, the input enlarged by
-   replicating and perturbing NTREX documents (synthetic data, announced as such); at 1x also
+   replicating and perturbing NTREX documents (synthetic data, announced as such); at the largest input also
    with datasketch's banding, to show the cost of recall (candidate pairs, time).
 
 Run: ``.venv/bin/python bench/bench_dedup.py [--scale 10000] [--skip-stage]``.
@@ -139,7 +139,7 @@ def bench_stage(docs: list[tuple[str, str, str]], scales: list[int], base: int) 
                   f"candidate pairs {ex['candidate_pairs']}, verified {ex['verified_pairs']}, "
                   f"components rounds {ex['components_rounds']}; b={ex['lsh']['bands']} r={ex['lsh']['rows']} "
                   f"recall@{ex['lsh']['threshold']} {ex['lsh']['recall_at_threshold']:.3f}")
-            if s == scales[0]:  # the cost of recall: the same input with datasketch's banding
+            if s == scales[-1]:  # the cost of recall: the same input with datasketch's banding
                 with tempfile.TemporaryDirectory() as out:
                     spark.createDataFrame(rows, schema).write.parquet(out + "/rules")
                     t0 = time.time()
