@@ -212,8 +212,14 @@ class RuleParams:
             if any(n < 1 for n, _ in val):
                 raise ValueError(f"{name}: n must be >= 1, got {val}")
             object.__setattr__(self, name, val)
-        object.__setattr__(self, "stopwords", tuple(self.stopwords))
-        object.__setattr__(self, "boilerplate_patterns", tuple(self.boilerplate_patterns))
+        for name in ("stopwords", "boilerplate_patterns"):
+            val = getattr(self, name)
+            if isinstance(val, (str, bytes)):  # tuple("the") would be ('t', 'h', 'e')
+                raise TypeError(f"{name} must be a list of strings, got the single string {val!r}: "
+                                f"write [{val!r}]")
+            if any(not isinstance(x, str) for x in val):
+                raise TypeError(f"{name} must be a list of strings, got {list(val)!r}")
+            object.__setattr__(self, name, tuple(val))
         for p in self.boilerplate_patterns:
             try:
                 re.compile(p)
@@ -1027,7 +1033,11 @@ def parse_filter_config(cfg: dict, path: str | None = None) -> FilterConfig:
             base_key = k[len("extend_"):]
             if base_key not in ("stopwords", "boilerplate_patterns"):
                 raise FilterConfigError(f"{path}: languages.{lang}: {k} is not extendable")
-            sec[base_key] = tuple(getattr(defaults, base_key)) + tuple(sec.pop(k) or ())
+            ext = sec.pop(k) or ()
+            if isinstance(ext, str):
+                raise FilterConfigError(f"{path}: languages.{lang}.{k} must be a list, got the single "
+                                        f"string {ext!r}: write [{ext!r}]")
+            sec[base_key] = tuple(getattr(defaults, base_key)) + tuple(ext)
         langs[str(lang)] = _to_params(defaults, sec, f"{path}: languages.{lang}")
     tiers = {}
     for tier, sec in (cfg.get("tiers") or {}).items():

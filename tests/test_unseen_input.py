@@ -132,3 +132,23 @@ def test_glotlid_style_labels_map_to_iso639_1(tmp_path, shared_data):
     assert langs == ["en", "de"]
     assert to_iso("__label__zho_Hans") == "zh" and to_iso("__label__iw") == "he"
     assert to_iso("__label__xyz_Latn") == "xyz_Latn"          # unknown: passes through (not a target)
+
+
+def test_filter_constructors_reject_a_string_for_a_list():
+    """Issue 14, cause 7: list options given as one string were iterated character by
+    character (``tiers: web`` became {w, e, b} and the rules ran on nothing)."""
+    from filters.rules import FilterConfigError, RuleParams, parse_filter_config
+    from pipeline.rules import RulesBatch
+
+    with pytest.raises(TypeError, match=r"single string 'the'.*\['the'\]"):
+        RuleParams(stopwords="the")
+    with pytest.raises(TypeError, match="boilerplate_patterns"):
+        RuleParams(boilerplate_patterns="javascript")
+    with pytest.raises(FilterConfigError, match="stopwords"):
+        parse_filter_config({"defaults": {"stopwords": "the"}})
+    with pytest.raises(FilterConfigError, match="extend_boilerplate_patterns"):
+        parse_filter_config({"languages": {"de": {"extend_boilerplate_patterns": "cookies"}}})
+    with pytest.raises(TypeError, match=r"rules.tiers.*\['web'\]"):
+        RulesBatch("configs/filters.yaml", "web")
+    assert RulesBatch("configs/filters.yaml", ["web"]).tiers == {"web"}
+    assert RuleParams(stopwords=["the", "and"]).stopwords == ("the", "and")
