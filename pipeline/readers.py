@@ -976,13 +976,15 @@ class _Buffer:
         """Make ``n`` bytes available from the current position; False when the stream ends
         first."""
         while len(self.buf) < n and not self.eof:
-            chunk = self.fh.read(max(1 << 20, n - len(self.buf)))
+            chunk = self.fh.read(max(1 << 16, n - len(self.buf)))
             if not chunk:
                 self.eof = True
             self.buf += chunk
         return len(self.buf) >= n
 
     def skip(self, n: int) -> None:
+        """Move the current position ``n`` bytes on (the buffer holds at most 64 KiB beyond
+        what was asked for, so this copy stays small)."""
         self.buf = self.buf[n:]
         self.base += n
 
@@ -998,7 +1000,7 @@ class _Buffer:
             if self.eof or (limit is not None and len(self.buf) >= start + limit):
                 return None
             pos = max(start, len(self.buf) - 256)
-            self.fill(len(self.buf) + (1 << 20))
+            self.fill(len(self.buf) + (1 << 16))
 
 
 class _Offset:
@@ -1062,9 +1064,9 @@ def _read_archive_tolerant(f: _File, cfg, skip_schemes: tuple) -> Iterator[dict]
                     continue
                 # the record's real end: the next header at the declared end, or near it
                 want = hdr_len + declared
-                b.fill(want + _LENGTH_SLACK + 256)
                 real = want if _header_at(b, want) else None
                 if real is None:
+                    b.fill(want + _LENGTH_SLACK + 256)  # only for a record whose length is off
                     cands = _header_positions(b, hdr_len, want + _LENGTH_SLACK)
                     real = min(cands, key=lambda p: abs(p - want)) if cands else None
                     if real is not None and real > want and _HEADERISH.search(b.buf[want:real]):
