@@ -3,8 +3,11 @@
 1. MinHash signatures, documents/s per core (CPU seconds of this process), ours
    (``filters.minhash``, numpy-vectorised over a batch) next to ``datasketch.MinHash.bulk`` on the
    same documents and the same shingles (target: >= 5x), on the real NTREX documents.
-2. Total ``dedup`` stage time (Spark local[2]) at 1x, 2x and 4x input, the input enlarged by
-   replicating and perturbing NTREX documents (synthetic data, announced as such).
+2. The LSH banding: S-curve (candidate probability by Jaccard) and expected recall at the
+   threshold, for the configured banding (``recall_param``) and datasketch's ``_optimal_param``.
+3. Total ``dedup`` stage time (Spark local[2]) at 1x, 2x and 4x input, the input enlarged by
+   replicating and perturbing NTREX documents (synthetic data, announced as such); at the largest input also
+   with datasketch's banding, to show the cost of recall (candidate pairs, time).
 
 Run: ``.venv/bin/python bench/bench_dedup.py [--scale 10000] [--skip-stage]``.
 """
@@ -85,6 +88,22 @@ def _sha1_hashes(shingle_lists):
     return np.concatenate(per), offsets
 
 
+def bench_lsh() -> None:
+    """Print the S-curve of the configured banding and of datasketch's."""
+    from pipeline.config import load_config
+    from pipeline.dedup import DedupConfig, lsh_summary
+
+    cfg = DedupConfig.from_dict(load_config(None).get("dedup"))
+    ds = DedupConfig.from_dict({**load_config(None).get("dedup"), "min_recall": None})
+    print(f"dedup LSH banding (num_perm={cfg.num_perm}, threshold={cfg.threshold}): candidate "
+          f"probability 1-(1-s^r)^b by Jaccard s")
+    for name, c in (("configured", cfg), ("datasketch _optimal_param", ds)):
+        lsh = lsh_summary(c)
+        print(f"  {name:26s} b={lsh['bands']:3d} r={lsh['rows']:3d}  expected recall at "
+              f"{c.threshold}: {lsh['recall_at_threshold']:.3f}  ({lsh['how']})")
+        print("    S-curve: " + "  ".join(f"{k}:{v:.3f}" for k, v in lsh["s_curve"].items()))
+
+
 def bench_stage(docs: list[tuple[str, str, str]], scales: list[int], base: int) -> None:
     from pipeline.cli import run_stages
     from pipeline.session import build_spark
@@ -117,7 +136,21 @@ def bench_stage(docs: list[tuple[str, str, str]], scales: list[int], base: int) 
             ex = st["extra"]
             print(f"  {s}x: {n} docs in {dt:.1f} s ({n / dt:.0f} docs/s wall, local[2]); "
                   f"exact dups {ex['exact_duplicates']}, near dups {ex['near_duplicates']}, "
-                  f"candidate pairs {ex['candidate_pairs']}, components rounds {ex['components_rounds']}")
+                  f"candidate pairs {ex['candidate_pairs']}, verified {ex['verified_pairs']}, "
+                  f"components rounds {ex['components_rounds']}; b={ex['lsh']['bands']} r={ex['lsh']['rows']} "
+                  f"recall@{ex['lsh']['threshold']} {ex['lsh']['recall_at_threshold']:.3f}")
+            if s == scales[-1]:  # the cost of recall: the same input with datasketch's banding
+                with tempfile.TemporaryDirectory() as out:
+                    spark.createDataFrame(rows, schema).write.parquet(out + "/rules")
+                    t0 = time.time()
+                    st = run_stages(spark, out, {"stages": ["rules", "dedup"], "dedup": {"min_recall": None}},
+                                    ["dedup"])["dedup"]
+                    dt2 = time.time() - t0
+                ex = st["extra"]
+                print(f"  {s}x with datasketch's banding b={ex['lsh']['bands']} r={ex['lsh']['rows']} "
+                      f"(recall@{ex['lsh']['threshold']} {ex['lsh']['recall_at_threshold']:.3f}): {dt2:.1f} s; "
+                      f"near dups {ex['near_duplicates']}, candidate pairs {ex['candidate_pairs']}, "
+                      f"verified {ex['verified_pairs']}")
         s0 = scales[0]
         print("  growth of stage time with input (linear = the input ratio): " + ", ".join(
             f"{s // s0}x input -> {times[s] / times[s0]:.2f}x time" for s in scales[1:]))
@@ -130,6 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=int, default=10000, help="documents at 1x for the stage timing")
     p.add_argument("--skip-stage", action="store_true", help="only the signature benchmark")
     args = p.parse_args(argv)
+    bench_lsh()
     docs = ntrex_documents()
     bench_signatures(docs)
     if not args.skip_stage:

@@ -58,9 +58,19 @@ def load_model(path: str):
     return fasttext.load_model(path)
 
 
+_GLOTLID_LABEL = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
+
+
 def to_iso(label: str) -> str:
-    """Map a fastText label (``__label__iw``) to ISO 639-1 (``he``); unknown codes pass through."""
+    """Map a fastText label (``__label__iw``) to ISO 639-1 (``he``); unknown codes pass through.
+    GlotLID / NLLB-style labels, ISO 639-3 plus script (``__label__eng_Latn``), map with the
+    readers' ISO 639 table (:func:`filters.iso639.to_iso639_1`: ``en``); unmapped ones pass
+    through unchanged (never a target language, so such documents are ``lang_not_target``)."""
     code = label.replace("__label__", "")
+    if _GLOTLID_LABEL.match(code):
+        from filters.iso639 import to_iso639_1
+
+        return to_iso639_1(code) or code
     return LABEL_ALIASES.get(code, code)
 
 
@@ -99,7 +109,13 @@ class LangID:
             array of shape (N,) with the top-1 probability (0.0 for empty text), after the
             probabilities of the :data:`TOP_K` best labels that map to one code
             (:data:`LABEL_ALIASES`, e.g. ``zh`` + ``wuu`` + ``yue``) are summed.
+
+        Raises:
+            TypeError: ``texts`` is a single ``str`` / ``bytes`` (it would be classified
+                character by character).
         """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("LangID.predict takes a list of texts, got one string: pass [text]")
         prepared = [self.prepare(t) for t in texts]
         idx = [i for i, t in enumerate(prepared) if t]
         langs = ["und"] * len(prepared)

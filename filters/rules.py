@@ -101,7 +101,20 @@ class RuleParams:
             per word [Gopher: 0.1 each].
         max_bullet_lines_ratio: fraction of lines starting with a bullet [Gopher: 0.9].
         max_ellipsis_lines_ratio: fraction of lines ending with an ellipsis [Gopher: 0.3].
-        min_alpha_words_ratio: fraction of words with an alphabetic character [Gopher: 0.8].
+        min_lines: the line-ratio rules (Gopher's bullet / end-ellipsis lines, FineWeb's
+            ``line_punct_ratio`` and ``short_line_ratio``) judge only documents with at least
+            this many non-blank lines [ours: 2. Gopher (Rae et al. 2021, App. A.1.1) and
+            FineWeb (Penedo et al. 2024, sec. 3.3; datatrove ``FineWebQualityFilter``) apply
+            them to every document, but they describe a page's lines; on one line the ratio
+            can only be 0 or 1 and judges the last character of a paragraph, so one clean
+            paragraph ending in ``)``, ``:`` or a number was removed (issue 14, cause 2).
+            From 2 lines on, one such line leaves 1/2, above every language's threshold,
+            while pages none of whose lines ends a sentence are still removed].
+        min_alpha_words_ratio: fraction of words with an alphabetic character [Gopher: 0.8],
+            numbers (digit groups such as ``2010``, ``1,847``, ``94.6``), up to a quarter of
+            the words, left out of the count [ours: Gopher counts them as non-alphabetic
+            words, which removes clean census and statistics paragraphs (a number every 3-5
+            words); beyond a quarter the text is a table and is judged as in Gopher].
         stopwords, min_stop_words: at least ``min_stop_words`` occurrences of ``stopwords``
             (compared lower-cased, ``’`` read as ``'``) [Gopher: 2 of the, be, to, of, and,
             that, have, with].
@@ -124,8 +137,9 @@ class RuleParams:
             ``short_line_length`` characters is ``>=`` this [FineWeb: 0.67, 30].
         new_line_ratio: reject if newlines per word exceed this [FineWeb: 0.3].
         lorem_ipsum: reject documents containing "lorem ipsum" [C4].
-        max_curly_bracket_ratio: ``{``/``}`` per word [C4 rejects any ``{``; we allow 0.025
-            so that prose quoting a brace survives; code/JSON dumps do not].
+        max_curly_bracket_ratio: ``{``/``}`` per word [C4 rejects any ``{``; we allow 0.1
+            so that prose quoting a brace and math set notation (~0.04) survive; code, JSON
+            and CSS dumps (0.2-0.7) do not].
         boilerplate_patterns: regexes (case-insensitive) of boilerplate lines removed as a
             line-level fix: javascript notices and cookie/privacy/terms lines [C4: any line
             with "javascript", "terms of use", "privacy policy", "cookie policy",
@@ -136,7 +150,9 @@ class RuleParams:
         max_boilerplate_frac: reject as ``boilerplate_only`` when the removed boilerplate
             lines held more than this fraction of the non-space characters [ours: 0.5].
         max_invisible_ratio: invisible/control characters (Cc except tab/newline/CR, Cf except
-            ZWSP/ZWNJ/ZWJ/LRM/RLM/ALM, Co, Cn, U+FFFD) per non-space character
+            ZWSP/ZWNJ/ZWJ/LRM/RLM/ALM, Co, Cn, U+FFFD) per non-space character; a ZWSP/ZWNJ/ZWJ
+            next to whitespace, a text end or another one, or all of them when they are over
+            :data:`MAX_ZERO_WIDTH_SHARE` of the characters, count as invisible
             [PolyLM sec. 3.1 names the rule, no value; ours: 0.01].
         max_digit_ratio: decimal digits per non-space character [PolyLM names it; ours 0.25].
         max_date_ratio: characters inside date/time patterns per non-space character
@@ -147,9 +163,9 @@ class RuleParams:
             with a word over 1000 characters; ours 100].
         max_symbol_word_ratio: punctuation and symbol characters (Unicode P* and S*) per word
             [PolyLM's "abnormal symbol-to-word ratio" generalised from Gopher's ``#``/``...``;
-            ours 0.5: clean text of the 18 languages stays below 0.3 on NTREX and UDHR,
-            while pages that wrap every character in brackets or are mostly separators reach
-            1-3].
+            ours 1.0: clean text of the 18 languages stays below 0.3 on NTREX and UDHR, math
+            prose (operators, brackets) reaches ~0.8, while pages that wrap every character in
+            brackets or are mostly separators reach 1-3].
     """
 
     min_doc_words: int | None = 50
@@ -160,6 +176,7 @@ class RuleParams:
     max_ellipsis_word_ratio: float | None = 0.1
     max_bullet_lines_ratio: float | None = 0.9
     max_ellipsis_lines_ratio: float | None = 0.3
+    min_lines: int = 2
     min_alpha_words_ratio: float | None = 0.8
     stopwords: tuple[str, ...] = ("the", "be", "to", "of", "and", "that", "have", "with")
     min_stop_words: int | None = 2
@@ -176,7 +193,7 @@ class RuleParams:
     short_line_length: int = 30
     new_line_ratio: float | None = 0.3
     lorem_ipsum: bool = True
-    max_curly_bracket_ratio: float | None = 0.025
+    max_curly_bracket_ratio: float | None = 0.1
     boilerplate_patterns: tuple[str, ...] = (
         r"javascript", r"terms of use", r"privacy policy", r"cookie policy", r"uses cookies",
         r"use of cookies", r"use cookies")
@@ -187,7 +204,7 @@ class RuleParams:
     max_date_ratio: float | None = 0.1
     max_url_ratio: float | None = 0.2
     max_word_length: int | None = 100
-    max_symbol_word_ratio: float | None = 0.5
+    max_symbol_word_ratio: float | None = 1.0
 
     def __post_init__(self):
         for name in ("top_n_grams", "dup_n_grams"):
@@ -195,8 +212,14 @@ class RuleParams:
             if any(n < 1 for n, _ in val):
                 raise ValueError(f"{name}: n must be >= 1, got {val}")
             object.__setattr__(self, name, val)
-        object.__setattr__(self, "stopwords", tuple(self.stopwords))
-        object.__setattr__(self, "boilerplate_patterns", tuple(self.boilerplate_patterns))
+        for name in ("stopwords", "boilerplate_patterns"):
+            val = getattr(self, name)
+            if isinstance(val, (str, bytes)):  # tuple("the") would be ('t', 'h', 'e')
+                raise TypeError(f"{name} must be a list of strings, got the single string {val!r}: "
+                                f"write [{val!r}]")
+            if any(not isinstance(x, str) for x in val):
+                raise TypeError(f"{name} must be a list of strings, got {list(val)!r}")
+            object.__setattr__(self, name, tuple(val))
         for p in self.boilerplate_patterns:
             try:
                 re.compile(p)
@@ -436,6 +459,7 @@ _BULLETS = ("•", "●", "○", "◦", "▪", "▫", "■", "□", "‣", "⁃"
             "✓", "✔", "-", "*")
 _ELLIPSES = ("...", "…")
 _ALPHA_RE = re.compile(r"[^\W\d_]")
+_NUMBER_WORD_RE = re.compile(r"\d+(?:[.,:/]\d+)*")
 # a \x00-separated item without any letter (digits, underscores, marks, joiners only)
 _NONALPHA_WORD_RE = re.compile(r"(?<![^\x00])(?:[\d_]|[^\w\x00])+(?![^\x00])")
 
@@ -472,7 +496,12 @@ def gopher_quality(text: str, words: list[str], params: RuleParams) -> tuple[dic
     counts = _word_counts(words)
     if n:
         nonalpha = _NONALPHA_WORD_RE.findall("\x00".join(counts))
-        alpha = (n - sum(counts.get(w, 0) for w in nonalpha)) / n
+        n_nonalpha = sum(counts.get(w, 0) for w in nonalpha)
+        # numbers ("2010", "1,847", "94.6") are words of the prose, not symbols: they leave the
+        # denominator (issue 14, cause 2: census paragraphs), ...
+        # at most a quarter of the words: beyond that it is a table, judged as Gopher does
+        n_num = min(n / 4, sum(counts.get(w, 0) for w in nonalpha if _NUMBER_WORD_RE.fullmatch(w)))
+        alpha = (n - n_nonalpha) / (n - n_num)
     else:
         alpha = 0.0
     sw = p._stopword_set
@@ -498,7 +527,7 @@ def gopher_quality(text: str, words: list[str], params: RuleParams) -> tuple[dic
             _fire(fired, "gopher_below_alpha_threshold", alpha, p.min_alpha_words_ratio)
         if sw and p.min_stop_words is not None and stops < p.min_stop_words:
             _fire(fired, "gopher_few_stop_words", stops, p.min_stop_words)
-    if nl:
+    if nl >= max(1, p.min_lines):
         if p.max_bullet_lines_ratio is not None and bullets > p.max_bullet_lines_ratio:
             _fire(fired, "gopher_too_many_bullets", bullets, p.max_bullet_lines_ratio)
         if p.max_ellipsis_lines_ratio is not None and ell_lines > p.max_ellipsis_lines_ratio:
@@ -654,7 +683,7 @@ def fineweb_quality(text: str, words: list[str], params: RuleParams) -> tuple[di
     nwords = len(words)
     newl = text.count("\n") / nwords if nwords else 0.0
     m = {"line_punct_ratio": punct, "short_line_ratio": short, "new_line_ratio": newl}
-    if nl:
+    if nl >= max(1, p.min_lines):
         if p.line_punct_thr is not None and punct <= p.line_punct_thr:
             _fire(fired, "fineweb_line_punct_ratio", punct, p.line_punct_thr)
         if p.short_line_thr is not None and short >= p.short_line_thr:
@@ -709,9 +738,17 @@ def _is_invisible(cp: int) -> bool:
 
 # Character classes of the character-ratio rules, one bit each, looked up for every code point
 # of a document in one numpy pass (:func:`_char_counts`) instead of one regex scan per class.
-_SPACE_BIT, _INVISIBLE_BIT, _DIGIT_BIT, _SYMBOL_BIT = 1, 2, 4, 8
-# _BIT_SUMS @ bincount(codes, minlength=16) -> characters having each bit (rows in bit order)
-_BIT_SUMS = np.array([[(code >> b) & 1 for code in range(16)] for b in range(4)], dtype=np.int64)
+_SPACE_BIT, _INVISIBLE_BIT, _DIGIT_BIT, _SYMBOL_BIT, _ZW_BIT = 1, 2, 4, 8, 16
+# _BIT_SUMS @ bincount(codes, minlength=32) -> characters having each bit (rows in bit order)
+_BIT_SUMS = np.array([[(code >> b) & 1 for code in range(32)] for b in range(5)], dtype=np.int64)
+#: Zero-width characters exempt from the invisible-character rule where they do something:
+#: ZWSP (a word break in Thai/Khmer/Lao text), ZWNJ / ZWJ (joining of the characters on both
+#: sides: Indic, Arabic-script, emoji sequences).
+_ZERO_WIDTH = (0x200B, 0x200C, 0x200D)
+#: Above this share of the non-space characters, exempt zero-width characters all count as
+#: invisible (issue 14, cause 7): one between every two letters is text hidden from a reader,
+#: not word breaks (Thai words average ~5 characters: one ZWSP per word is ~0.2).
+MAX_ZERO_WIDTH_SHARE = 0.3
 
 
 @functools.lru_cache(maxsize=1)
@@ -740,6 +777,7 @@ def _char_table() -> np.ndarray:
             table[cp] |= _DIGIT_BIT
     table[0xE0000:0xE0080] |= _INVISIBLE_BIT
     table[0xF0000:] |= _INVISIBLE_BIT
+    table[list(_ZERO_WIDTH)] |= _ZW_BIT
     return table
 
 
@@ -753,8 +791,27 @@ def _char_counts(text: str) -> tuple[int, int, int, int]:
     if not text:
         return 0, 0, 0, 0
     cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    space, invisible, digit, symbol = (_BIT_SUMS @ np.bincount(_char_table()[cps], minlength=16)).tolist()
+    codes = _char_table()[cps]
+    space, invisible, digit, symbol, zw = (_BIT_SUMS @ np.bincount(codes, minlength=32)).tolist()
+    if zw:
+        invisible += _idle_zero_width(codes, zw, len(text) - space)
     return len(text) - space, invisible, digit, symbol
+
+
+def _idle_zero_width(codes: np.ndarray, n_zw: int, nonspace: int) -> int:
+    """How many of the ``n_zw`` exempt zero-width characters (:data:`_ZERO_WIDTH`) count as
+    invisible after all: every one when they are more than :data:`MAX_ZERO_WIDTH_SHARE` of the
+    ``nonspace`` characters, else those with nothing to break or join: next to whitespace, at
+    either end of the text or next to another zero-width character (issue 14, cause 7: a
+    zero-width joiner after every space hid nothing from the rule before)."""
+    if nonspace and n_zw / nonspace > MAX_ZERO_WIDTH_SHARE:
+        return n_zw
+    zw = (codes & _ZW_BIT) != 0
+    idle = (codes & _SPACE_BIT) != 0
+    idle |= zw
+    prev_idle = np.concatenate(([True], idle[:-1]))
+    next_idle = np.concatenate((idle[1:], [True]))
+    return int(np.count_nonzero(zw & (prev_idle | next_idle)))
 
 
 # Every alternative starts with a digit, taken out in front so that the regex engine can skip
@@ -976,7 +1033,11 @@ def parse_filter_config(cfg: dict, path: str | None = None) -> FilterConfig:
             base_key = k[len("extend_"):]
             if base_key not in ("stopwords", "boilerplate_patterns"):
                 raise FilterConfigError(f"{path}: languages.{lang}: {k} is not extendable")
-            sec[base_key] = tuple(getattr(defaults, base_key)) + tuple(sec.pop(k) or ())
+            ext = sec.pop(k) or ()
+            if isinstance(ext, str):
+                raise FilterConfigError(f"{path}: languages.{lang}.{k} must be a list, got the single "
+                                        f"string {ext!r}: write [{ext!r}]")
+            sec[base_key] = tuple(getattr(defaults, base_key)) + tuple(ext)
         langs[str(lang)] = _to_params(defaults, sec, f"{path}: languages.{lang}")
     tiers = {}
     for tier, sec in (cfg.get("tiers") or {}).items():

@@ -176,7 +176,42 @@ def segmenter_name(lang: str | None) -> str:
         lang or "", "regex-elision" if lang in _ELISION_LANGS else "regex")
 
 
-def _segment(text: str, lang: str) -> list[str]:
+#: Longest piece (characters) handed to a segmenter in one call. MeCab (fugashi) crashes the
+#: process with a segmentation fault on a Japanese string of about 2.5 MB (issue 14, cause 7);
+#: 65,536 characters are at most 256 KiB of UTF-8, 10x below that, and longer than any
+#: sentence, so pieces are cut at a line or sentence end.
+MAX_SEGMENT_CHARS = 65536
+_PIECE_ENDS = ("\n", "。", "．", "！", "？", "!", "?", ".", " ", "、", "，", ",")
+
+
+def bounded_pieces(text: str, max_chars: int = MAX_SEGMENT_CHARS) -> list[str]:
+    """Cut ``text`` into consecutive pieces of at most ``max_chars`` characters whose
+    concatenation is ``text``. Each cut is after the last line end in the piece's second half,
+    else the last sentence end / space / comma there, else at ``max_chars`` (a word may then be
+    split in two: only in a text with no line or sentence end for ``max_chars/2`` characters).
+
+    Raises:
+        ValueError: ``max_chars < 2``.
+    """
+    if max_chars < 2:
+        raise ValueError("max_chars must be >= 2")
+    out, i, n = [], 0, len(text)
+    while n - i > max_chars:
+        cut = -1
+        for end in _PIECE_ENDS:
+            j = text.rfind(end, i + max_chars // 2, i + max_chars)
+            if j >= 0:
+                cut = j + 1
+                break
+        if cut < 0:
+            cut = i + max_chars
+        out.append(text[i:cut])
+        i = cut
+    out.append(text[i:])
+    return out
+
+
+def _segment_one(text: str, lang: str) -> list[str]:
     if lang == "zh":
         return _zh()(text)
     if lang == "ja":
@@ -184,12 +219,19 @@ def _segment(text: str, lang: str) -> list[str]:
     return _th()(text)
 
 
+def _segment(text: str, lang: str) -> list[str]:
+    if len(text) <= MAX_SEGMENT_CHARS:
+        return _segment_one(text, lang)
+    return [t for piece in bounded_pieces(text) for t in _segment_one(piece, lang)]
+
+
 def words(text: str, lang: str | None) -> list[str]:
     """Split ``text`` into words for language ``lang``.
 
     Args:
         text: any Unicode string (may be empty, contain newlines, mixed scripts).
-        lang: ISO 639-1 code (``zh``, ``ja``, ``th`` use segmenters; any other value,
+        lang: ISO 639-1 code (``zh``, ``ja``, ``th`` use segmenters, fed pieces of at most
+            :data:`MAX_SEGMENT_CHARS` characters; any other value,
             including ``None`` or an unknown code, uses the Unicode regex splitter).
 
     Returns:

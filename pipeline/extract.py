@@ -266,6 +266,8 @@ def extract_main_text(html: str, url: str | None = None, config: ExtractConfig =
         content (the reader turns that into ``empty_text``).
 
     Raises:
+        ExtractionTooDeep: trafilatura found no text in a page nested at least
+            :data:`LXML_MAX_DEPTH` elements deep (its parser dropped the text).
         Any exception of the underlying extractor (the reader turns it into
         ``extraction_failed``).
     """
@@ -284,7 +286,41 @@ def extract_main_text(html: str, url: str | None = None, config: ExtractConfig =
             include_formatting=False, favor_precision=config.favor_precision,
             favor_recall=config.favor_recall, fast=config.fast, deduplicate=config.deduplicate,
             with_metadata=False) or ""
-    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+    out = "\n".join(line.strip() for line in text.splitlines() if line.strip())
+    if not out and config.extractor == "trafilatura":
+        depth = html_depth(html)
+        if depth >= LXML_MAX_DEPTH:
+            raise ExtractionTooDeep(
+                f"HTML nested {depth} levels deep: libxml2 (under trafilatura) loses the text from "
+                f"depth {LXML_MAX_DEPTH} on; `extract: {{extractor: resiliparse}}` reads it")
+    return out
+
+
+#: Element depth (:func:`html_depth`) from which libxml2 (lxml, under trafilatura) loses the
+#: text: its ``xmlParserMaxDepth`` is 256 without ``XML_PARSE_HUGE``; measured with trafilatura
+#: 2.0: a paragraph at depth 256 is extracted, at 257 the page comes back empty.
+LXML_MAX_DEPTH = 257
+_TAG_RE = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^>]*?(/?)>")
+_VOID_TAGS = frozenset("area base br col embed hr img input link meta param source track wbr".split())
+
+
+class ExtractionTooDeep(ValueError):
+    """The page nests elements deeper than the extractor's parser can (the reader quarantines
+    it as ``extraction_failed`` instead of ``empty_text``)."""
+
+
+def html_depth(html: str) -> int:
+    """Largest element nesting depth of ``html`` (int), from its tags alone: void elements and
+    self-closed tags do not nest, a closing tag closes one level, unmatched closes are ignored.
+    Linear in ``len(html)``."""
+    depth = best = 0
+    for m in _TAG_RE.finditer(html):
+        if m.group(1):
+            depth = max(0, depth - 1)
+        elif not m.group(3) and m.group(2).lower() not in _VOID_TAGS:
+            depth += 1
+            best = max(best, depth)
+    return best
 
 
 def evaluate(evaldata_path: str, html_dir: str, config: ExtractConfig, limit: int | None = None) -> dict:

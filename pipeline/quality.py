@@ -320,6 +320,17 @@ class QualityStage(Stage):
 
     name = "quality"
 
+    def empty_output(self, df, ctx: StageContext):
+        """0 documents in: nothing to score and nothing to train models from (issue 14, cause
+        6); the input plus null ``ppl``/``ppl_bucket``/``quality_score``/``reason``/``detail``."""
+        from pyspark.sql import functions as F
+
+        keep = [c for c in df.columns if c not in HELPER_COLS]
+        return df.select(*keep, F.lit(None).cast("double").alias("ppl"),
+                         F.lit(None).cast("string").alias("ppl_bucket"),
+                         F.lit(None).cast("double").alias("quality_score"),
+                         F.lit(None).cast("string").alias("reason"), F.lit(None).cast("string").alias("detail"))
+
     def _models(self, ctx: StageContext, cfg: dict):
         self._no_models = None
         models_dir = cfg.get("models_dir") or ctx.path("models", "quality")

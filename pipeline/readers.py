@@ -44,6 +44,7 @@ from __future__ import annotations
 import glob as _glob
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -80,36 +81,9 @@ REASONS = (
 TIERS = ("web", "reference", "parallel", "book")
 
 # ----------------------------------------------------------------------------- languages
-#: ISO 639-2/3 codes (and a few names used by NTREX / UDHR files) -> ISO 639-1.
-_ISO3_TO_1 = {
-    "ara": "ar", "arb": "ar", "zho": "zh", "chi": "zh", "cmn": "zh", "yue": "zh", "eng": "en",
-    "rus": "ru", "spa": "es", "fra": "fr", "fre": "fr", "por": "pt", "deu": "de", "ger": "de",
-    "ita": "it", "nld": "nl", "dut": "nl", "pol": "pl", "tur": "tr", "heb": "he", "jpn": "ja",
-    "kor": "ko", "tha": "th", "vie": "vi", "ind": "id", "fin": "fi", "hun": "hu", "nor": "no",
-    "nob": "nb", "nno": "nn", "swe": "sv", "dan": "da", "ces": "cs", "cze": "cs", "slk": "sk",
-    "ukr": "uk", "bul": "bg", "ell": "el", "gre": "el", "ron": "ro", "rum": "ro", "hin": "hi",
-    "ben": "bn", "fas": "fa", "per": "fa", "pes": "fa", "msa": "ms", "zsm": "ms", "cat": "ca",
-    "arg": "an", "afr": "af", "est": "et", "lav": "lv", "lit": "lt", "slv": "sl", "hrv": "hr",
-    "srp": "sr", "tgl": "tl", "urd": "ur", "tam": "ta", "eus": "eu", "glg": "gl",
-}
-_OLD_ISO1 = {"iw": "he", "in": "id", "ji": "yi", "jw": "jv"}
-
-
-def to_iso639_1(code: str | None) -> str | None:
-    """Map a language code or tag to ISO 639-1.
-
-    Accepts ISO 639-1 (``"de"``, ``"de-DE"``, ``"pt_BR"``), ISO 639-2/3 with region or script
-    (``"arb"``, ``"zho-CN"``, ``"eng-GB"``, ``"deu_1996"``, ``"cmn_hans"``) and the deprecated
-    ``iw``/``in``. Returns None for unknown or empty codes (``"?"``, ``"xx"``, ``"und"``).
-    """
-    if not code:
-        return None
-    head = re.split(r"[-_\s.]", code.strip().lower(), maxsplit=1)[0]
-    if len(head) == 2 and head.isalpha() and head not in ("xx", "zz"):
-        return _OLD_ISO1.get(head, head)
-    if len(head) == 3:
-        return _ISO3_TO_1.get(head)
-    return None
+# The ISO 639 mapping lives in filters/iso639.py (pure Python, shared with filters/langid.py,
+# which maps GlotLID-style model labels with it).
+from filters.iso639 import ISO3_TO_1 as _ISO3_TO_1, OLD_ISO1 as _OLD_ISO1, to_iso639_1  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------- config
@@ -359,7 +333,8 @@ class _File:
     def lines(self, strip_bom: bool = True) -> Iterator[tuple[int, str] | dict]:
         """Stream the decoded lines of the file: ``(lineno, line)`` (1-based, without the line
         end) for good lines; a quarantine ``dict`` for a line that is binary, not UTF-8 or longer
-        than ``max_doc_bytes``; a final ``truncated_gzip`` ``dict`` if the stream breaks."""
+        than ``max_doc_bytes``; a final ``truncated_gzip`` ``dict`` if the stream breaks.
+        With ``strip_bom`` a UTF-8 byte-order mark at the start of any line is dropped."""
         limit = self.max_doc_bytes
         lineno = 0
         with _open_binary(self.path) as fh:
@@ -393,7 +368,9 @@ class _File:
                                    text=_bytes_snippet(head), meta={"line": lineno})
                     continue
                 line = raw.rstrip(b"\r\n")
-                if lineno == 1 and strip_bom and line.startswith(b"\xef\xbb\xbf"):
+                if strip_bom and line.startswith(b"\xef\xbb\xbf"):
+                    # a byte-order mark opens the file, or a file concatenated into this one
+                    # (`cat a.jsonl b.jsonl`): never part of the record (issue 14, cause 7)
                     line = line[3:]
                 cr = control_byte_ratio(line)
                 if cr > self.max_garbage:
@@ -904,6 +881,9 @@ def _read_warc(f: _File) -> Iterator[dict]:
 
     cfg = ex.ExtractConfig.from_options(f.opts.get("extract"))
     skip_schemes = tuple(f.opts.get("skip_uri_schemes", _DEFAULT_SKIP_SCHEMES))
+    if _needs_tolerant_parser(f.path):
+        yield from _read_archive_tolerant(f, cfg, skip_schemes)
+        return
     with open(f.path, "rb") as raw:
         gz = raw.read(2) == b"\x1f\x8b"
         bad = gzip_first_bad_member(f.path) if gz else None
@@ -929,7 +909,10 @@ def _read_warc(f: _File) -> Iterator[dict]:
                     resyncs += 1
                     yield f.bad(f"offset:{off}", "warc_bad_header",
                                 {"offset": off, "error": f"{type(e).__name__}: {e}"}, meta={"offset": off})
-                    next_start = _resync(raw, off + 1, gz) if resyncs <= 100000 else None
+                    # warcio reports offsets inside a gzip stream it cannot seek as negative
+                    # numbers: never seek there, resync after where this pass started
+                    pos = off + 1 if off is not None and off >= (start or 0) else (start or 0) + 1
+                    next_start = _resync(raw, pos, gz) if resyncs <= 100000 else None
                 elif isinstance(e, _GZIP_ERRORS):
                     limit = off
                     bad = (off, f"{type(e).__name__}: {e}")
@@ -941,6 +924,231 @@ def _read_warc(f: _File) -> Iterator[dict]:
                     {"offset": bad[0], "error": bad[1],
                      "note": "gzip member truncated or corrupt: the records from this offset on are not read"},
                     meta={"offset": bad[0]})
+
+
+_ARC_HEADER = re.compile(rb"(\S+) (\d{1,3}(?:\.\d{1,3}){3}) (\d{14}) (\S*) (\d+)\r?\n")
+_ARC_HEADER_ANYWHERE = re.compile(rb"(?:filedesc|https?|ftp|dns)://\S+ \d{1,3}(?:\.\d{1,3}){3} \d{14} \S* \d+\r?\n")
+_WARC_START = re.compile(rb"(?:^|\n)(WARC/\d+\.\d+\r?\n)")
+#: How far (bytes) after the declared end of a record its real end is looked for (before it:
+#: down to the record's header).
+_LENGTH_SLACK = 1 << 20
+#: A line that starts like a record header (a broken one included).
+_HEADERISH = re.compile(rb"(?:^|\n)(?:WARC/|[a-z]+://\S+ )")
+
+
+def _needs_tolerant_parser(path: str) -> bool:
+    """Whether :func:`_read_archive_tolerant` reads ``path`` instead of warcio: an ARC file
+    (warcio expects a newline after every ARC record; 2008 Internet Archive ARCs have none), a
+    WARC/0.x file (ClueWeb09 WARC/0.18, whose Content-Length values can be off), or a gzip file
+    that is one stream rather than one member per record (warcio cannot resynchronise in it:
+    its error offsets are negative). Reads at most the first gzip member's first 2 MiB."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+        fh.seek(0)
+        if head != b"\x1f\x8b":
+            first = fh.read(16)
+            return not first.startswith(b"WARC/1.") and not first.startswith(b"WARC/2.")
+        d = zlib.decompressobj(31)
+        out = b""
+        try:
+            while not d.eof and len(out) < (2 << 20):
+                buf = fh.read(1 << 16)
+                if not buf:
+                    break
+                out += d.decompress(buf, (2 << 20) - len(out))
+        except zlib.error:
+            return False  # corrupt first member: the warcio path reports truncated_gzip
+        if not (out.startswith(b"WARC/1.") or out.startswith(b"WARC/2.")):
+            return True
+        if not d.eof:
+            return True  # > 2 MiB in the first member: one stream, not one member per record
+        return _WARC_START.search(out, 1) is not None  # several records in the first member
+
+
+class _Buffer:
+    """Forward-only reader over a binary stream with an absolute offset and a look-ahead buffer
+    (for :func:`_read_archive_tolerant`)."""
+
+    def __init__(self, fh):
+        self.fh, self.buf, self.base, self.eof = fh, b"", 0, False
+
+    def fill(self, n: int) -> bool:
+        """Make ``n`` bytes available from the current position; False when the stream ends
+        first."""
+        while len(self.buf) < n and not self.eof:
+            chunk = self.fh.read(max(1 << 16, n - len(self.buf)))
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+        return len(self.buf) >= n
+
+    def skip(self, n: int) -> None:
+        """Move the current position ``n`` bytes on (the buffer holds at most 64 KiB beyond
+        what was asked for, so this copy stays small)."""
+        self.buf = self.buf[n:]
+        self.base += n
+
+    def find(self, pattern: re.Pattern, start: int = 0, limit: int | None = None):
+        """First match of ``pattern`` at or after relative ``start`` (within ``limit`` bytes
+        when given), reading ahead as needed; None if there is none."""
+        pos = start
+        while True:
+            end = len(self.buf) if limit is None else min(len(self.buf), start + limit)
+            m = pattern.search(self.buf, pos, end)
+            if m:
+                return m
+            if self.eof or (limit is not None and len(self.buf) >= start + limit):
+                return None
+            pos = max(start, len(self.buf) - 256)
+            self.fill(len(self.buf) + (1 << 16))
+
+
+class _Offset:
+    """Stands for warcio's iterator in :func:`_warc_record` (only ``offset`` is read)."""
+
+    def __init__(self, offset: int):
+        self.offset = offset
+
+
+def _read_archive_tolerant(f: _File, cfg, skip_schemes: tuple) -> Iterator[dict]:
+    """WARC / ARC records read without trusting the archive's framing (issue 14, cause 5).
+
+    Each record is framed by its declared length (WARC ``Content-Length``, the ARC header's
+    last field); its real end is where the next record header (``WARC/x.y`` line, ARC header
+    line) starts: at the declared end after any blank lines, else the header nearest to it
+    (before it, or up to :data:`_LENGTH_SLACK` bytes after it: ClueWeb09 lengths are off),
+    unless the bytes in between start like a broken header; else the declared length. Records need no newline between them (2008 IA
+    ARCs). A header that does not parse yields ``warc_bad_header`` and reading resumes at the
+    next record header. Each record is then handed to warcio alone (its length corrected) and
+    becomes a document or quarantine record exactly as in :func:`_read_warc`. Offsets are in
+    the decompressed stream (``meta.offset``, ``meta.tolerant_parser: true``)."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    with _open_binary(f.path) as fh:
+        b = _Buffer(fh)
+        filedesc = None
+        try:
+            while True:
+                # blank lines between records
+                while b.fill(1) and b.buf[:1] in (b"\r", b"\n"):
+                    n = len(b.buf) - len(b.buf.lstrip(b"\r\n"))
+                    b.skip(n)
+                if not b.fill(1):
+                    return
+                off = b.base
+                b.fill(64 * 1024)
+                nl = b.buf.find(b"\n")
+                line = b.buf[:nl + 1] if nl >= 0 else b.buf
+                is_warc = line.startswith(b"WARC/")
+                arc = None if is_warc else _ARC_HEADER.match(line)
+                hdr_len = declared = None
+                if is_warc:
+                    end = b.find(re.compile(rb"\r?\n\r?\n"), 0, 1 << 20)
+                    if end is not None:
+                        hdr_len = end.end()
+                        m = re.search(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$", b.buf[:hdr_len])
+                        declared = int(m.group(1)) if m else None
+                elif arc is not None:
+                    hdr_len, declared = len(line), int(arc.group(5))
+                if hdr_len is None or declared is None:
+                    err = ("no blank line after the WARC header" if is_warc and hdr_len is None else
+                           "no Content-Length in the WARC header" if is_warc else
+                           f"not a WARC or ARC record header: {line[:80]!r}")
+                    yield f.bad(f"offset:{off}", "warc_bad_header", {"offset": off, "error": err,
+                                                                      "tolerant_parser": True},
+                                text=_bytes_snippet(line), meta={"offset": off})
+                    nxt = _next_header(b, 1)
+                    if nxt is None:
+                        return
+                    b.skip(nxt)
+                    continue
+                # the record's real end: the next header at the declared end, or near it
+                want = hdr_len + declared
+                real = want if _header_at(b, want) else None
+                if real is None:
+                    b.fill(want + _LENGTH_SLACK + 256)  # only for a record whose length is off
+                    cands = _header_positions(b, hdr_len, want + _LENGTH_SLACK)
+                    real = min(cands, key=lambda p: abs(p - want)) if cands else None
+                    if real is not None and real > want and _HEADERISH.search(b.buf[want:real]):
+                        real = None  # the gap holds a broken header: not this record's bytes
+                    if real is None:
+                        real = min(want, len(b.buf))
+                body = b.buf[hdr_len:real]
+                if is_warc:
+                    body = body[:declared] if real == want else body.rstrip(b"\r\n")
+                    head = re.sub(rb"(?im)^(content-length:[ \t]*)\d+", lambda m: m.group(1) + str(len(body)).encode(),
+                                  b.buf[:hdr_len], count=1)
+                    one = head + body + b"\r\n\r\n"
+                else:
+                    body = body if real != want else body[:declared]
+                    head = b" ".join(arc.groups()[:4]) + b" " + str(len(body)).encode() + b"\n"
+                    if filedesc is None:
+                        filedesc = head + body if head.startswith(b"filedesc:") else b""
+                    one = (filedesc + b"\n" if filedesc and not head.startswith(b"filedesc:") else b"") + head + body + b"\n"
+                length_note = None if real == want else {"declared_length": declared, "actual_length": len(body)}
+                b.skip(real)
+                outs = []
+                try:
+                    # warcio streams each record's payload: use it before the iterator moves on
+                    for k, rec in enumerate(ArchiveIterator(io.BytesIO(one), arc2warc=True)):
+                        if k == 0 and not is_warc and filedesc and not head.startswith(b"filedesc:"):
+                            continue  # the file's filedesc record, repeated for warcio's ARC parser
+                        try:
+                            outs.append(_warc_record(f, rec, _Offset(off), cfg, skip_schemes))
+                        except (_BadRecord, ValueError, KeyError, IndexError) as e:
+                            outs.append(f.bad(f"offset:{off}", "warc_bad_header",
+                                              {"offset": off, "error": f"{type(e).__name__}: {e}",
+                                               "tolerant_parser": True}, meta={"offset": off}))
+                except Exception as e:
+                    outs.append(f.bad(f"offset:{off}", "warc_bad_header",
+                                      {"offset": off, "error": f"{type(e).__name__}: {e}", "tolerant_parser": True},
+                                      text=_bytes_snippet(one[:2048]), meta={"offset": off}))
+                for out in outs:
+                    if out is not None:
+                        if "reason" not in out:
+                            meta = json.loads(out["meta"]) if isinstance(out["meta"], str) else out["meta"]
+                            meta["tolerant_parser"] = True
+                            if length_note:
+                                meta["length_fixed"] = length_note
+                            out["meta"] = json.dumps(meta, ensure_ascii=False, sort_keys=True) \
+                                if isinstance(out["meta"], str) else meta
+                        yield out
+        except _GZIP_ERRORS as e:
+            yield f.bad(f"truncated@{b.base}", "truncated_gzip",
+                        {"offset": b.base, "error": f"{type(e).__name__}: {e}", "tolerant_parser": True,
+                         "note": "the stream ends inside a record: the rest of the file is not read"},
+                        meta={"offset": b.base})
+
+
+def _header_at(b: _Buffer, pos: int) -> bool:
+    """A record header (after optional blank lines) starts at relative ``pos``, or the stream
+    ends there."""
+    b.fill(pos + 512)
+    rest = b.buf[pos:pos + 512].lstrip(b"\r\n")
+    if not rest and b.eof and len(b.buf) <= pos + 512:
+        return True
+    return rest.startswith(b"WARC/") or _ARC_HEADER.match(rest) is not None
+
+
+def _header_positions(b: _Buffer, lo: int, hi: int) -> list[int]:
+    """Relative positions in ``[lo, hi]`` where a record header starts (a ``WARC/x.y`` line
+    start, or an ARC header line anywhere: 2008 ARCs put no newline before it); the stream end
+    counts when it falls inside."""
+    seg = b.buf[lo:hi + 64]
+    out = [lo + m.start(1) for m in _WARC_START.finditer(seg)]
+    out += [lo + m.start() for m in _ARC_HEADER_ANYWHERE.finditer(seg)]
+    if b.eof and lo <= len(b.buf) <= hi:
+        out.append(len(b.buf))
+    return [p for p in out if lo <= p <= hi]
+
+
+def _next_header(b: _Buffer, start: int) -> int | None:
+    """Relative position of the next record header at or after ``start``, or None."""
+    m1 = b.find(_WARC_START, start)
+    m2 = b.find(_ARC_HEADER_ANYWHERE, start)
+    pos = [m1.start(1) if m1 else None, m2.start() if m2 else None]
+    pos = [p for p in pos if p is not None]
+    return min(pos) if pos else None
 
 
 def gzip_first_bad_member(path: str, chunk: int = 1 << 20) -> tuple[int, str] | None:

@@ -56,9 +56,15 @@ class RulesBatch:
     Args:
         config_path: ``configs/filters.yaml`` (shipped to executors; resolved there).
         tiers: tiers the rules apply to, or None for all.
+
+    Raises:
+        TypeError: ``tiers`` is a single string.
     """
 
     def __init__(self, config_path: str, tiers: list[str] | None = None):
+        if isinstance(tiers, (str, bytes)):  # set("web") would be {"w", "e", "b"}: rules on nothing
+            raise TypeError(f"rules.tiers must be a list of tier names or null, got the single string "
+                            f"{tiers!r}: write [{tiers!r}]")
         self.config_path = config_path
         self.tiers = set(tiers) if tiers else None
 

@@ -42,13 +42,16 @@ class ShardStage(Stage):
                                                  F.sum("_chars").alias("characters")).collect()
         nfiles = {(r["lang"], r["source"]): max(1, math.ceil((r["bytes"] or 0) / target)) for r in sizes}
         total_files = max(1, sum(nfiles.values()))
-        nf = F.create_map(*[x for (l, s), n in nfiles.items() for x in (F.lit(f"{l}\u0001{s}"), F.lit(n))])
-        df = df.withColumn("_file", F.pmod(F.xxhash64("id"), nf[F.concat_ws("\u0001", "lang", "source")]))
         tmp = self.tmp_path(ctx)
-        (df.repartition(total_files, "lang", "source", "_file")
-           .sortWithinPartitions("lang", "source", "id")
-           .drop("_bytes", "_chars", "_file")
-           .write.mode("overwrite").partitionBy("lang", "source").parquet(tmp))
+        if nfiles:
+            nf = F.create_map(*[x for (l, s), n in nfiles.items() for x in (F.lit(f"{l}\u0001{s}"), F.lit(n))])
+            df = df.withColumn("_file", F.pmod(F.xxhash64("id"), nf[F.concat_ws("\u0001", "lang", "source")]))
+            (df.repartition(total_files, "lang", "source", "_file")
+               .sortWithinPartitions("lang", "source", "id")
+               .drop("_bytes", "_chars", "_file")
+               .write.mode("overwrite").partitionBy("lang", "source").parquet(tmp))
+        else:  # 0 documents: one empty parquet file that carries the schema (issue 14, cause 6)
+            df.drop("_bytes", "_chars").coalesce(1).write.mode("overwrite").parquet(tmp)
         dest = ctx.path("corpus")
         manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "input_stage": ctx.input_stage,
                     "target_shard_bytes": target, "token_estimate": "characters / chars_per_token(lang), "

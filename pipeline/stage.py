@@ -86,6 +86,12 @@ class Stage:
         """Return ``df`` plus ``reason``/``detail`` columns (see module docstring)."""
         raise NotImplementedError
 
+    def empty_output(self, df, ctx: StageContext):
+        """The output for an input of 0 rows, or None (the default) to run :meth:`transform` on
+        it. Stages whose transform needs documents (e.g. ``quality`` trains its models from the
+        run's documents) return ``df`` with their output columns added as nulls instead."""
+        return None
+
     def after_write(self, written_df, ctx: StageContext) -> None:
         """Hook called with the temporary full output (all dispositions) before publishing,
         to compute stage-specific stats into ``ctx.extra`` / plots into ``ctx.plots``."""
@@ -135,7 +141,12 @@ class Stage:
             log(f"[{self.name}] {n_in} documents in")
         else:
             df_in = None
-        out = self.transform(df_in, ctx)
+        out = self.empty_output(df_in, ctx) if n_in == 0 else None
+        if out is not None:
+            log(f"[{self.name}] 0 documents in: publishing an empty output")
+            ctx.extra["empty_input"] = True
+        else:
+            out = self.transform(df_in, ctx)
         if "_disposition" not in out.columns:
             out = out.withColumn(
                 "_disposition",
@@ -144,7 +155,7 @@ class Stage:
                              .otherwise(F.coalesce(F.col("reason"), F.lit("unspecified"))))
         tmp = self.tmp_path(ctx)
         out.write.mode("overwrite").partitionBy("_disposition", "reason").parquet(tmp)
-        written = spark.read.parquet(tmp)
+        written = read_partitioned(spark, tmp, out.schema)
         stats = self._account(written, n_in)
         self.after_write(written, ctx)
         stats.update({"stage": self.name, "input": ctx.input_stage, "extra": ctx.extra,
@@ -203,6 +214,24 @@ class Stage:
         fs.mkdirs(spark, ctx.path("stats"))
         fs.write_json(spark, ctx.path("stats", f"{self.name}.json"), stats)
         fs.write_text(spark, dest + "/_SUCCESS", "")
+
+
+def read_partitioned(spark, path: str, schema):
+    """Read back a frame written with ``partitionBy("_disposition", "reason")``.
+
+    A frame of 0 rows writes no partition directory and no parquet file, so Spark cannot infer
+    a schema (``UNABLE_TO_INFER_SCHEMA``); then the frame's own ``schema`` (partition columns
+    moved last, as Spark reads them) gives an empty DataFrame, so a stage with 0 rows in still
+    publishes a valid, empty output and the chain goes on.
+    """
+    from pyspark.sql.types import StructType
+
+    has_data = any("=" in p or p.endswith(".parquet") for p in fs.list_dir(spark, path))
+    if has_data:
+        return spark.read.parquet(path)
+    parts = ("_disposition", "reason")
+    fields = [f for f in schema.fields if f.name not in parts] + [schema[p] for p in parts]
+    return spark.createDataFrame([], StructType(fields))
 
 
 def _empty_counts() -> dict:

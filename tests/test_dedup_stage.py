@@ -139,7 +139,8 @@ def test_sample_acceptance(spark, tmp_path, sample_docs):
         if r[2] == "parallel":
             assert res[r[0]][0] is None
     extra = stats["extra"]
-    assert extra["params"]["bands"] == 9 and extra["params"]["rows"] == 13
+    assert extra["params"]["bands"] == 13 and extra["params"]["rows"] == 7
+    assert extra["lsh"]["recall_at_threshold"] >= 0.95 and extra["lsh"]["s_curve"]["0.80"] >= 0.95
     assert 0.6 < extra["dup_rates"]["per_lang"]["en"]["dup_rate"] <= 2 / 3
     assert extra["clusters"]["count"] >= len(ntrex_ids) + 3
     assert Path(out, "stats", "plots", "dedup_cluster_sizes.png").exists()
@@ -209,7 +210,13 @@ def test_config_validation():
         DedupConfig.from_dict({"bands": 9})
     with pytest.raises(DedupConfigError):
         DedupConfig.from_dict({"treshold": 0.8})
-    assert DedupConfig.from_dict({"bands": "auto", "rows": "auto"}).lsh_params() == (9, 13)
+    # auto: recall at the threshold (issue 14 cause 4); min_recall null = datasketch's optimum
+    assert DedupConfig.from_dict({"bands": "auto", "rows": "auto"}).lsh_params() == (13, 7)
+    assert DedupConfig.from_dict({"min_recall": None}).lsh_params() == (9, 13)
+    with pytest.raises(DedupConfigError, match="min_recall"):
+        DedupConfig.from_dict({"min_recall": 1.5})
+    with pytest.raises(DedupConfigError, match="raise num_perm"):
+        DedupConfig.from_dict({"num_perm": 2, "threshold": 0.5, "min_recall": 0.9})
 
 
 def _planted_corpus(root: Path, n_base: int, n_copies: int, seed: int = 5):
@@ -266,7 +273,7 @@ def test_candidates_equal_datasketch_lsh_on_20k_planted(spark, shared_data):
     mcfg = cfg.minhash()
     shingle_lists = [fm.shingles(t, "en", mcfg) for t in texts]
     mhs = MinHash.bulk(shingle_lists, num_perm=cfg.num_perm, seed=cfg.seed)
-    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, params=cfg.lsh_params())
     assert (lsh.b, lsh.r) == cfg.lsh_params()
     for i, m in enumerate(mhs):
         lsh.insert(i, m)
@@ -289,3 +296,39 @@ def test_candidates_equal_datasketch_lsh_on_20k_planted(spark, shared_data):
     assert verified <= truth and verified == ours & truth
     assert len(truth) > 1000
     assert abs(recall - expected) < 0.03
+
+
+def _edited(words: list[str], k: int, rng: random.Random) -> list[str]:
+    """``words`` with ``k`` words replaced by fresh tokens, at positions >= 5 apart, so that each
+    edit removes exactly 5 of the 5-gram shingles: Jaccard = (n-4-5k) / (n-4+5k)."""
+    out = list(words)
+    pos = rng.sample(range(2, len(words) // 5 - 1), k)
+    for p in pos:
+        out[p * 5] = f"edit{rng.randrange(10**9)}"
+    return out
+
+
+def test_recall_at_threshold_and_no_false_positive_after_verification(spark, tmp_path):
+    """Issue 14, cause 4: pairs just above the threshold (Jaccard 0.818) are found (expected
+    candidate probability 0.97 with the recall banding; 0.52 with datasketch's 9 x 13), pairs
+    just below it (0.778, candidates 90% of the time) are never merged: verification by exact
+    Jaccard leaves 0 false positives."""
+    rng = random.Random(14)
+    rows, above, below = [], [], []
+    for i in range(60):
+        words = [f"w{rng.randrange(10**9)}" for _ in range(204)]       # 200 5-gram shingles
+        k = 4 if i % 2 == 0 else 5                                    # J 180/220=0.818 | 175/225=0.778
+        rows.append(_row(f"a{i:03d}", "syn", "web", " ".join(words), "en"))
+        rows.append(_row(f"b{i:03d}", "syn", "web", " ".join(_edited(words, k, rng)), "en"))
+        (above if k == 4 else below).append(i)
+    hasher = MinHasher(DedupConfig().minhash())
+    for i in (0, 1):
+        h, off = hasher.shingle_hashes([rows[2 * i][4], rows[2 * i + 1][4]], ["en", "en"])
+        a, b = unique_sorted(h, off)
+        assert abs(jaccard(a, b) - (0.818 if i == 0 else 0.778)) < 0.001
+    res, stats, _ = _run(spark, tmp_path, rows)
+    found = sum(res[f"b{i:03d}"][0] == "dup_near" for i in above)
+    assert found >= 0.9 * len(above), (found, len(above))             # 9 x 13 finds about half
+    assert all(res[f"a{i:03d}"][1] is None and res[f"b{i:03d}"][1] is None for i in below)
+    assert stats["extra"]["candidate_pairs"] > stats["extra"]["verified_pairs"]  # below-threshold candidates were rejected
+    assert stats["extra"]["lsh"]["recall_at_threshold"] >= 0.95

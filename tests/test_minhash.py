@@ -9,7 +9,7 @@ from datasketch import MinHash, MinHashLSH
 from datasketch.lsh import _optimal_param
 
 from filters import minhash as mh
-from filters.minhash import (MAX_HASH, MERSENNE_PRIME, MinHashConfig, MinHasher, band_keys, jaccard,
+from filters.minhash import (MAX_HASH, MERSENNE_PRIME, MinHashConfig, MinHasher, band_keys, candidate_probability, jaccard,
                              optimal_param, poly64, shingle_units, shingles)
 
 NTREX_FILES = {"en": "newstest2019-src.eng.txt", "zh": "newstest2019-ref.zho-CN.txt",
@@ -222,3 +222,33 @@ def test_numba_and_numpy_backends_agree(shared_data, num_perm, seed):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError):
         mh.minhash_signatures(h, off, num_perm, seed, backend="gpu")
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.85, 0.9])
+@pytest.mark.parametrize("num_perm", [64, 128, 256])
+def test_recall_param_reaches_min_recall_at_threshold(threshold, num_perm):
+    from filters.minhash import recall_param, s_curve
+
+    b, r = recall_param(threshold, num_perm, 0.95)
+    assert b * r <= num_perm
+    assert candidate_probability(threshold, b, r) >= 0.95
+    # the cheapest such banding: no other (b', r') reaching 0.95 has fewer false candidates
+    from filters.minhash import _fp_probability
+
+    cost = _fp_probability(threshold, b, r)
+    for r2 in range(1, num_perm + 1):
+        for b2 in range(1, num_perm // r2 + 1):
+            if candidate_probability(threshold, b2, r2) >= 0.95:
+                assert _fp_probability(threshold, b2, r2) >= cost - 1e-9
+                break
+    curve = s_curve(b, r, threshold)
+    assert curve[f"{threshold:.2f}"] >= 0.95 and list(curve.values()) == sorted(curve.values())
+
+
+def test_recall_param_default_banding():
+    from filters.minhash import recall_param
+
+    assert recall_param(0.8, 128) == (13, 7)
+    assert candidate_probability(0.8, *optimal_param(0.8, 128)) < 0.45   # datasketch's 9 x 13
+    with pytest.raises(ValueError, match="raise num_perm"):
+        recall_param(0.5, 2, 0.9)
