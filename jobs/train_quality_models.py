@@ -920,7 +920,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build-binary", default=None, help="path of build_binary")
     p.add_argument("--force", action="store_true", help="retrain even if a manifest exists")
     args = p.parse_args(argv)
-    config = load_config(args.config, args.data_root)
+    from pipeline.config import ConfigError, fail
+
+    try:
+        config = load_config(args.config, args.data_root)
+    except ConfigError as e:
+        return fail(str(e))
     out = resolve_out(args.out)
     models_dir = args.models_dir or default_models_dir(out)
     if os.path.exists(os.path.join(models_dir, MANIFEST)) and not args.force:
