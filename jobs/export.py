@@ -56,7 +56,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def _manifest(tokens_dir: str | Path) -> dict | None:
-    m = Path(tokens_dir) / "manifest.json"
+    from training.data import manifest_path
+
+    m = manifest_path(tokens_dir)
     return json.loads(m.read_text()) if m.is_file() else None
 
 
