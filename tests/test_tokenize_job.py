@@ -127,6 +127,13 @@ def test_tokenize_job_shards_manifest_and_rerun(spark, tok_out):
     assert got == {("odd-empty", "empty_text"), ("odd-parallel", "parallel_meta_invalid")}
     assert "odd-ok" in seen_ids and "odd-empty" not in seen_ids
 
+    # every usual loader opens tokens/ as one table, lang and source in every row (issue 16 item 4)
+    from tests.test_own_data import open_with_loaders
+
+    frames = open_with_loaders(tokens)
+    assert len(frames["datasets"]) == sum(s["documents"] for s in m["streams"])
+    assert set(zip(frames["pandas"]["lang"], frames["pandas"]["source"])) == {(s["lang"], s["source"]) for s in m["streams"]}
+
     # tokenizing twice gives byte-identical shards and the same manifest
     first = _digest(tokens)
     m2 = run_tokenize(spark, str(out), _cfg())
