@@ -489,9 +489,14 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "submit":
         from pipeline.session import parse_conf
 
+        from pipeline.config import ConfigError, fail
+
         stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
-        submit_stages(a.master, a.out, a.config, a.data_root, stages, report=not a.no_report,
-                      conf=parse_conf(a.conf))
+        try:
+            submit_stages(a.master, a.out, a.config, a.data_root, stages, report=not a.no_report,
+                          conf=parse_conf(a.conf))
+        except ConfigError as e:
+            return fail(str(e))
     return 0
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -138,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         f"training.steps={args.steps}", "training.spike_factor=0", "checkpoint.enabled=false",
         "metrics.validate=false",
     ]
-    cfg = load_config(args.config, over)
+    try:
+        cfg = load_config(args.config, over)
+    except (FileNotFoundError, ValueError) as e:  # a bad config / --set: message, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"[lr_find] {args.ramp} LR ramp to {args.max_lr:g} over {args.steps} steps "
           f"({cfg.model.name}, global batch {cfg.training.global_batch_size}x{cfg.data.seq_len})", flush=True)
     try:
