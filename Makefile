@@ -4,18 +4,19 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Your own files: INPUT='path/or/uri/*.jsonl.gz' FORMAT=jsonl [TIER=web] [SET='dedup.threshold=0.7 ...']
-# (no YAML needed; INPUT replaces the sample's sources and OUT defaults to build/own).
+# Your own files: INPUT='path/or/uri/*.jsonl.gz' FORMAT=jsonl [TIER=web] [FIELDS='text=content id=doc_id']
+# [SET='dedup.threshold=0.7 ...'] (no YAML needed; INPUT replaces the sample's sources, OUT defaults to build/own).
 INPUT ?=
 FORMAT ?=
 TIER ?=
+FIELDS ?=
 SET ?=
 OUT ?= $(if $(INPUT),build/own,build/sample)
 DATA ?= ../shared/data
 CONFIG ?= configs/pipeline.yaml
 MASTER ?=
 INPUT_ARGS = $(if $(INPUT),--input '$(INPUT)',--data-root $(DATA)) $(if $(FORMAT),--format $(FORMAT),) \
-	$(if $(TIER),--tier $(TIER),) $(foreach s,$(SET),--set '$(s)')
+	$(if $(TIER),--tier $(TIER),) $(foreach f,$(FIELDS),--field '$(f)') $(foreach s,$(SET),--set '$(s)')
 STAGE_ARGS = --out $(OUT) --config $(CONFIG) $(INPUT_ARGS) $(if $(MASTER),--master $(MASTER),)
 STAMP := $(VENV)/.setup-done
 

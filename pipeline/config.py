@@ -32,14 +32,16 @@ from typing import Any, Iterable
 
 import yaml
 
+from pipeline.registry import STAGES as _REGISTRY
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
 DEFAULT_FILTERS = REPO_ROOT / "configs" / "filters.yaml"
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 TARGET_LANGS = ("zh", "en", "ru", "es", "fr", "pt", "de", "it", "nl", "pl",
                 "ar", "tr", "he", "ja", "ko", "th", "vi", "id")
-#: Stages the chain may name (``stages:``), in their usual order.
-STAGES = ("ingest", "langid", "rules", "quality", "dedup", "shard")
+#: Stages the chain may name (``stages:``): the registry's (:mod:`pipeline.registry`).
+STAGES = tuple(_REGISTRY)
 
 #: Top-level keys besides the stage sections and the keys of ``configs/pipeline.yaml``.
 TOP_LEVEL_KEYS = {"include", "sources_file", "sources", "data_root", "languages", "stages"}
