@@ -117,7 +117,7 @@ clean:  ## remove build outputs (keeps .venv)
 CLUSTER_ROOT ?= build/cluster
 CLUSTER_ARGS ?=
 CLUSTER_MASTER = $(filter-out local%,$(MASTER))
-CLUSTER_SUBMIT = $(PY) -m jobs.cluster submit --master $(MASTER) --out $(OUT) --config $(CONFIG) --data-root $(DATA)
+CLUSTER_SUBMIT = $(PY) -m jobs.cluster submit --master $(MASTER) --out $(OUT) --config $(CONFIG) $(INPUT_ARGS)
 
 cluster-up: setup  ## start a Spark standalone master (spark://127.0.0.1:7077, UI :8080) and 2 workers
 	$(PY) -m jobs.cluster up --root $(CLUSTER_ROOT) $(CLUSTER_ARGS)

@@ -507,6 +507,20 @@ def _check_stage_configs(cfg: dict, where: str) -> None:
             raise ConfigError(f"{where}: {e}") from e
 
 
+def write_resolved(cfg: dict, path: str | os.PathLike) -> str:
+    """Write a loaded config as one self-contained YAML file (absolute paths, the checked
+    ``sources`` inline, no ``include``/``sources_file``), so another process (e.g. each
+    ``spark-submit`` of a cluster run) loads exactly the same config, ``--input``/``--set``
+    included. Returns the path."""
+    doc = {k: copy.deepcopy(v) for k, v in cfg.items() if not k.startswith("_") and k != "sources_file"}
+    doc["sources"] = [dict(s) for s in cfg.get("sources") or []]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# written by pipeline.config.write_resolved from " + str(cfg.get("_path")) + "\n"
+                    + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return str(path)
+
+
 def fail(message: str) -> int:
     """Print ``error: message`` to stderr and return 2 (the exit status of a bad configuration)."""
     print(f"error: {message}", file=sys.stderr)

@@ -232,3 +232,19 @@ def test_own_files_one_command_then_every_loader(spark, tmp_path, shared_data, m
         for f in s["files"]:
             t = pq.read_table(corpus / f, columns=["lang", "source"])
             assert set(t.column("lang").to_pylist()) == {s["lang"]} and set(t.column("source").to_pylist()) == {s["source"]}
+
+
+def test_resolved_config_round_trip(tmp_path, monkeypatch):
+    """A config built from --input/--set/--fields, written by write_resolved (what each
+    spark-submit of a cluster run loads), loads back to the same config."""
+    from pipeline.cli import common_parser, config_from_args
+    from pipeline.config import write_resolved
+
+    monkeypatch.chdir(tmp_path)
+    args = common_parser("t").parse_args(["--input", "d/*.parquet", "--field", "text=content",
+                                          "--set", "dedup.threshold=0.7", "--set", "languages=[EN, deu]"])
+    cfg = config_from_args(args)
+    again = load_config(write_resolved(cfg, tmp_path / "r" / "pipeline.yaml"), cfg["data_root"])
+    for k in ("sources", "languages", "stages", "dedup", "rules", "quality", "data_root"):
+        assert again[k] == cfg[k], k
+    assert again["sources"][0]["options"] == {"text_field": "content"} and again["languages"] == ["en", "de"]
