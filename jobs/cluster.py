@@ -445,8 +445,10 @@ def submit_stages(master: str, out: str, config_path: str | None, data_root: str
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import HelpFormatter
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start a master and workers on 127.0.0.1")
     up.add_argument("--root", default=str(DEFAULT_ROOT), help="logs, pid files and worker dirs")

@@ -884,11 +884,11 @@ def default_models_dir(out: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m jobs.train_quality_models [--out build/sample] ...``."""
-    from pipeline.cli import resolve_out
+    from pipeline.cli import HelpFormatter, resolve_out
     from pipeline.config import DEFAULT_CONFIG, load_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", default=os.environ.get("POLY_OUT", "build/sample"), help="pipeline output root")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML config")
     p.add_argument("--data-root", default=None, help="(accepted for symmetry with the stage jobs; unused)")
