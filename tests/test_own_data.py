@@ -202,6 +202,7 @@ def _user_folder(root: Path, shared: Path) -> int:
     return len(rows)
 
 
+@pytest.mark.slow
 def test_own_files_one_command_then_every_loader(spark, tmp_path, shared_data, monkeypatch):
     """Acceptance (issue 16): a fresh folder of JSONL + parquet files, one command, no YAML; then
     corpus/ opens with pyarrow, pandas and datasets, lang/source/text/source_id in every row."""
