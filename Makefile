@@ -4,17 +4,26 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-OUT ?= build/sample
+# Your own files: INPUT='path/or/uri/*.jsonl.gz' FORMAT=jsonl [TIER=web] [FIELDS='text=content id=doc_id']
+# [SET='dedup.threshold=0.7 ...'] (no YAML needed; INPUT replaces the sample's sources, OUT defaults to build/own).
+INPUT ?=
+FORMAT ?=
+TIER ?=
+FIELDS ?=
+SET ?=
+OUT ?= $(if $(INPUT),build/own,build/sample)
 DATA ?= ../shared/data
 CONFIG ?= configs/pipeline.yaml
 MASTER ?=
-STAGE_ARGS = --out $(OUT) --config $(CONFIG) --data-root $(DATA) $(if $(MASTER),--master $(MASTER),)
+INPUT_ARGS = $(if $(INPUT),--input '$(INPUT)',--data-root $(DATA)) $(if $(FORMAT),--format $(FORMAT),) \
+	$(if $(TIER),--tier $(TIER),) $(foreach f,$(FIELDS),--field '$(f)') $(foreach s,$(SET),--set '$(s)')
+STAGE_ARGS = --out $(OUT) --config $(CONFIG) $(INPUT_ARGS) $(if $(MASTER),--master $(MASTER),)
 STAMP := $(VENV)/.setup-done
 
 .PHONY: tools quality-models help setup system-deps corpus ingest langid rules quality dedup shard report test test-fast bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
+	@grep -E '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
 
 setup: $(STAMP) tools  ## create .venv and install everything (system packages, KenLM's lmplz too, when missing)
 
@@ -28,7 +37,7 @@ $(STAMP): pyproject.toml scripts/system_deps.sh
 	$(PY) -m pip install -q -e ".[test]"
 	@touch $(STAMP)
 
-corpus: setup  ## build the corpus on the sample (all configured stages + report); MASTER=spark://... submits to a cluster
+corpus: setup  ## build the corpus (all configured stages + report) from the sample, or INPUT='files/*.jsonl.gz' FORMAT=jsonl; MASTER=spark://... submits to a cluster
 	$(if $(CLUSTER_MASTER),$(CLUSTER_SUBMIT),$(PY) -m jobs.build_corpus $(STAGE_ARGS))
 
 ingest langid rules quality dedup shard: setup  ## run one stage on the previous stage's output
@@ -39,6 +48,9 @@ report: setup  ## rewrite report.json / report.html from the stage stats
 
 test: setup  ## run the whole test suite
 	$(VENV)/bin/pytest -q tests
+
+test-fast: setup  ## the tests not marked slow or cluster (unit tests and small end-to-end checks)
+	$(VENV)/bin/pytest -q -m "not slow and not cluster" tests
 
 bench: setup  ## run every benchmark in bench/ except the 1M-document bench-scale, print the figures
 	@set -e; for f in bench/bench_*.py; do [ "$$f" = bench/bench_scale.py ] && continue; echo "=== $$f"; $(PY) $$f; done
@@ -60,7 +72,7 @@ TOK_PROFILE ?= sample
 TOK_ARGS = --out $(OUT) --config $(TOK_CONFIG) --profile $(TOK_PROFILE)
 
 tokenizer: setup  ## train the SentencePiece BPE tokenizer on $(OUT)/corpus + compression report (TOK_PROFILE=full: 256K)
-	@test -f $(OUT)/corpus/_SUCCESS || $(MAKE) --no-print-directory corpus
+	@test -f $(OUT)/corpus/.SUCCESS || $(MAKE) --no-print-directory corpus
 	$(PY) -m jobs.tokenizer $(TOK_ARGS) --data-root $(DATA)
 
 tokenize: setup  ## Spark: $(OUT)/corpus -> token shards + manifest in $(OUT)/tokens (trains the tokenizer if missing)
@@ -127,7 +139,7 @@ eval: setup  ## evaluate the newest `make train` checkpoint (EVAL_TASKS, SHOTS=K
 CLUSTER_ROOT ?= build/cluster
 CLUSTER_ARGS ?=
 CLUSTER_MASTER = $(filter-out local%,$(MASTER))
-CLUSTER_SUBMIT = $(PY) -m jobs.cluster submit --master $(MASTER) --out $(OUT) --config $(CONFIG) --data-root $(DATA)
+CLUSTER_SUBMIT = $(PY) -m jobs.cluster submit --master $(MASTER) --out $(OUT) --config $(CONFIG) $(INPUT_ARGS)
 
 cluster-up: setup  ## start a Spark standalone master (spark://127.0.0.1:7077, UI :8080) and 2 workers
 	$(PY) -m jobs.cluster up --root $(CLUSTER_ROOT) $(CLUSTER_ARGS)

@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         "    options: {lang_field: lang}\n")
     import yaml
 
-    cfg_yaml = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
+    from pipeline.config import read_config_file
+
+    cfg_yaml = read_config_file(REPO / "configs" / "pipeline.yaml")  # paths absolute: the copy lives in `work`
     cfg_yaml["sources_file"] = str(work / "sources.yaml")
     if a.quality_models:
         cfg_yaml.setdefault("quality", {})["models_dir"] = str(Path(a.quality_models).resolve())

@@ -30,21 +30,21 @@ from bench.common import data_root, enlarge, ntrex_documents  # noqa: E402
 
 
 def write_corpus(docs: list[tuple[str, str]], corpus: Path, files_per_lang: int = 2) -> None:
-    """Write (lang, text) docs as ``corpus/lang=xx/source=bench/part-*.parquet`` + ``_SUCCESS``."""
+    """Write (lang, text) docs as ``corpus/<lang>/bench/part-*.parquet`` + ``.SUCCESS`` (the shard stage's layout)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     by_lang: dict[str, list] = {}
     for i, (lang, text) in enumerate(docs):
         by_lang.setdefault(lang, []).append({"id": f"bench-{i:08d}", "tier": "web", "url": None, "text": text,
-                                             "meta": "{}", "lang_score": 1.0})
+                                             "meta": "{}", "lang_score": 1.0, "lang": lang, "source": "bench"})
     for lang, rows in by_lang.items():
-        d = corpus / f"lang={lang}" / "source=bench"
+        d = corpus / lang / "bench"
         d.mkdir(parents=True, exist_ok=True)
         k = max(1, min(files_per_lang, len(rows)))
         for j in range(k):
             pq.write_table(pa.Table.from_pylist(rows[j::k]), d / f"part-{j:05d}.parquet")
-    (corpus / "_SUCCESS").write_text("")
+    (corpus / ".SUCCESS").write_text("")
 
 
 def main(argv=None) -> int:

@@ -36,6 +36,7 @@ Units used everywhere below:
 from __future__ import annotations
 
 import collections
+import difflib
 import functools
 import json
 import re
@@ -989,13 +990,22 @@ class FilterConfig:
         return cache[key]
 
 
+#: List-valued rule parameters: a single string in the YAML is taken as a list of one item.
+_LIST_PARAMS = ("stopwords", "boilerplate_patterns")
+
+
 def _to_params(base: RuleParams, section: dict, where: str) -> RuleParams:
     unknown = set(section) - _PARAM_NAMES
     if unknown:
-        raise FilterConfigError(f"{where}: unknown rule parameter(s) {sorted(unknown)}; "
+        k = sorted(unknown)[0]
+        close = difflib.get_close_matches(k, sorted(_PARAM_NAMES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise FilterConfigError(f"{where}: unknown rule parameter(s) {sorted(unknown)}{hint}; "
                                 f"known: {sorted(_PARAM_NAMES)}")
     clean = {}
     for k, v in section.items():
+        if k in _LIST_PARAMS and isinstance(v, str):
+            v = (v,)  # one string is a list of one item, never a list of its characters
         if k in ("top_n_grams", "dup_n_grams") and v is not None:
             if isinstance(v, dict):
                 v = sorted((int(n), float(t)) for n, t in v.items())
@@ -1024,7 +1034,10 @@ def parse_filter_config(cfg: dict, path: str | None = None) -> FilterConfig:
         raise FilterConfigError(f"{path}: expected a mapping at the top level")
     unknown_top = set(cfg) - {"defaults", "languages", "tiers"}
     if unknown_top:
-        raise FilterConfigError(f"{path}: unknown top-level key(s) {sorted(unknown_top)}")
+        k = sorted(unknown_top)[0]
+        close = difflib.get_close_matches(k, ["defaults", "languages", "tiers"], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise FilterConfigError(f"{path}: unknown top-level key(s) {sorted(unknown_top)}{hint}")
     defaults = _to_params(RuleParams(), dict(cfg.get("defaults") or {}), f"{path}: defaults")
     langs = {}
     for lang, sec in (cfg.get("languages") or {}).items():
@@ -1034,16 +1047,13 @@ def parse_filter_config(cfg: dict, path: str | None = None) -> FilterConfig:
             if base_key not in ("stopwords", "boilerplate_patterns"):
                 raise FilterConfigError(f"{path}: languages.{lang}: {k} is not extendable")
             ext = sec.pop(k) or ()
-            if isinstance(ext, str):
-                raise FilterConfigError(f"{path}: languages.{lang}.{k} must be a list, got the single "
-                                        f"string {ext!r}: write [{ext!r}]")
-            sec[base_key] = tuple(getattr(defaults, base_key)) + tuple(ext)
+            sec[base_key] = tuple(getattr(defaults, base_key)) + ((ext,) if isinstance(ext, str) else tuple(ext))
         langs[str(lang)] = _to_params(defaults, sec, f"{path}: languages.{lang}")
     tiers = {}
     for tier, sec in (cfg.get("tiers") or {}).items():
         sec = dict(sec or {})
         _to_params(defaults, sec, f"{path}: tiers.{tier}")  # validates keys and values
-        tiers[str(tier)] = sec
+        tiers[str(tier)] = {k: ((v,) if k in _LIST_PARAMS and isinstance(v, str) else v) for k, v in sec.items()}
     return FilterConfig(defaults, langs, path, tiers)
 
 

@@ -407,7 +407,8 @@ def stage_command(master: str, out: str, config: dict, job: str, conf: dict | No
 
 def submit_stages(master: str, out: str, config_path: str | None, data_root: str | None,
                   stages: list[str] | None = None, report: bool = True, conf: dict | None = None,
-                  pyfiles: str | None = None, log=None, root: str | os.PathLike = DEFAULT_ROOT) -> None:
+                  pyfiles: str | None = None, log=None, root: str | os.PathLike = DEFAULT_ROOT,
+                  config: dict | None = None) -> None:
     """Run ``stages`` (default: the configured chain) one spark-submit each, then the report.
 
     Args:
@@ -418,10 +419,15 @@ def submit_stages(master: str, out: str, config_path: str | None, data_root: str
         ValueError: a stage is not in the configured chain.
         subprocess.CalledProcessError: a spark-submit failed (its output says why).
     """
-    from pipeline.config import load_config
+    from pipeline.config import load_config, write_resolved
 
     out = out if "://" in out else os.path.abspath(out)
-    config = load_config(config_path, data_root)
+    if config is None:
+        config = load_config(config_path, data_root)
+    else:
+        # a config built from --input / --set / --sources: every spark-submit loads this very file
+        path = write_resolved(config, Path(root).resolve() / "configs" / f"pipeline-{os.getpid()}.yaml")
+        config = load_config(path, config["data_root"])
     chain = list(config["stages"])
     todo = stages or chain
     bad = [s for s in todo if s not in chain]
@@ -439,8 +445,10 @@ def submit_stages(master: str, out: str, config_path: str | None, data_root: str
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import HelpFormatter
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start a master and workers on 127.0.0.1")
     up.add_argument("--root", default=str(DEFAULT_ROOT), help="logs, pid files and worker dirs")
@@ -463,6 +471,14 @@ def main(argv: list[str] | None = None) -> int:
     sb.add_argument("--stages", default=None, help="comma-separated subset (default: the configured chain)")
     sb.add_argument("--no-report", action="store_true")
     sb.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark conf")
+    # your own files and overrides, as `python -m jobs.build_corpus` takes them (pipeline.cli)
+    sb.add_argument("--input", action="append", default=[], metavar="GLOB")
+    sb.add_argument("--format", default=None)
+    sb.add_argument("--tier", default="web")
+    sb.add_argument("--lang", default=None)
+    sb.add_argument("--field", action="append", default=[], metavar="NAME=COLUMN")
+    sb.add_argument("--sources", action="append", default=[], metavar="FILE")
+    sb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
     a = p.parse_args(argv)
     if a.cmd == "up":
         c = Cluster(root=str(Path(a.root).resolve()), port=a.port, webui_port=a.webui_port, workers=a.workers,
@@ -489,9 +505,16 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "submit":
         from pipeline.session import parse_conf
 
+        from pipeline.cli import config_from_args
+        from pipeline.config import ConfigError, fail
+
         stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
-        submit_stages(a.master, a.out, a.config, a.data_root, stages, report=not a.no_report,
-                      conf=parse_conf(a.conf))
+        try:
+            config = config_from_args(a) if (a.input or a.sources or a.overrides) else None
+            submit_stages(a.master, a.out, a.config, a.data_root, stages, report=not a.no_report,
+                          conf=parse_conf(a.conf), config=config)
+        except ConfigError as e:
+            return fail(str(e))
     return 0
 
 

@@ -56,7 +56,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def _manifest(tokens_dir: str | Path) -> dict | None:
-    m = Path(tokens_dir) / "manifest.json"
+    from training.data import manifest_path
+
+    m = manifest_path(tokens_dir)
     return json.loads(m.read_text()) if m.is_file() else None
 
 
@@ -153,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     from training.export import export_hf, load_dcp_model_state
 
     t0 = time.perf_counter()
-    cfg, tok, cp_default = resolve_model_config(args.config, vocab_size=args.vocab_size,
-                                                tokenizer=args.tokenizer, overrides=args.set)
+    try:
+        cfg, tok, cp_default = resolve_model_config(args.config, vocab_size=args.vocab_size,
+                                                    tokenizer=args.tokenizer, overrides=args.set)
+    except (FileNotFoundError, KeyError, ValueError) as e:  # a bad config / --set: message, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.checkpoint is None and cp_default is None:
         ap.error("--checkpoint is required unless --config is a training config")
     cp = resolve_checkpoint(args.checkpoint or cp_default)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -150,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         f"training.steps={args.steps}", "training.spike_mad_k=0", "checkpoint.enabled=false",
         "metrics.validate=false",
     ]
-    cfg = load_config(args.config, over)
+    try:
+        cfg = load_config(args.config, over)
+    except (FileNotFoundError, ValueError) as e:  # a bad config / --set: message, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     stages = cfg.curriculum.stages
     if not 0 <= args.stage < len(stages):
         ap.error(f"--stage {args.stage}: the config has {len(stages)} curriculum stage(s) (0..{len(stages) - 1})")

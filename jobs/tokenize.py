@@ -2,18 +2,19 @@
 
 ``python -m jobs.tokenize --help`` or ``spark-submit jobs/tokenize.py ...``.
 
-Input: ``<out>/corpus/lang=xx/source=yy/part-*.parquet`` (the shard stage) and the SentencePiece
+Input: ``<out>/corpus/<lang>/<source>/part-*.parquet`` (the shard stage) and the SentencePiece
 model ``<out>/tokenizer/spm.model`` (`make tokenizer`), shipped to executors with
 :func:`pipeline.ship.ship`.
 
 Output (format fixed by the project conventions; the trainer's curriculum reads it):
 
-* ``<out>/tokens/lang=xx/source=yy/part-NNNNN.parquet``: one document per row, columns
-  ``id string`` and ``input_ids list<int32>`` (``</s>`` appended, no ``<s>``). Parallel-tier
-  documents are rendered as bilingual documents (:mod:`training.bilingual`) and filed under
-  ``source=parallel``.
-* ``<out>/tokens/manifest.json``: tokenizer path, vocab size, bos/eos/pad ids, one *stream* per
-  (lang, source) with documents, tokens and files, and ``total_tokens``; ``_SUCCESS`` last.
+* ``<out>/tokens/<lang>/<source>/part-NNNNN.parquet``: one document per row, columns
+  ``id string``, ``input_ids list<int32>`` (``</s>`` appended, no ``<s>``), ``lang`` and
+  ``source`` (the corpus layout: every parquet loader opens ``tokens/`` as one table).
+  Parallel-tier documents are rendered as bilingual documents (:mod:`training.bilingual`) and
+  filed under source ``parallel``.
+* ``<out>/tokens/.manifest.json``: tokenizer path (relative to ``tokens/``), vocab size, bos/eos/pad ids, one *stream* per
+  (lang, source) with documents, tokens and files, and ``total_tokens``; ``.SUCCESS`` last.
 * ``<out>/rejected/stage=tokenize/reason=<r>/``: documents that could not be tokenized
   (``empty_text``, ``parallel_meta_invalid``), with ``detail``.
 * ``<out>/stats/tokenize.json``: accounting (corpus documents = tokenized + rejected), per
@@ -48,13 +49,17 @@ import pyarrow as pa  # noqa: E402
 from pipeline import fs  # noqa: E402
 from pipeline.stage import log, map_arrow  # noqa: E402
 
-TOKEN_SCHEMA = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32()))])
+from pipeline.shard import MANIFEST, SUCCESS, shard_rel_path  # noqa: E402
+
+TOKEN_SCHEMA = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("lang", pa.string()),
+                          ("source", pa.string())])
 SHARD_RESULT_DDL = "lang string, source string, bucket int, file string, documents bigint, tokens bigint"
 
 
 class ShardWriter:
     """``applyInArrow`` function: writes one token shard (all rows of one (lang, source, bucket)
-    group) with pyarrow to ``<root>/lang=xx/source=yy/part-<bucket>.parquet``, rows sorted by
+    group) with pyarrow to ``<root>/<lang>/<source>/part-<bucket>.parquet`` (columns ``id,
+    input_ids, lang, source``: the corpus layout, see :mod:`pipeline.shard`), rows sorted by
     ``id`` (ties by the token bytes), and returns one row ``(lang, source, bucket, file,
     documents, tokens)``. ``root`` must be reachable from executors (shared disk, HDFS, S3)."""
 
@@ -73,9 +78,11 @@ class ShardWriter:
                    if x.is_valid else b"" for x in toks]
         order = sorted(range(len(ids)), key=lambda i: (ids[i], digests[i]))
         out = pa.table({"id": table.column("id").take(pa.array(order, pa.int64())),
-                        "input_ids": toks.take(pa.array(order, pa.int64())).cast(pa.list_(pa.int32()))},
+                        "input_ids": toks.take(pa.array(order, pa.int64())).cast(pa.list_(pa.int32())),
+                        "lang": pa.array([lang] * len(order), pa.string()),
+                        "source": pa.array([source] * len(order), pa.string())},
                        schema=TOKEN_SCHEMA)
-        rel = f"lang={lang}/source={source}/part-{bucket:05d}.parquet"
+        rel = shard_rel_path(lang, source, bucket)
         filesystem, base = pafs.FileSystem.from_uri(self.root) if "://" in self.root else (pafs.LocalFileSystem(), self.root)
         path = f"{base.rstrip('/')}/{rel}"
         filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
@@ -104,10 +111,10 @@ def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | Non
         corpus_dir: default ``<out>/corpus``.
 
     Returns:
-        the manifest dict (also ``<out>/tokens/manifest.json``).
+        the manifest dict (also ``<out>/tokens/.manifest.json``).
 
     Raises:
-        FileNotFoundError: no corpus (``_SUCCESS`` of the shard stage) or no model.
+        FileNotFoundError: no corpus (``.SUCCESS`` of the shard stage) or no model.
         RuntimeError: the shards do not account for every corpus document / token.
     """
     from pyspark.sql import functions as F
@@ -128,15 +135,17 @@ def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | Non
     out = out.rstrip("/")
     corpus_dir = (corpus_dir or f"{out}/corpus").rstrip("/")
     model_path = model_path or f"{_local(out)}/tokenizer/spm.model"
-    if not fs.exists(spark, corpus_dir + "/_SUCCESS"):
-        raise FileNotFoundError(f"{corpus_dir} has no _SUCCESS marker: build the corpus first (`make corpus`)")
+    if not fs.exists(spark, f"{corpus_dir}/{SUCCESS}"):
+        raise FileNotFoundError(f"{corpus_dir} has no {SUCCESS} marker: build the corpus first (`make corpus`)")
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"tokenizer model {model_path} not found: train it first (`make tokenizer`)")
     info = model_info(model_path)
     shipped = ship(spark, model_path)
     log(f"[tokenize] corpus {corpus_dir}, model {model_path} (vocab {info['vocab_size']})")
 
-    df = spark.read.option("basePath", corpus_dir).option("pathGlobFilter", "*.parquet").parquet(corpus_dir)
+    # lang and source are columns of the corpus files (pipeline.shard); no partition discovery
+    df = (spark.read.option("recursiveFileLookup", "true").option("pathGlobFilter", "*.parquet")
+          .parquet(corpus_dir))
     for c in ("lang", "source"):
         df = df.withColumn(c, F.col(c).cast("string"))
     cols = [F.col(c).cast("string").alias(c) if c in df.columns else F.lit(None).cast("string").alias(c)
@@ -207,13 +216,15 @@ def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | Non
                                  "documents": int(docs), "tokens": int(toks), "files": [w["file"] for w in ws]})
     total = sum(s["tokens"] for s in manifest_streams)
     dest = f"{out}/tokens"
-    model_abs = os.path.abspath(model_path)
-    manifest = {"tokenizer": model_abs, "vocab_size": info["vocab_size"], "bos_id": info["bos_id"],
+    # the tokenizer path relative to tokens/ (the folder can move with its tokenizer)
+    model_rel = os.path.relpath(os.path.abspath(model_path), os.path.abspath(_local(dest))) \
+        if "://" not in dest else os.path.abspath(model_path)
+    manifest = {"tokenizer": model_rel, "vocab_size": info["vocab_size"], "bos_id": info["bos_id"],
                 "eos_id": info["eos_id"], "pad_id": info["pad_id"], "streams": manifest_streams,
                 "total_tokens": int(total)}
 
     # publish: old _SUCCESS first, then swap directories, manifest and _SUCCESS last
-    fs.delete(spark, dest + "/_SUCCESS")
+    fs.delete(spark, f"{dest}/{SUCCESS}")
     fs.delete(spark, dest)
     if written:
         fs.rename(spark, shards_root, dest)
@@ -225,7 +236,7 @@ def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | Non
             if part.startswith("reason="):
                 fs.rename(spark, f"{tmp}/rejected/{part}", f"{out}/rejected/stage=tokenize/{part}")
     fs.delete(spark, tmp)
-    fs.write_json(spark, dest + "/manifest.json", manifest)
+    fs.write_json(spark, f"{dest}/{MANIFEST}", manifest)
     seconds = time.time() - t0
     stats = {"stage": "tokenize", "input": "corpus", "documents_in": n_in,
              "totals": {"in": n_in, "kept": int(acc["kept_in"] or 0), "removed": rej, "quarantined": {}},
@@ -240,7 +251,7 @@ def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | Non
              "plots": [], "seconds": round(seconds, 3)}
     fs.mkdirs(spark, f"{out}/stats")
     fs.write_json(spark, f"{out}/stats/tokenize.json", stats)
-    fs.write_text(spark, dest + "/_SUCCESS", "")
+    fs.write_text(spark, f"{dest}/{SUCCESS}", "")
     log(f"[tokenize] wrote {sum(len(s['files']) for s in manifest_streams)} shards, {total} tokens to {dest} "
         f"in {seconds:.1f}s")
     return manifest
@@ -248,13 +259,14 @@ def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | Non
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: tokenize ``<out>/corpus`` with ``<out>/tokenizer/spm.model`` into ``<out>/tokens``."""
-    from pipeline.cli import resolve_out
+    from pipeline.cli import HelpFormatter, resolve_out
+    from pipeline.config import fail
     from pipeline.session import build_spark, parse_conf
     from training.tokenizer import load_config
 
     p = argparse.ArgumentParser(description="Tokenize the corpus shards into token shards + manifest "
                                             "(input of the trainer).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", default=os.environ.get("POLY_OUT", "build/sample"), help="output root")
     p.add_argument("--config", default=None, help="tokenizer YAML (default configs/tokenizer.yaml)")
     p.add_argument("--profile", default=None, help="config profile (default: the file's `profile:`)")
@@ -264,14 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None, help="accepted for symmetry with other jobs; unused")
     args = p.parse_args(argv)
     out = resolve_out(args.out)
-    cfg = load_config(args.config, args.profile)
+    try:
+        cfg = load_config(args.config, args.profile)
+    except (FileNotFoundError, KeyError, ValueError) as e:  # a bad tokenizer config: no traceback
+        return fail(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
     spark = build_spark("polycorpus-tokenize", master=args.master, conf=parse_conf(args.conf))
     try:
         m = run_tokenize(spark, out, cfg, model_path=args.model)
     finally:
         spark.stop()
     print(json.dumps({"total_tokens": m["total_tokens"], "streams": len(m["streams"]),
-                      "manifest": f"{out}/tokens/manifest.json"}))
+                      "manifest": f"{out}/tokens/{MANIFEST}"}))
     return 0
 
 

@@ -21,13 +21,14 @@ elif _ROOT not in sys.path:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the process exit status."""
+    from pipeline.cli import HelpFormatter
     from pipeline.stage import log
     from training.tokenizer import TokenizerConfig, load_config, train_tokenizer
 
     p = argparse.ArgumentParser(description="Train the multilingual SentencePiece BPE tokenizer (PolyLM sec. 2.2) "
                                             "on an alpha-smoothed sample of the corpus shards and report its "
                                             "compression on held-out NTREX sentences.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", default=os.environ.get("POLY_OUT", "build/sample"),
                    help="output root: reads <out>/corpus, writes <out>/tokenizer (local path)")
     p.add_argument("--config", default=None, help="tokenizer YAML (default configs/tokenizer.yaml)")
@@ -44,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conf", action="append", default=[], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
-    cfg_all = load_config(args.config, args.profile)
+    from pipeline.config import fail
+
+    try:
+        cfg_all = load_config(args.config, args.profile)
+    except (FileNotFoundError, KeyError, ValueError) as e:  # a bad tokenizer config: no traceback
+        return fail(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
     tcfg = dict(cfg_all["tokenizer"])
     if args.vocab_size:
         tcfg["vocab_size"] = args.vocab_size
@@ -52,13 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         tcfg["alpha"] = args.alpha
     if args.no_compare:
         tcfg["compare_alpha"] = None
-    cfg = TokenizerConfig.from_dict(tcfg)
+    try:
+        cfg = TokenizerConfig.from_dict(tcfg)
+    except (TypeError, ValueError) as e:
+        return fail(f"tokenizer config: {e}")
     if "://" in args.out:
         p.error("--out must be a local path for the tokenizer (SentencePiece trains from local files)")
     out = os.path.abspath(args.out)
     corpus = os.path.join(out, "corpus")
-    if not os.path.exists(os.path.join(corpus, "_SUCCESS")):
-        log(f"[tokenizer] {corpus} has no _SUCCESS marker: build the corpus first (`make corpus`)")
+    from pipeline.shard import SUCCESS
+
+    if not os.path.exists(os.path.join(corpus, SUCCESS)):
+        log(f"[tokenizer] {corpus} has no {SUCCESS} marker: build the corpus first (`make corpus`)")
         return 2
     log(f"[tokenizer] profile={cfg_all['profile']} vocab_size={cfg.vocab_size} alpha={cfg.alpha} "
         f"compare_alpha={cfg.compare_alpha}")

@@ -18,11 +18,11 @@ from pipeline.quality_models import (DEFAULT_MAX_DOCS, DEFAULT_PPL_WEB_DROP, DEF
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m jobs.train_quality_models [--out build/sample] ...``."""
-    from pipeline.cli import resolve_out
+    from pipeline.cli import HelpFormatter, resolve_out
     from pipeline.config import DEFAULT_CONFIG, load_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", default=os.environ.get("POLY_OUT", "build/sample"), help="pipeline output root")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML config")
     p.add_argument("--data-root", default=None, help="(accepted for symmetry with the stage jobs; unused)")
@@ -57,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="languages without reference-tier documents: train their KenLM on their own web documents "
                         "(default: config quality.web_fallback, else off)")
     args = p.parse_args(argv)
-    config = load_config(args.config, args.data_root)
+    from pipeline.config import ConfigError, fail
+
+    try:
+        config = load_config(args.config, args.data_root)
+    except ConfigError as e:
+        return fail(str(e))
     out = resolve_out(args.out)
     models_dir = args.models_dir or default_models_dir(out)
     if os.path.exists(os.path.join(models_dir, MANIFEST)) and not args.force:

@@ -10,19 +10,53 @@ import os
 import sys
 import time
 
-from pipeline.config import DEFAULT_CONFIG, load_config, repo_path
+from pipeline.config import DEFAULT_CONFIG, ConfigError, cli_path, fail, input_source, load_config
 from pipeline.stage import StageContext, log
+
+#: ``--input`` file name endings -> ``--format`` when it is not given.
+FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+                    ".warc": "warc", ".arc": "warc", ".wet": "wet", ".html": "html", ".htm": "html",
+                    ".txt": "text"}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` to an option's help only when the help does not already name its
+    default and the default is a value (not None / False / an empty list)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "default" in h or action.default in (None, False, [], argparse.SUPPRESS):
+            return h
+        return super()._get_help_string(action)
 
 
 def common_parser(description: str) -> argparse.ArgumentParser:
-    """Arguments every pipeline job accepts."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """Arguments every pipeline job accepts (paths relative to the current directory)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     p.add_argument("--out", default=os.environ.get("POLY_OUT", "build/sample"),
-                   help="output root (local path or hdfs://, s3a:// URI)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML config")
+                   help="output root: local path (relative to the current directory) or hdfs://, s3a:// URI")
+    p.add_argument("--config", default=None,
+                   help="pipeline YAML config (default: configs/pipeline.yaml); paths inside a YAML file "
+                        "are relative to its folder")
     p.add_argument("--data-root", default=None,
-                   help="root of raw inputs (default: $POLY_DATA_ROOT, the config's data_root, ../shared/data)")
+                   help="root the sources' globs are relative to (default: $POLY_DATA_ROOT, the config's "
+                        "data_root, ../shared/data)")
+    p.add_argument("--input", action="append", default=[], metavar="GLOB",
+                   help="your own files (glob relative to the current directory, or a URI; repeatable): "
+                        "replaces the config's sources")
+    p.add_argument("--format", default=None,
+                   help="format of --input: jsonl, parquet, warc, wet, html, text, ... "
+                        "(default: from the file name ending)")
+    p.add_argument("--tier", default="web", help="tier of --input: web, reference, parallel or book")
+    p.add_argument("--lang", default=None, help="declared ISO 639-1 language of every --input document "
+                                                "(default: none; the langid stage decides)")
+    p.add_argument("--field", action="append", default=[], metavar="NAME=COLUMN",
+                   help="column of --input holding text, id, url or lang (repeatable), e.g. --field text=content")
+    p.add_argument("--sources", action="append", default=[], metavar="FILE",
+                   help="sources YAML file (repeatable): replaces the config's sources_file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a config value, e.g. --set dedup.threshold=0.7 --set stages=[ingest,langid,shard] "
+                        "(value parsed as YAML; repeatable)")
     p.add_argument("--master", default=None,
                    help="Spark master (default: $POLY_SPARK_MASTER, spark-submit's, or local[*])")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
@@ -30,11 +64,70 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def config_from_args(args) -> dict:
+    """Load the config the common arguments describe (see :func:`common_parser`).
+
+    Raises:
+        ConfigError: bad config, bad ``--input``/``--field``/``--format``.
+    """
+    inputs = []
+    data_root = args.data_root and cli_path(args.data_root)
+    if args.input:
+        fields = {}
+        for f in args.field:
+            if "=" not in f:
+                raise ConfigError(f"--field {f!r}: expected NAME=COLUMN, e.g. --field text=content")
+            k, v = f.split("=", 1)
+            fields[k.strip()] = v.strip()
+        # --format: one source of every --input glob; without it, one source per --input, its
+        # format from the file name ending (so JSONL and parquet files go in one command)
+        groups = [(args.format, list(args.input))] if args.format else [(None, [g]) for g in args.input]
+        seen: dict[str, int] = {}
+        for fmt, globs in groups:
+            if not fmt:
+                name = globs[0].lower()
+                name = name[:-3] if name.endswith(".gz") else name
+                fmt = next((f for suf, f in FORMAT_BY_SUFFIX.items() if name.endswith(suf)), None)
+                if not fmt:
+                    raise ConfigError(f"--input {globs[0]!r}: cannot tell the format from the name; "
+                                      f"give --format (jsonl, parquet, warc, ...)")
+            seen[fmt] = seen.get(fmt, 0) + 1
+            name = f"input-{fmt}" + (f"-{seen[fmt]}" if seen[fmt] > 1 else "")
+            inputs.append(input_source(globs, fmt, tier=args.tier, name=name, lang=args.lang,
+                                       fields=fields or None))
+        if not data_root and "://" not in args.input[0]:
+            # ids and meta.path are relative to the folder of the first input glob
+            head = args.input[0].split("*")[0].split("?")[0].split("[")[0]
+            data_root = cli_path(head if head.endswith(os.sep) else (os.path.dirname(head) or "."))
+    elif args.format or args.field:
+        raise ConfigError("--format / --field describe --input files: give --input GLOB too")
+    return load_config(args.config or DEFAULT_CONFIG, data_root, overrides=args.overrides,
+                       sources_files=args.sources, inputs=inputs,
+                       use_config_sources=not (args.input or args.sources))
+
+
+def check_inputs(config: dict) -> None:
+    """Every source matches at least one file (local data roots; URIs are left to the stage).
+
+    Raises:
+        ConfigError: a source without files (the message names the source, globs and root).
+    """
+    from pipeline.readers import list_source_files
+
+    root = config["data_root"]
+    only = (config.get("ingest") or {}).get("only_sources")
+    for s in config.get("sources") or []:
+        if (only and s["name"] not in only) or "://" in root or any("://" in g for g in s["glob"]):
+            continue
+        try:
+            list_source_files(s, root)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+
+
 def resolve_out(out: str) -> str:
-    """Absolute output root: URIs are kept, local paths are made absolute."""
-    if "://" in out:
-        return out
-    return os.path.abspath(out)
+    """Absolute output root: URIs are kept, local paths are made absolute (current directory)."""
+    return cli_path(out)
 
 
 def input_stage_for(stage: str, stages: list[str]) -> str | None:
@@ -75,10 +168,16 @@ def _session(args, app: str):
 
 
 def stage_main(stage: str, argv: list[str] | None = None) -> int:
-    """Entry point of ``jobs/<stage>.py``: run one stage."""
+    """Entry point of ``jobs/<stage>.py``: run one stage. Exit 2 on a configuration error."""
     p = common_parser(f"Run the `{stage}` stage of the corpus build on the previous stage's output.")
     args = p.parse_args(argv)
-    config = load_config(args.config, args.data_root)
+    try:
+        config = config_from_args(args)
+        input_stage_for(stage, config["stages"])
+        if stage == "ingest":
+            check_inputs(config)
+    except (ConfigError, ValueError) as e:
+        return fail(str(e))
     out = resolve_out(args.out)
     spark = _session(args, f"polycorpus-{stage}")
     try:
@@ -88,37 +187,52 @@ def stage_main(stage: str, argv: list[str] | None = None) -> int:
     return 0
 
 
+def build_corpus(spark, out: str, config: dict, stages: list[str] | None = None) -> dict:
+    """The configured chain (or ``stages``) then the report: what ``python -m jobs.build_corpus``
+    runs after loading the config. Returns ``{"stats": {stage: stats}, "report": {json, html}}``."""
+    from pipeline.report import write_report
+
+    stats = run_stages(spark, out, config, list(stages or config["stages"]))
+    return {"stats": stats, "report": write_report(spark, out, config)}
+
+
 def build_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``jobs/build_corpus.py``: the configured chain, then the report."""
-    p = common_parser("Build the corpus: every configured stage in order, then report.json/html.")
+    """Entry point of ``jobs/build_corpus.py``: the configured chain, then the report.
+    Exit 2 on a configuration error (before Spark starts)."""
+    p = common_parser("Build the corpus: every configured stage in order, then report.json/html. "
+                      "Your own files: --input 'data/*.jsonl.gz' --format jsonl (no YAML needed).")
     p.add_argument("--stages", default=None,
                    help="comma-separated subset of the configured stages to run (default: all)")
     p.add_argument("--from-stage", default=None, help="start the chain at this stage")
     args = p.parse_args(argv)
-    config = load_config(args.config, args.data_root)
+    try:
+        config = config_from_args(args)
+        chain = list(config["stages"])
+        if args.stages:
+            want = [s.strip() for s in args.stages.split(",") if s.strip()]
+            unknown = [s for s in want if s not in chain]
+            if unknown:
+                raise ConfigError(f"--stages: {unknown} are not in the configured chain {chain}")
+            chain = [s for s in chain if s in want]
+        if args.from_stage:
+            if args.from_stage not in chain:
+                raise ConfigError(f"--from-stage {args.from_stage} not in {chain}")
+            chain = chain[chain.index(args.from_stage):]
+        if chain and chain[0] == "ingest":
+            check_inputs(config)
+    except ConfigError as e:
+        return fail(str(e))
     out = resolve_out(args.out)
-    chain = list(config["stages"])
-    if args.stages:
-        want = [s.strip() for s in args.stages.split(",") if s.strip()]
-        unknown = [s for s in want if s not in chain]
-        if unknown:
-            p.error(f"stages {unknown} are not in the configured chain {chain}")
-        chain = [s for s in chain if s in want]
-    if args.from_stage:
-        if args.from_stage not in chain:
-            p.error(f"--from-stage {args.from_stage} not in {chain}")
-        chain = chain[chain.index(args.from_stage):]
     t0 = time.time()
     spark = _session(args, "polycorpus-build")
     try:
-        run_stages(spark, out, config, chain)
-        from pipeline.report import write_report
-
-        paths = write_report(spark, out, config)
+        paths = build_corpus(spark, out, config, chain)["report"]
     finally:
         spark.stop()
+    from pipeline.shard import MANIFEST
+
     log(f"corpus build finished in {time.time() - t0:.1f}s")
-    print(f"corpus:  {out}/corpus  (manifest: {out}/corpus/manifest.json)")
+    print(f"corpus:  {out}/corpus  (manifest: {out}/corpus/{MANIFEST})")
     print(f"report:  {paths['json']}")
     print(f"         {paths['html']}")
     return 0
@@ -128,7 +242,10 @@ def report_main(argv: list[str] | None = None) -> int:
     """Entry point of ``jobs/report.py``: rebuild report.json/html from the stats files."""
     p = common_parser("Write report.json and report.html from the stats of the stages that ran.")
     args = p.parse_args(argv)
-    config = load_config(args.config, args.data_root)
+    try:
+        config = config_from_args(args)
+    except ConfigError as e:
+        return fail(str(e))
     out = resolve_out(args.out)
     spark = _session(args, "polycorpus-report")
     try:

@@ -1,5 +1,5 @@
 """Stage ``ingest``: raw sources -> ``docs`` parquet (``id, source, tier, url, text, meta,
-lang_declared``), bad records -> ``quarantine/stage=ingest/reason=.../``.
+lang_declared, source_id``), bad records -> ``quarantine/stage=ingest/reason=.../``.
 
 The driver lists the files of every source in ``sources_file`` (:func:`pipeline.readers.list_source_files`)
 and distributes them; executors read each file with :func:`pipeline.readers.read_source_file`,
@@ -15,7 +15,26 @@ import pyarrow as pa
 
 from pipeline.stage import QUARANTINE, KEPT, Stage, StageContext, log, map_arrow
 
-DOC_FIELDS = ["id", "source", "tier", "url", "text", "meta", "lang_declared"]
+DOC_FIELDS = ["id", "source", "tier", "url", "text", "meta", "lang_declared", "source_id"]
+
+
+def source_id_of(rec: dict) -> str | None:
+    """The document's id in its source: the JSONL / parquet id column, else the WARC-Record-ID,
+    else ``<path relative to the data root>#<record key>`` (e.g. ``leipzig/de.txt#L41``)."""
+    if rec.get("source_id") is not None:
+        return str(rec["source_id"])
+    meta = rec.get("meta")
+    if not isinstance(meta, dict):
+        return None
+    for k in ("source_id", "json_id"):
+        if meta.get(k) is not None:
+            return str(meta[k])
+    rid = (meta.get("warc") or {}).get("WARC-Record-ID") if isinstance(meta.get("warc"), dict) else None
+    if rid:
+        return str(rid)
+    if meta.get("path") is not None and meta.get("key") is not None:
+        return f"{meta['path']}#{meta['key']}"
+    return None
 #: Arrow batches are flushed after this many records or characters of text.
 FLUSH_RECORDS = 512
 FLUSH_CHARS = 32 << 20
@@ -48,7 +67,7 @@ class ReadFiles:
             source = {**self.defaults, **json.loads(src_json)}
             for k, rec in enumerate(read_source_file(path, source, self.data_root)):
                 for n in DOC_FIELDS:
-                    v = rec.get(n)
+                    v = source_id_of(rec) if n == "source_id" else rec.get(n)
                     if n == "meta" and not isinstance(v, str):
                         v = json.dumps(v or {}, ensure_ascii=False, sort_keys=True)
                     cols[n].append(v)

@@ -29,7 +29,9 @@ warc            WARC / ARC (warcio, ``.gz`` or not); HTTP responses with HTML ge
 wet             WARC ``conversion`` records (plain text); ``options.parser: lenient`` uses a
                 cc_net-style line parser for WET files with LF line ends or wrong lengths
 html            one raw HTML page per file; ``INDEX.tsv`` (file, path, html lang) if present
-jsonl           JSON lines (``.jsonl``/``.json``, gzip or not), CCNet / dolma form
+jsonl           JSON lines (``.jsonl``/``.json``, gzip or not), CCNet / dolma form; columns
+                by name with ``fields: {text: ..., id: ..., url: ..., lang: ...}``
+parquet         one document per row (pyarrow, read on the executors); same ``fields``
 ntrex           NTREX line files grouped into documents by ``DOCUMENT_IDS.tsv``
 ntrex_parallel  NTREX reference aligned line by line with the English source: parallel docs
 ud              UD ``sent_id<TAB>text`` files grouped by the document part of ``sent_id``
@@ -434,10 +436,10 @@ def _read_jsonl(f: _File) -> Iterator[dict]:
                         text=line, meta={"line": lineno})
             continue
         text = next((obj[k] for k in text_fields if isinstance(obj.get(k), str)), None)
-        rid = obj.get("id")
+        rid = obj.get(f.opts.get("id_field", "id"))
         key = f"id:{rid}" if rid is not None else key
         md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-        url = obj.get("url") or md.get("url")
+        url = obj.get(f.opts["url_field"]) if f.opts.get("url_field") else (obj.get("url") or md.get("url"))
         url = url if isinstance(url, str) else None
         fields = {}
         for k, v in obj.items():
@@ -1351,8 +1353,71 @@ def _read_wet_lenient(f: _File) -> Iterator[dict]:
             yield out
 
 
+def _read_parquet(f: _File) -> Iterator[dict]:
+    """Parquet files (pyarrow, read in batches of ``batch_rows`` rows, default 1024): one
+    document per row. Columns by name, as for ``jsonl``: text under ``text_field`` (default
+    ``text``, then ``raw_content``), id under ``id_field`` (``id``), URL under ``url_field``
+    (``url``), declared language under ``lang_field`` (none by default); a source's
+    ``fields: {text: content, id: doc_id, url: link, lang: language}`` sets them. Other columns
+    go to ``meta.fields`` (values over 2 KiB serialised are dropped). A row whose text is null or
+    not a string is quarantined as ``missing_field``; a file that is not parquet as
+    ``unreadable_file``."""
+    import pyarrow.parquet as pq
+
+    text_fields = f.opts.get("text_field", ["text", "raw_content"])
+    text_fields = text_fields if isinstance(text_fields, list) else [text_fields]
+    id_field = f.opts.get("id_field", "id")
+    url_field = f.opts.get("url_field", "url")
+    lang_field = f.opts.get("lang_field")
+    try:
+        pf = pq.ParquetFile(f.path)
+    except Exception as e:  # noqa: BLE001 - not parquet / corrupt footer: the whole file
+        yield f.bad("file", "unreadable_file", {"error": f"{type(e).__name__}: {e}", "note": "not a parquet file"})
+        return
+    names = pf.schema_arrow.names
+    text_col = next((c for c in text_fields if c in names), None)
+    row = 0
+    for batch in pf.iter_batches(batch_size=int(f.opts.get("batch_rows", 1024))):
+        cols = batch.to_pydict()
+        for i in range(batch.num_rows):
+            row += 1
+            obj = {n: cols[n][i] for n in names}
+            rid = obj.get(id_field)
+            key = f"id:{rid}" if rid is not None else f"R{row}"
+            url = obj.get(url_field)
+            url = url if isinstance(url, str) else None
+            lang = obj.get(lang_field) if lang_field else None
+            lang = to_iso639_1(lang) if isinstance(lang, str) else None
+            fields = {}
+            for k, v in obj.items():
+                if k == text_col:
+                    continue
+                try:
+                    if len(json.dumps(_clean(v), ensure_ascii=False, default=str)) <= 2048:
+                        fields[k] = v
+                except (TypeError, ValueError):
+                    pass
+            meta = {"row": row, "source_id": None if rid is None else str(rid), "fields": fields}
+            text = obj.get(text_col) if text_col else None
+            if isinstance(text, bytes):
+                try:
+                    text = text.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield f.bad(key, "invalid_utf8", {"row": row, "position": e.start, "error": e.reason},
+                                text=_bytes_snippet(text), url=url, meta=meta, lang=lang)
+                    continue
+            if not isinstance(text, str):
+                why = (f"no column among {text_fields} (columns: {names[:50]})" if text_col is None
+                       else f"column {text_col!r} is {'null' if text is None else type(text).__name__}")
+                yield f.bad(key, "missing_field", {"row": row, "error": why}, url=url, meta=meta, lang=lang,
+                            text=json.dumps(_clean(fields), ensure_ascii=False, default=str))
+                continue
+            yield f.doc(key, text, url=url, meta=meta, lang=lang)
+
+
 FORMATS = {
     "warc": _read_warc,
+    "parquet": _read_parquet,
     "wet": _read_warc,
     "html": _read_html,
     "jsonl": _read_jsonl,

@@ -39,7 +39,9 @@ def collect(spark, out: str, config: dict) -> dict:
                                                           s["totals"]["quarantined"].items()}} for s in stages}
     rep = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "out": out,
            "chain": [s["stage"] for s in stages], "stages": stages, "funnel": funnel, "reasons": reasons}
-    mp = f"{out}/corpus/manifest.json"
+    from pipeline.shard import MANIFEST
+
+    mp = f"{out}/corpus/{MANIFEST}"
     if fs.exists(spark, mp):
         man = fs.read_json(spark, mp)
         rep["corpus"] = {"totals": man.get("totals"), "per_lang": man.get("per_lang")}

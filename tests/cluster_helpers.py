@@ -27,7 +27,9 @@ _STATE: dict = {}
 def write_config(dest: Path, sources=SUBSET, **sections) -> Path:
     """``configs/pipeline.yaml`` restricted to ``sources`` (``ingest.only_sources``), with
     extra top-level ``sections`` merged in; written to ``dest``."""
-    cfg = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
+    from pipeline.config import read_config_file
+
+    cfg = read_config_file(REPO / "configs" / "pipeline.yaml")  # its paths made absolute: the copy lives elsewhere
     cfg.setdefault("ingest", {})["only_sources"] = list(sources)
     for k, v in sections.items():
         if isinstance(v, dict):
@@ -110,8 +112,8 @@ def assert_same_stage(a: Path, b: Path, stage: str) -> None:
         assert ca.keys() == cb.keys() and ca, f"corpus ids differ: {len(ca)} vs {len(cb)}"
         for i in ca:
             assert ca[i] == cb[i], f"corpus row {i} differs"
-        ma = json.loads((a / "corpus" / "manifest.json").read_text())
-        mb = json.loads((b / "corpus" / "manifest.json").read_text())
+        ma = json.loads((a / "corpus" / ".manifest.json").read_text())
+        mb = json.loads((b / "corpus" / ".manifest.json").read_text())
         assert ma["totals"] == mb["totals"]
         assert [(s["lang"], s["source"], s["documents"], len(s["files"])) for s in ma["streams"]] == \
                [(s["lang"], s["source"], s["documents"], len(s["files"])) for s in mb["streams"]]

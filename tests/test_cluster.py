@@ -60,7 +60,7 @@ def test_cluster_build_equals_local(spark, shared_data, tmp_path_factory, tmp_pa
     chain = config["stages"]
     for stage in chain:
         assert f"[{stage}] " in text  # ran through spark-submit, one application per stage
-        marker = out / ("corpus" if stage == "shard" else stage) / "_SUCCESS"
+        marker = out / "corpus" / ".SUCCESS" if stage == "shard" else out / stage / "_SUCCESS"
         assert marker.exists(), f"no {marker}"
         assert_same_stage(ref_out, out, stage)
     # every worker ran executors, and each executor received the archive and the model files

@@ -19,7 +19,7 @@ def _balanced(c: dict) -> bool:
 
 def test_sample_build_all_languages_and_accounting(sample_build):
     out, config, stats = sample_build
-    man = json.load(open(f"{out}/corpus/manifest.json"))
+    man = json.load(open(f"{out}/corpus/.manifest.json"))
     assert set(TARGET_LANGS) <= set(man["per_lang"]), f"missing languages: {set(TARGET_LANGS) - set(man['per_lang'])}"
     # The manifest agrees with the shards on disk.
     corpus = ds.dataset(f"{out}/corpus", format="parquet", partitioning="hive",
@@ -40,7 +40,7 @@ def test_sample_build_all_languages_and_accounting(sample_build):
         if prev_kept is not None:
             assert st["totals"]["in"] == prev_kept, name
         prev_kept = st["totals"]["kept"]
-        assert os.path.exists(f"{out}/{'corpus' if name == 'shard' else name}/_SUCCESS")
+        assert os.path.exists(f"{out}/corpus/.SUCCESS" if name == "shard" else f"{out}/{name}/_SUCCESS")
     assert prev_kept == man["totals"]["documents"]
     rep = json.load(open(f"{out}/report.json"))
     assert rep["chain"] == config["stages"]

@@ -21,13 +21,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _add_bad_docs(corpus: Path) -> None:
-    d = corpus / "lang=ar" / "source=odd"
+    d = corpus / "ar" / "odd"
     d.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist([
+    pq.write_table(pa.Table.from_pylist([dict(r, lang="ar", source="odd") for r in [
         {"id": "odd-empty", "tier": "web", "url": None, "text": "  \n ", "meta": "{}", "lang_score": 0.9},
         {"id": "odd-parallel", "tier": "parallel", "url": None, "text": "نص", "meta": "{broken", "lang_score": 0.9},
         {"id": "odd-ok", "tier": "web", "url": None, "text": "مرحبا 2024 😀", "meta": "{}", "lang_score": 0.9},
-    ]), d / "part-00000.parquet")
+    ]]), d / "part-00000.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +65,12 @@ def test_tokenize_job_shards_manifest_and_rerun(spark, tok_out):
     m = run_tokenize(spark, str(out), _cfg())
     tokens = out / "tokens"
     assert set(m) == {"tokenizer", "vocab_size", "bos_id", "eos_id", "pad_id", "streams", "total_tokens"}
-    assert m == json.loads((tokens / "manifest.json").read_text())
+    assert m == json.loads((tokens / ".manifest.json").read_text())
     assert (m["vocab_size"], m["bos_id"], m["eos_id"], m["pad_id"]) == (sp.get_piece_size(), 1, 2, 3)
-    assert Path(m["tokenizer"]) == Path(model).resolve()
-    assert (tokens / "_SUCCESS").exists()
+    # the tokenizer path is relative to tokens/ (issue 16 item 8), so the folders can move together
+    assert not Path(m["tokenizer"]).is_absolute()
+    assert (tokens / m["tokenizer"]).resolve() == Path(model).resolve()
+    assert (tokens / ".SUCCESS").exists() and not (tokens / "manifest.json").exists()
 
     # manifest counts == sums over the shards; format of every shard
     total = 0
@@ -79,7 +81,7 @@ def test_tokenize_job_shards_manifest_and_rerun(spark, tok_out):
         assert set(s) == {"lang", "source", "tier", "documents", "tokens", "files"}
         docs = toks = 0
         for f in s["files"]:
-            assert f.startswith(f"lang={s['lang']}/source={s['source']}/part-") and f.endswith(".parquet")
+            assert f.startswith(f"{s['lang']}/{s['source']}/part-") and f.endswith(".parquet")
             t = pq.read_table(tokens / f)
             assert t.schema.field("input_ids").type == pa.list_(pa.int32())
             assert t.schema.field("id").type == pa.string()
@@ -124,6 +126,13 @@ def test_tokenize_job_shards_manifest_and_rerun(spark, tok_out):
     got = {(r["id"], r["reason"]) for r in rej.to_pylist()}
     assert got == {("odd-empty", "empty_text"), ("odd-parallel", "parallel_meta_invalid")}
     assert "odd-ok" in seen_ids and "odd-empty" not in seen_ids
+
+    # every usual loader opens tokens/ as one table, lang and source in every row (issue 16 item 4)
+    from tests.test_own_data import open_with_loaders
+
+    frames = open_with_loaders(tokens)
+    assert len(frames["datasets"]) == sum(s["documents"] for s in m["streams"])
+    assert set(zip(frames["pandas"]["lang"], frames["pandas"]["source"])) == {(s["lang"], s["source"]) for s in m["streams"]}
 
     # tokenizing twice gives byte-identical shards and the same manifest
     first = _digest(tokens)

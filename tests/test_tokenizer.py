@@ -3,7 +3,7 @@ digits, exact round trips, compression report with the alpha = 1 baseline, Huggi
 bilingual templates.
 
 The corpus fixture is built here in the shard stage's layout
-(``corpus/lang=xx/source=yy/part-*.parquet`` + ``_SUCCESS``) from real sample data: NTREX
+(``corpus/<lang>/<source>/part-*.parquet`` + ``.SUCCESS``) from real sample data: NTREX
 documents (minus the held-out ones), Leipzig sentences, English UD/PUD text and a few PUD
 parallel documents. Five languages (:data:`LOW`) get only a few NTREX documents, so they are the
 low-resource languages the upsampling acceptance check is about.
@@ -83,11 +83,11 @@ def build_corpus_fixture(data: Path, out: Path, low: list[str] = LOW, low_docs: 
     corpus = out / "corpus"
     for (lang, source), rs in rows.items():
         rs = rs[:max_docs] if max_docs else rs
-        d = corpus / f"lang={lang}" / f"source={source}"
+        d = corpus / lang / source
         d.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rs), d / "part-00000.parquet")
-    (corpus / "manifest.json").write_text(json.dumps({"fixture": True}))
-    (corpus / "_SUCCESS").write_text("")
+        pq.write_table(pa.Table.from_pylist([dict(r, lang=lang, source=source) for r in rs]), d / "part-00000.parquet")
+    (corpus / ".manifest.json").write_text(json.dumps({"fixture": True}))
+    (corpus / ".SUCCESS").write_text("")
     return corpus
 
 

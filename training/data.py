@@ -122,14 +122,26 @@ class TokenManifest:
         return list(seen)
 
 
+#: Token manifest name written by ``jobs/tokenize.py`` (hidden, so parquet loaders skip it);
+#: ``manifest.json`` is still read for token folders written before.
+MANIFEST_NAMES = (".manifest.json", "manifest.json")
+
+
+def manifest_path(tokens_dir: str | Path) -> Path:
+    """The manifest file of ``tokens_dir``: the first of :data:`MANIFEST_NAMES` that exists
+    (the first name when none does)."""
+    root = Path(tokens_dir)
+    return next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), root / MANIFEST_NAMES[0])
+
+
 def load_manifest(tokens_dir: str | Path) -> TokenManifest:
-    """Read and check ``<tokens_dir>/manifest.json``.
+    """Read and check ``<tokens_dir>/.manifest.json`` (or ``manifest.json``, see :func:`manifest_path`).
 
     Raises ``FileNotFoundError`` if the manifest or a listed shard file is missing and
     ``ValueError`` if a required field is absent or a stream is listed twice.
     """
     root = Path(tokens_dir)
-    mpath = root / "manifest.json"
+    mpath = manifest_path(root)
     if not mpath.is_file():
         raise FileNotFoundError(
             f"token manifest not found: {mpath} (run the tokenize stage first, e.g. `make tokenize`)"

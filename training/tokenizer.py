@@ -176,7 +176,7 @@ def load_config(path: str | os.PathLike | None = None, profile: str | None = Non
 
 # ============================================================================ corpus access
 def corpus_dataset(corpus_dir: str | os.PathLike):
-    """A pyarrow dataset over ``corpus_dir/lang=xx/source=yy/*.parquet`` (files sorted by path,
+    """A pyarrow dataset over ``corpus_dir/<lang>/<source>/*.parquet`` (files sorted by path,
     so reads are in a reproducible order).
 
     Raises:
@@ -185,13 +185,16 @@ def corpus_dataset(corpus_dir: str | os.PathLike):
     import pyarrow.dataset as ds
 
     root = Path(corpus_dir)
-    files = sorted(str(p) for p in root.glob("lang=*/source=*/*.parquet"))
+    files = sorted(str(p) for p in root.glob("*/*/*.parquet"))
     if not files:
         raise FileNotFoundError(
-            f"no corpus shards under {root} (expected lang=xx/source=yy/part-*.parquet): "
+            f"no corpus shards under {root} (expected <lang>/<source>/part-*.parquet): "
             f"build the corpus first (`make corpus`)")
-    part = ds.partitioning(pa.schema([("lang", pa.string()), ("source", pa.string())]), flavor="hive")
-    return ds.dataset(files, format="parquet", partitioning=part, partition_base_dir=str(root))
+    if all(Path(f).parent.parent.name.startswith("lang=") for f in files):
+        # corpora written before lang/source became file columns: lang=xx/source=yy folders
+        part = ds.partitioning(pa.schema([("lang", pa.string()), ("source", pa.string())]), flavor="hive")
+        return ds.dataset(files, format="parquet", partitioning=part, partition_base_dir=str(root))
+    return ds.dataset(files, format="parquet")
 
 
 def corpus_char_counts(corpus_dir: str | os.PathLike) -> dict[str, int]:
