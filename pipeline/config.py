@@ -46,7 +46,8 @@ def load_config(path: str | os.PathLike | None = None, data_root: str | None = N
     cfg = yaml.safe_load(path.read_text()) or {}
     cfg["_path"] = str(path.resolve())
     root = data_root or os.environ.get("POLY_DATA_ROOT") or cfg.get("data_root") or str(DEFAULT_DATA_ROOT)
-    cfg["data_root"] = repo_path(root)
+    # a URI (s3a://, gs://, hdfs://, file://...) is kept as is, never made a path under the repo
+    cfg["data_root"] = root if "://" in str(root) else repo_path(root)
     cfg.setdefault("languages", list(TARGET_LANGS))
     bad = [l for l in cfg["languages"] if not (isinstance(l, str) and 2 <= len(l) <= 3)]
     if bad:

@@ -3,8 +3,11 @@ lang_declared``), bad records -> ``quarantine/stage=ingest/reason=.../``.
 
 The driver lists the files of every source in ``sources_file`` (:func:`pipeline.readers.list_source_files`)
 and distributes them; executors read each file with :func:`pipeline.readers.read_source_file`,
-which yields one record per document (or a quarantine record with a reason). Input files must
-be readable from the executors (shared filesystem, HDFS...). Records whose ``id`` repeats an
+which yields one record per document (or a quarantine record with a reason). ``data_root`` may
+be a local path or a URI (``s3a://``, ``gs://``, ``hdfs://``, ``abfs://``): the driver lists each
+source once (:func:`pipeline.fs.list_files`) and the executors open the files through
+:mod:`pyarrow.fs` (:func:`pipeline.fs.open_input`); the driver's S3 endpoint/region/credential
+environment (:func:`pipeline.fs.input_options`) travels with the task. Records whose ``id`` repeats an
 earlier record's are quarantined as ``duplicate_id``, so ids are unique downstream.
 """
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 
 import pyarrow as pa
 
+from pipeline import fs
 from pipeline.stage import QUARANTINE, KEPT, Stage, StageContext, log, map_arrow
 
 DOC_FIELDS = ["id", "source", "tier", "url", "text", "meta", "lang_declared"]
@@ -33,12 +37,16 @@ def ingest_schema():
 class ReadFiles:
     """Picklable batch function: rows ``(source_json, path, file_index)`` -> document records."""
 
-    def __init__(self, data_root: str, defaults: dict):
+    def __init__(self, data_root: str, defaults: dict, input_options: dict | None = None):
         self.data_root = data_root
         self.defaults = defaults
+        self.input_options = input_options or {}
 
     def __call__(self, batch: pa.RecordBatch):
+        from pipeline import fs
         from pipeline.readers import read_source_file
+
+        fs.configure_input(self.input_options)
 
         cols = {n: [] for n in DOC_FIELDS + ["_order", "reason", "detail", "_disposition"]}
         n_chars = 0
@@ -102,7 +110,7 @@ class IngestStage(Stage):
         files_df = files_df.repartition(n_slices, "file_index")
         defaults = {"max_doc_bytes": int(cfg.get("max_doc_bytes", 8 << 20))}
 
-        def run(batches, fn=ReadFiles(ctx.config["data_root"], defaults)):
+        def run(batches, fn=ReadFiles(ctx.config["data_root"], defaults, fs.input_options())):
             for b in batches:
                 yield from fn(b)
 
