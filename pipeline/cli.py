@@ -27,6 +27,9 @@ def common_parser(description: str) -> argparse.ArgumentParser:
                    help="Spark master (default: $POLY_SPARK_MASTER, spark-submit's, or local[*])")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Spark conf, repeatable")
+    p.add_argument("--force", action="store_true",
+                   help="redo stages even when already published for the same input and config "
+                        "(fingerprint in their _SUCCESS)")
     return p
 
 
@@ -51,8 +54,11 @@ def input_stage_for(stage: str, stages: list[str]) -> str | None:
     return stages[i - 1] if i > 0 else None
 
 
-def run_stages(spark, out: str, config: dict, stages: list[str]) -> dict:
+def run_stages(spark, out: str, config: dict, stages: list[str], force: bool | list[str] = False) -> dict:
     """Run ``stages`` (names, in order) with the chain from ``config['stages']``.
+
+    A stage already published for the same input and config (fingerprint in its ``_SUCCESS``)
+    is skipped (its stats get ``"skipped": True``) unless ``force`` is True or names it.
 
     Returns:
         dict stage name -> stats dict.
@@ -63,7 +69,8 @@ def run_stages(spark, out: str, config: dict, stages: list[str]) -> dict:
     for name in stages:
         stage = get_stage(name)
         ctx = StageContext(spark=spark, out=out, config=config,
-                           input_stage=input_stage_for(name, config["stages"]))
+                           input_stage=input_stage_for(name, config["stages"]),
+                           force=force is True or (isinstance(force, (list, tuple, set)) and name in force))
         results[name] = stage.run(ctx)
     return results
 
@@ -82,7 +89,7 @@ def stage_main(stage: str, argv: list[str] | None = None) -> int:
     out = resolve_out(args.out)
     spark = _session(args, f"polycorpus-{stage}")
     try:
-        run_stages(spark, out, config, [stage])
+        run_stages(spark, out, config, [stage], force=args.force)
     finally:
         spark.stop()
     return 0
@@ -93,7 +100,9 @@ def build_main(argv: list[str] | None = None) -> int:
     p = common_parser("Build the corpus: every configured stage in order, then report.json/html.")
     p.add_argument("--stages", default=None,
                    help="comma-separated subset of the configured stages to run (default: all)")
-    p.add_argument("--from-stage", default=None, help="start the chain at this stage")
+    p.add_argument("--from-stage", default=None,
+                   help="start the chain at this stage and redo it and every later one (the earlier "
+                        "ones must be published)")
     args = p.parse_args(argv)
     config = load_config(args.config, args.data_root)
     out = resolve_out(args.out)
@@ -104,14 +113,16 @@ def build_main(argv: list[str] | None = None) -> int:
         if unknown:
             p.error(f"stages {unknown} are not in the configured chain {chain}")
         chain = [s for s in chain if s in want]
+    force: bool | list[str] = args.force
     if args.from_stage:
         if args.from_stage not in chain:
             p.error(f"--from-stage {args.from_stage} not in {chain}")
         chain = chain[chain.index(args.from_stage):]
+        force = True
     t0 = time.time()
     spark = _session(args, "polycorpus-build")
     try:
-        run_stages(spark, out, config, chain)
+        run_stages(spark, out, config, chain, force=force)
         from pipeline.report import write_report
 
         paths = write_report(spark, out, config)

@@ -266,13 +266,18 @@ def _static_prefix(pattern: str) -> str:
 
 
 def list_remote(root: str, pattern: str) -> list[str]:
+    """Sorted URIs of :func:`list_remote_details`."""
+    return sorted(list_remote_details(root, pattern))
+
+
+def list_remote_details(root: str, pattern: str) -> dict[str, tuple[int, int | None]]:
     """Files under the URI ``root`` whose path relative to it matches the glob ``pattern``:
     one recursive listing of the pattern's static prefix (one paginated LIST on object stores),
     matched on the driver. Names with a component starting with ``.`` are skipped, as
     :func:`glob.glob` does.
 
     Returns:
-        sorted full URIs (``<root>/<relative path>``).
+        ``{uri: (size in bytes, modification time in ns or None)}``, URIs ``<root>/<relative path>``.
 
     Raises:
         InputError: the bucket / container / prefix cannot be listed (the message says which).
@@ -298,7 +303,7 @@ def list_remote(root: str, pattern: str) -> list[str]:
         if missing:
             raise InputError(f"bucket {bucket!r} of {root} does not exist (or is not visible with these "
                              "credentials); check --data-root and AWS_ENDPOINT_URL")
-    out = []
+    out = {}
     for info in infos:
         if info.type != pafs.FileType.File or not info.path.startswith(root_path):
             continue
@@ -306,27 +311,42 @@ def list_remote(root: str, pattern: str) -> list[str]:
         if any(c.startswith(".") for c in rel.split("/")):
             continue
         if rx.match(rel):
-            out.append(root.rstrip("/") + "/" + rel)
-    return sorted(out)
+            out[root.rstrip("/") + "/" + rel] = (int(info.size or 0), info.mtime_ns)
+    return out
 
 
 def list_files(root: str, globs: list[str], exclude: list[str] | None = None) -> list[str]:
     """Regular files matching any of ``globs`` minus ``exclude`` (both relative to ``root``),
     sorted. Local roots (plain path or ``file://``) use :func:`glob.glob` (absolute paths
-    returned); URIs use :func:`list_remote` (URIs returned).
+    returned); URIs use :func:`list_remote_details` (URIs returned).
 
     Raises:
         InputError: a remote root cannot be listed.
     """
+    return sorted(list_files_details(root, globs, exclude))
+
+
+def list_files_details(root: str, globs: list[str],
+                       exclude: list[str] | None = None) -> dict[str, tuple[int, int | None]]:
+    """:func:`list_files` with ``(size in bytes, modification time in ns)`` per file (from the
+    listing itself on object stores: no extra request per file)."""
     if is_remote(root):
-        files = {p for g in globs for p in list_remote(root, g)}
-        files.difference_update(p for g in exclude or [] for p in list_remote(root, g))
-        return sorted(files)
+        files: dict = {}
+        for g in globs:
+            files.update(list_remote_details(root, g))
+        for g in exclude or []:
+            for p in list_remote_details(root, g):
+                files.pop(p, None)
+        return files
     r = local_path(root)
-    files = {p for g in globs for p in _glob.glob(os.path.join(r, g), recursive=True) if os.path.isfile(p)}
+    paths = {p for g in globs for p in _glob.glob(os.path.join(r, g), recursive=True) if os.path.isfile(p)}
     for g in exclude or []:
-        files.difference_update(_glob.glob(os.path.join(r, g), recursive=True))
-    return sorted(files)
+        paths.difference_update(_glob.glob(os.path.join(r, g), recursive=True))
+    out = {}
+    for p in paths:
+        st = os.stat(p)
+        out[p] = (st.st_size, st.st_mtime_ns)
+    return out
 
 
 class _Closing(io.BufferedReader):

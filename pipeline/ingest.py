@@ -85,22 +85,39 @@ class IngestStage(Stage):
     name = "ingest"
     reads_input = False
 
+    def listing(self, ctx: StageContext) -> list[tuple[dict, dict]]:
+        """``[(source, {file: (size, mtime_ns)})]`` of the configured sources, listed once per
+        run on the driver (:func:`pipeline.readers.list_source_files_details`) and cached."""
+        from pipeline.readers import list_source_files_details
+
+        key = (id(ctx), ctx.config["data_root"])
+        if getattr(self, "_listing", (None,))[0] != key:
+            cfg = ctx.stage_config("ingest")
+            sources = ctx.config.get("sources") or []
+            if not sources:
+                raise ValueError(f"no sources configured (sources_file in {ctx.config.get('_path')})")
+            only = cfg.get("only_sources")
+            self._listing = (key, [(s, list_source_files_details(s, ctx.config["data_root"]))
+                                   for s in sources if not only or s["name"] in only])
+        return self._listing[1]
+
+    def input_fingerprint(self, ctx: StageContext) -> str:
+        """sha256 of the data root, the selected sources and every input file's path, size
+        and modification time."""
+        import hashlib
+
+        doc = {"data_root": ctx.config["data_root"],
+               "sources": [[s, sorted([p, *v] for p, v in files.items())] for s, files in self.listing(ctx)]}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
     def transform(self, df, ctx: StageContext):
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
-        from pipeline.readers import list_source_files
-
         cfg = ctx.stage_config("ingest")
-        sources = ctx.config.get("sources") or []
-        if not sources:
-            raise ValueError(f"no sources configured (sources_file in {ctx.config.get('_path')})")
-        only = cfg.get("only_sources")
         rows = []
-        for s in sources:
-            if only and s["name"] not in only:
-                continue
-            files = list_source_files(s, ctx.config["data_root"])
+        for s, details in self.listing(ctx):
+            files = sorted(details)
             log(f"[ingest] source {s['name']}: {len(files)} file(s), format {s['format']}, tier {s['tier']}")
             rows += [(json.dumps(s), f) for f in files]
         rows = [(sj, p, i) for i, (sj, p) in enumerate(rows)]

@@ -184,11 +184,20 @@ def list_source_files(source: dict, data_root: str) -> list[str]:
         ValueError: no file matches (the message names the source, globs and data root).
         pipeline.fs.InputError: a remote data root cannot be listed (missing bucket, no access).
     """
+    return sorted(list_source_files_details(source, data_root))
+
+
+def list_source_files_details(source: dict, data_root: str) -> dict[str, tuple[int, int | None]]:
+    """:func:`list_source_files` with ``(size, mtime_ns)`` per file (fingerprints of the input).
+
+    Raises:
+        ValueError, pipeline.fs.InputError: as :func:`list_source_files`.
+    """
     root = data_root if _fs.is_remote(data_root) else _fs.local_path(data_root)
     globs = source["glob"] if isinstance(source["glob"], list) else [source["glob"]]
     excl = source.get("exclude") or []
     excl = excl if isinstance(excl, list) else [excl]
-    files = _fs.list_files(root, globs, excl)
+    files = _fs.list_files_details(root, globs, excl)
     if not files:
         raise ValueError(f"source {source.get('name')!r}: no files match {globs} "
                          f"(exclude {excl}) under data root {root}")

@@ -12,7 +12,7 @@ import math
 import time
 
 from pipeline import fs
-from pipeline.stage import Stage, StageContext, log
+from pipeline.stage import Stage, StageContext, log, write_success
 
 #: Characters per token used for the manifest's *estimate* only (the tokenize stage counts
 #: exactly). Rough figures for a large multilingual BPE vocabulary: about 4 characters per
@@ -25,6 +25,7 @@ class ShardStage(Stage):
     """Write the corpus shards and manifest (see module docstring)."""
 
     name = "shard"
+    output_name = "corpus"
 
     def _run(self, ctx: StageContext, t0: float) -> dict:
         from pyspark.sql import functions as F
@@ -85,6 +86,6 @@ class ShardStage(Stage):
                  "plots": [], "seconds": round(time.time() - t0, 3)}
         fs.mkdirs(spark, ctx.path("stats"))
         fs.write_json(spark, ctx.path("stats", "shard.json"), stats)
-        fs.write_text(spark, dest + "/_SUCCESS", "")
+        write_success(spark, dest, ctx.fingerprint, [f for st in manifest["streams"] for f in st["files"]])
         log(f"[shard] wrote {stats['extra']['files']} files, {tot['documents']} documents to {dest}")
         return stats
