@@ -89,3 +89,24 @@ def test_missing_or_unreadable_object_is_quarantined(s3_env):
     assert "gone.warc.gz" in recs[0]["meta"]["path"] and json.loads(recs[0]["detail"])["error"]
     recs = list(read_source_file(f"s3a://no-such-bucket/{PREFIX}/a.warc.gz", warc, f"s3a://no-such-bucket/{PREFIX}"))
     assert [r["reason"] for r in recs] == ["unreadable_file"]
+
+
+def test_remote_glob_semantics_equal_glob_glob(tmp_path):
+    """The pattern matching used for object-store listings (:func:`pipeline.fs._glob_regex`)
+    selects the same files as :func:`glob.glob` (recursive) on a local tree."""
+    import glob
+    import os
+
+    tree = ["a.warc.gz", "b.jsonl", "d/c.warc.gz", "d/e/f.warc.gz", "d/e/g.json.gz", "x1.txt", "x2.txt",
+            "xa.txt", "[odd].txt", ".hidden/h.warc.gz", "d/.h.warc.gz"]
+    for rel in tree:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    files = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
+    for pat in ["*.warc.gz", "**/*.warc.gz", "d/**/*.gz", "d/*/*.gz", "x[0-9].txt", "x[!0-9].txt", "x?.txt",
+                "**", "d/**", "*/e/*"]:
+        want = sorted(os.path.relpath(p, tmp_path) for p in glob.glob(str(tmp_path / pat), recursive=True)
+                      if os.path.isfile(p))
+        rx = fs._glob_regex(pat)
+        got = sorted(f for f in files if rx.match(f) and not any(c.startswith(".") for c in f.split("/")))
+        assert got == want, pat
