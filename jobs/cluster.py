@@ -11,14 +11,21 @@ Subcommands (``python -m jobs.cluster --help``):
 * ``status``  print the master's view (workers alive, applications).
 * ``pyfiles`` build the ``--py-files`` archive (``build/pyfiles.zip``: the Python sources of
               ``pipeline/ filters/ training/ jobs/``, no data). ``make pyfiles``.
+* ``pack-env`` pack the virtualenv with venv-pack into ``build/env/env-<key>.tar.gz`` (key: hash
+              of the installed packages; reused until they change). ``make pack-env``.
 * ``submit``  run the configured stages (or ``--stages``) one ``spark-submit`` each, then the
-              report, against ``--master``: code ships with ``--py-files``, model files
+              report, against ``--master``: the packed virtualenv ships with ``--archives
+              env-<key>.tar.gz#env`` and executors run ``./env/bin/python``
+              (``--no-ship-env``: the venv's own path), code with ``--py-files``, model files
               (``lid.176.ftz``, the quality models when present) with ``--files``, and the
               executors are told (``POLY_SHIP_STRICT=1``) to refuse any model path that did not
-              arrive through ``SparkFiles``. ``make corpus MASTER=spark://127.0.0.1:7077``.
+              arrive through ``SparkFiles``. Stages already published for the same input and
+              config are skipped (``--force``, ``--from-stage`` redo). ``make cluster-submit`` or
+              ``make corpus MASTER=spark://127.0.0.1:7077``.
 
-Raw inputs (``--data-root``) and the output root (``--out``) must be on storage every node can
-read (here: the same machine); everything else reaches the executors through Spark.
+Raw inputs (``--data-root``: a shared path or an ``s3a://``/``gs://``/``hdfs://`` URI) and the
+output root (``--out``) must be on storage every node can read; everything else reaches the
+executors through Spark.
 """
 from __future__ import annotations
 
