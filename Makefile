@@ -153,6 +153,15 @@ cluster-status: setup  ## workers and applications of the running cluster
 pyfiles: setup  ## build/pyfiles.zip: pipeline/ filters/ training/ jobs/ sources for spark-submit --py-files
 	$(PY) -m jobs.cluster pyfiles --dest build/pyfiles.zip
 
+# --- shipped environment (issue 15): venv-pack archive passed with --archives ...#env.
+.PHONY: pack-env cluster-submit
+SUBMIT_ARGS ?=
+pack-env: setup  ## build/env/env-<hash>.tar.gz: the virtualenv for spark-submit --archives (rebuilt only when packages change)
+	$(PY) -m jobs.cluster pack-env --env-dir build/env
+
+cluster-submit: setup  ## submit the configured stages to MASTER with the shipped venv, code and models (SUBMIT_ARGS: --force, --from-stage X, --conf k=v)
+	$(PY) -m jobs.cluster submit --master $(MASTER) --out $(OUT) --config $(CONFIG) --data-root $(DATA) $(SUBMIT_ARGS)
+
 BENCH_SCALE_N ?= 1000000
 BENCH_SCALE_ARGS ?=
 bench-scale: setup  ## whole corpus build on BENCH_SCALE_N replicated+perturbed documents in local[2] (BENCH_SCALE_ARGS: more bench_scale.py options)

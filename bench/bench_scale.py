@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rerun = True
             t = time.time()
-            stats = run_stages(spark, str(out), config, [stage])[stage]
+            stats = run_stages(spark, str(out), config, [stage], force=True)[stage]  # measured: never a fingerprint skip
             dt = time.time() - t
             n_in = stats.get("documents_in") or stats["totals"]["in"]
             rows.append((stage, dt, n_in, stats["totals"]["kept"]))

@@ -11,14 +11,21 @@ Subcommands (``python -m jobs.cluster --help``):
 * ``status``  print the master's view (workers alive, applications).
 * ``pyfiles`` build the ``--py-files`` archive (``build/pyfiles.zip``: the Python sources of
               ``pipeline/ filters/ training/ jobs/``, no data). ``make pyfiles``.
+* ``pack-env`` pack the virtualenv with venv-pack into ``build/env/env-<key>.tar.gz`` (key: hash
+              of the installed packages; reused until they change). ``make pack-env``.
 * ``submit``  run the configured stages (or ``--stages``) one ``spark-submit`` each, then the
-              report, against ``--master``: code ships with ``--py-files``, model files
+              report, against ``--master``: the packed virtualenv ships with ``--archives
+              env-<key>.tar.gz#env`` and executors run ``./env/bin/python``
+              (``--no-ship-env``: the venv's own path), code with ``--py-files``, model files
               (``lid.176.ftz``, the quality models when present) with ``--files``, and the
               executors are told (``POLY_SHIP_STRICT=1``) to refuse any model path that did not
-              arrive through ``SparkFiles``. ``make corpus MASTER=spark://127.0.0.1:7077``.
+              arrive through ``SparkFiles``. Stages already published for the same input and
+              config are skipped (``--force``, ``--from-stage`` redo). ``make cluster-submit`` or
+              ``make corpus MASTER=spark://127.0.0.1:7077``.
 
-Raw inputs (``--data-root``) and the output root (``--out``) must be on storage every node can
-read (here: the same machine); everything else reaches the executors through Spark.
+Raw inputs (``--data-root``: a shared path or an ``s3a://``/``gs://``/``hdfs://`` URI) and the
+output root (``--out``) must be on storage every node can read; everything else reaches the
+executors through Spark.
 """
 from __future__ import annotations
 
@@ -80,9 +87,24 @@ def python_exe() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
-def spark_env(root: Path) -> dict:
+def isolated_env(env: dict) -> dict:
+    """``env`` without any way to reach this project's virtualenv or checkout: no
+    ``PYTHONPATH``, ``VIRTUAL_ENV``, ``PYSPARK_PYTHON``/``PYSPARK_DRIVER_PYTHON``, and ``PATH``
+    without the venv's ``bin`` (what a worker node of a real cluster sees)."""
+    env = dict(env)
+    for k in ("PYTHONPATH", "VIRTUAL_ENV", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYTHONHOME"):
+        env.pop(k, None)
+    bad = {str(venv_prefix() / "bin"), str(REPO / ".venv" / "bin"), str(Path(sys.prefix) / "bin")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p and os.path.realpath(p) not in {os.path.realpath(b) for b in bad})
+    return env
+
+
+def spark_env(root: Path, isolate_python: bool = False) -> dict:
     """Environment for the daemons and spark-submit: pyspark's SPARK_HOME, the venv Python,
-    loopback only, an empty conf dir (no stray spark-defaults), logs under ``root``."""
+    loopback only, an empty conf dir (no stray spark-defaults), logs under ``root``.
+    ``isolate_python`` (daemons only): :func:`isolated_env`, so executors can only run the
+    Python that the job ships (``--archives``)."""
     env = dict(os.environ)
     conf_dir = root / "conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +124,7 @@ def spark_env(root: Path) -> dict:
         "PYSPARK_DRIVER_PYTHON": python_exe(),
     })
     env.pop("PYSPARK_SUBMIT_ARGS", None)
-    return env
+    return isolated_env(env) if isolate_python else env
 
 
 def _alive(pid: int) -> bool:
@@ -136,6 +158,8 @@ class Cluster:
         workers: number of workers.
         worker_cores: cores offered by each worker.
         worker_memory: memory offered by each worker (Spark size string, e.g. ``1536m``).
+        isolate_python: start the daemons with :func:`isolated_env` (no PYTHONPATH, no venv on
+            PATH, no PYSPARK_PYTHON): executors then run only a shipped environment.
         pids: ``{"master": pid, "worker-1": pid, ...}`` of the daemon JVMs.
     """
 
@@ -147,6 +171,7 @@ class Cluster:
     worker_memory: str = "1536m"
     pids: dict = field(default_factory=dict)
     worker_ui_ports: dict = field(default_factory=dict)
+    isolate_python: bool = False
 
     @property
     def master_url(self) -> str:
@@ -206,7 +231,7 @@ class Cluster:
         except ClusterError as e:
             if "already running" in str(e):
                 raise
-        env = spark_env(root)
+        env = spark_env(root, self.isolate_python)
         self.pids = {}
         self._spawn("master", ["org.apache.spark.deploy.master.Master", "--host", HOST, "--port", str(self.port),
                                "--webui-port", str(self.webui_port)], env)
@@ -328,6 +353,87 @@ def build_pyfiles(dest: str | os.PathLike = DEFAULT_PYFILES) -> str:
     return str(dest)
 
 
+# ----------------------------------------------------------------------------- shipped environment
+#: Unpacked name of the environment archive in every executor's (and YARN/K8s driver's)
+#: working directory: ``--archives env-<key>.tar.gz#env``.
+ENV_ALIAS = "env"
+DEFAULT_ENV_DIR = REPO / "build" / "env"
+#: Files left out of the packed virtualenv (paths relative to the venv, fnmatch patterns):
+#: pyspark (its 300 MB of jars; executors import pyspark from their own SPARK_HOME's
+#: ``python/lib/pyspark.zip``), training-only and test-only packages (torch, transformers,
+#: tensorboard, moto and its AWS libraries, pytest), and this project's editable install
+#: (its code ships with ``--py-files``; the editable finder would point at the driver's checkout).
+ENV_EXCLUDES = tuple(f"lib/python*/site-packages/{p}" for p in (
+    "pyspark/*", "pyspark-*", "torch/*", "torch-*", "torchgen/*", "functorch/*", "nvidia/*", "triton/*",
+    "transformers/*", "transformers-*", "tensorboard/*", "tensorboard-*", "tensorboard_data_server/*",
+    "tensorboard_data_server-*", "moto/*", "moto-*", "cfnlint/*", "cfn_lint-*", "botocore/*", "botocore-*",
+    "boto3/*", "boto3-*", "sympy/*", "sympy-*", "_pytest/*", "pytest/*", "pytest-*", "hypothesis/*",
+    "hypothesis-*", "__editable__*", "polycorpus-*", "*/__pycache__/*",
+))
+
+
+def venv_prefix() -> Path:
+    """The real directory of this project's virtualenv (``.venv`` may be a symlink)."""
+    return (REPO / ".venv").resolve() if (REPO / ".venv").exists() else Path(sys.prefix).resolve()
+
+
+def env_key(prefix: Path | None = None, excludes: tuple = ENV_EXCLUDES) -> str:
+    """16 hex of sha256 over the Python version, the installed distributions (``name==version``,
+    sorted) of the venv at ``prefix`` and the exclude patterns: the cache key of the archive."""
+    import hashlib
+    from importlib import metadata
+
+    prefix = prefix or venv_prefix()
+    site = list(prefix.glob("lib/python*/site-packages"))
+    dists = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions(path=[str(x) for x in site])
+                    if d.metadata["Name"]})
+    doc = json.dumps({"python": os.path.basename(os.readlink(prefix / "bin" / "python3"))
+                      if (prefix / "bin" / "python3").is_symlink() else sys.version,
+                      "pyvenv": (prefix / "pyvenv.cfg").read_text() if (prefix / "pyvenv.cfg").exists() else "",
+                      "dists": dists, "excludes": list(excludes)}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def pack_env(dest_dir: str | os.PathLike = DEFAULT_ENV_DIR, prefix: Path | None = None,
+             excludes: tuple = ENV_EXCLUDES, compress_level: int = 1) -> str:
+    """Pack the virtualenv with ``venv-pack`` into ``<dest_dir>/env-<key>.tar.gz`` (key:
+    :func:`env_key`), reusing the archive when it exists (same packages, same excludes);
+    written to a temporary name and renamed, so a killed pack leaves no half archive.
+
+    The archive is relocatable except for the interpreter: ``bin/python`` stays a symlink to
+    the base Python the venv was made from (``pyvenv.cfg``'s ``home``), which must exist at
+    the same path on every node (same image), as venv-pack documents.
+
+    Returns:
+        absolute path of the archive.
+    """
+    import venv_pack
+
+    prefix = prefix or venv_prefix()
+    dest_dir = Path(dest_dir).resolve()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out = dest_dir / f"env-{env_key(prefix, excludes)}.tar.gz"
+    if out.exists():
+        print(f"env: reusing {out} ({out.stat().st_size >> 20} MiB)", file=sys.stderr)
+        return str(out)
+    t0 = time.time()
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    try:
+        venv_pack.pack(prefix=str(prefix), output=str(tmp), format="tar.gz", compress_level=compress_level,
+                       filters=[("exclude", pat) for pat in excludes], force=True, verbose=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    for old in dest_dir.glob("env-*.tar.gz"):  # keep only the current environment's archive
+        if old != out:
+            old.unlink()
+    print(f"env: packed {prefix} -> {out} ({out.stat().st_size >> 20} MiB) in {time.time() - t0:.0f}s",
+          file=sys.stderr)
+    return str(out)
+
+
 # ----------------------------------------------------------------------------- submit
 def model_files(config: dict, out: str) -> list[str]:
     """Model files the configured stages read on executors: the langid model and, when
@@ -359,9 +465,30 @@ def model_files(config: dict, out: str) -> list[str]:
     return uniq
 
 
+class UsageError(ValueError):
+    """A combination of options spark-submit would refuse (exit 2 from the CLI)."""
+
+
+def check_deploy_mode(master: str, deploy_mode: str) -> None:
+    """Refuse ``--deploy-mode cluster`` on a standalone master: Spark's ``SparkSubmit`` does not
+    support cluster deploy mode for Python applications on standalone clusters ("Cluster deploy
+    mode is currently not supported for python applications on standalone clusters.").
+
+    Raises:
+        UsageError: cluster mode with a ``spark://`` master, or an unknown deploy mode.
+    """
+    if deploy_mode not in ("client", "cluster"):
+        raise UsageError(f"--deploy-mode must be client or cluster, got {deploy_mode!r}")
+    if deploy_mode == "cluster" and master.startswith("spark://"):
+        raise UsageError("--deploy-mode cluster is not supported by Spark for Python applications on a "
+                         "standalone master (spark://); use --deploy-mode client there, or YARN/Kubernetes "
+                         "for a driver that runs inside the cluster (README: Run on a cluster)")
+
+
 def submit_command(master: str, job: str, job_args: list[str], pyfiles: str, files: list[str],
-                   conf: dict | None = None, name: str | None = None) -> list[str]:
-    """The ``spark-submit`` command line for ``jobs/<job>.py`` (client deploy mode).
+                   conf: dict | None = None, name: str | None = None, env_archive: str | None = None,
+                   deploy_mode: str = "client") -> list[str]:
+    """The ``spark-submit`` command line for ``jobs/<job>.py``.
 
     Args:
         master: ``spark://host:port`` (or any master spark-submit accepts).
@@ -370,11 +497,22 @@ def submit_command(master: str, job: str, job_args: list[str], pyfiles: str, fil
         pyfiles: the archive from :func:`build_pyfiles`.
         files: model files for ``--files`` (executors find them with ``SparkFiles``).
         conf: extra ``--conf`` pairs; they override the defaults below.
+        env_archive: the packed virtualenv (:func:`pack_env`), shipped with
+            ``--archives <archive>#env`` and run by the executors as ``./env/bin/python``
+            (Spark's documented way for Python package management); None: executors use this
+            machine's venv interpreter path (only valid when every node has it).
+        deploy_mode: ``client`` (driver here, on the venv's Python) or ``cluster`` (driver in
+            the cluster on ``./env/bin/python``; YARN / Kubernetes only, see :func:`check_deploy_mode`).
+
+    Raises:
+        UsageError: see :func:`check_deploy_mode`.
     """
+    check_deploy_mode(master, deploy_mode)
     py = python_exe()
+    shipped = f"./{ENV_ALIAS}/bin/python"
     base = {
-        "spark.pyspark.python": py,
-        "spark.pyspark.driver.python": py,
+        "spark.pyspark.python": shipped if env_archive else py,
+        "spark.pyspark.driver.python": shipped if env_archive and deploy_mode == "cluster" else py,
         "spark.driver.host": HOST,
         "spark.driver.bindAddress": HOST,
         "spark.executor.memory": "1g",
@@ -386,8 +524,13 @@ def submit_command(master: str, job: str, job_args: list[str], pyfiles: str, fil
         "spark.task.maxFailures": "4",
     }
     base.update(conf or {})
-    cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", master, "--deploy-mode", "client",
+    if deploy_mode == "cluster":
+        for k in ("spark.driver.host", "spark.driver.bindAddress"):
+            base.pop(k, None)
+    cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", master, "--deploy-mode", deploy_mode,
            "--name", name or f"polycorpus-{job}", "--py-files", pyfiles]
+    if env_archive:
+        cmd += ["--archives", f"{env_archive}#{ENV_ALIAS}"]
     if files:
         cmd += ["--files", ",".join(files)]
     for k, v in base.items():
@@ -397,23 +540,30 @@ def submit_command(master: str, job: str, job_args: list[str], pyfiles: str, fil
 
 
 def stage_command(master: str, out: str, config: dict, job: str, conf: dict | None = None,
-                  pyfiles: str | None = None) -> list[str]:
+                  pyfiles: str | None = None, env_archive: str | None = None, force: bool = False) -> list[str]:
     """spark-submit command for one job (a stage name or ``report``) of the loaded ``config``
-    (from :func:`pipeline.config.load_config`) writing under ``out``."""
+    (from :func:`pipeline.config.load_config`) writing under ``out``; ``force`` redoes a stage
+    already published for the same input and config."""
     args = ["--out", out, "--config", config["_path"], "--data-root", config["data_root"], "--master", master]
+    if force and job != "report":
+        args.append("--force")
     files = model_files(config, out) if job != "report" else []
-    return submit_command(master, job, args, pyfiles or build_pyfiles(), files, conf)
+    return submit_command(master, job, args, pyfiles or build_pyfiles(), files, conf, env_archive=env_archive)
 
 
 def submit_stages(master: str, out: str, config_path: str | None, data_root: str | None,
                   stages: list[str] | None = None, report: bool = True, conf: dict | None = None,
                   pyfiles: str | None = None, log=None, root: str | os.PathLike = DEFAULT_ROOT,
-                  config: dict | None = None) -> None:
+                  config: dict | None = None, ship_env: bool = True,
+                  env_dir: str | os.PathLike = DEFAULT_ENV_DIR, force: bool | list[str] = False) -> None:
     """Run ``stages`` (default: the configured chain) one spark-submit each, then the report.
 
     Args:
         log: open file for the spark-submit output (default: this process's stdout/stderr).
         root: cluster directory whose ``conf/`` (log4j settings) spark-submit uses.
+        ship_env: pack the virtualenv (:func:`pack_env`, cached in ``env_dir``) and run the
+            executors from it; False: executors use the driver machine's venv path.
+        force: True, or the stages to redo even when already published (fingerprint match).
 
     Raises:
         ValueError: a stage is not in the configured chain.
@@ -434,9 +584,11 @@ def submit_stages(master: str, out: str, config_path: str | None, data_root: str
     if bad:
         raise ValueError(f"stages {bad} are not in the configured chain {chain}")
     pyfiles = pyfiles or build_pyfiles()
+    archive = pack_env(env_dir) if ship_env else None
     env = spark_env(Path(root))
     for job in todo + (["report"] if report else []):
-        cmd = stage_command(master, out, config, job, conf, pyfiles)  # quality models may appear mid-chain
+        redo = force is True or (isinstance(force, (list, tuple, set)) and job in force)
+        cmd = stage_command(master, out, config, job, conf, pyfiles, archive, redo)  # quality models may appear mid-chain
         nfiles = cmd.count("--files")
         print(f"[cluster] {time.strftime('%H:%M:%S', time.gmtime())} spark-submit {job} on {master}"
               f"{' with --files ' + cmd[cmd.index('--files') + 1] if nfiles else ''}", file=sys.stderr, flush=True)
@@ -457,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--workers", type=int, default=2)
     up.add_argument("--worker-cores", type=int, default=1)
     up.add_argument("--worker-memory", default="1536m", help="memory each worker offers to executors")
+    up.add_argument("--isolate-python", action="store_true",
+                    help="start the daemons without PYTHONPATH / the venv on PATH (executors need --archives)")
     down = sub.add_parser("down", help="stop the cluster started from --root")
     down.add_argument("--root", default=str(DEFAULT_ROOT))
     st = sub.add_parser("status", help="print workers and applications")
@@ -479,10 +633,20 @@ def main(argv: list[str] | None = None) -> int:
     sb.add_argument("--field", action="append", default=[], metavar="NAME=COLUMN")
     sb.add_argument("--sources", action="append", default=[], metavar="FILE")
     sb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    sb.add_argument("--no-ship-env", action="store_true",
+                    help="do not pack the virtualenv: executors use this machine's venv path (shared disk only)")
+    sb.add_argument("--env-dir", default=str(DEFAULT_ENV_DIR), help="cache of the packed virtualenv archive")
+    sb.add_argument("--force", action="store_true", help="redo stages already published for the same input and config")
+    sb.add_argument("--from-stage", default=None, help="run the chain from this stage on, redoing it and the later ones")
+    sb.add_argument("--deploy-mode", default="client", choices=["client", "cluster"],
+                    help="cluster: YARN / Kubernetes only (Spark refuses it for Python apps on spark://)")
+    pk = sub.add_parser("pack-env", help="pack the virtualenv for --archives (cached by installed packages)")
+    pk.add_argument("--env-dir", default=str(DEFAULT_ENV_DIR))
     a = p.parse_args(argv)
     if a.cmd == "up":
         c = Cluster(root=str(Path(a.root).resolve()), port=a.port, webui_port=a.webui_port, workers=a.workers,
-                    worker_cores=a.worker_cores, worker_memory=a.worker_memory).start()
+                    worker_cores=a.worker_cores, worker_memory=a.worker_memory,
+                    isolate_python=a.isolate_python).start()
         print(f"cluster up: {c.master_url} (web UI http://{HOST}:{c.webui_port}), {c.workers} workers x "
               f"{c.worker_cores} core(s) / {c.worker_memory}; logs and pids under {c.root}")
     elif a.cmd == "down":
@@ -502,19 +666,38 @@ def main(argv: list[str] | None = None) -> int:
                           "activeapps": [x.get("name") for x in s.get("activeapps", [])]}, indent=1))
     elif a.cmd == "pyfiles":
         print(build_pyfiles(a.dest))
+    elif a.cmd == "pack-env":
+        print(pack_env(a.env_dir))
     elif a.cmd == "submit":
+        from pipeline.config import ConfigError, load_config
         from pipeline.session import parse_conf
 
         from pipeline.cli import config_from_args
-        from pipeline.config import ConfigError, fail
+        from pipeline.config import fail
 
-        stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
         try:
+            check_deploy_mode(a.master, a.deploy_mode)
+            if a.deploy_mode == "cluster":
+                raise UsageError("`submit` runs one client-mode spark-submit per stage; for --deploy-mode "
+                                 "cluster on YARN / Kubernetes use the spark-submit lines of the README "
+                                 "(Run on a cluster)")
+            stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
             config = config_from_args(a) if (a.input or a.sources or a.overrides) else None
-            submit_stages(a.master, a.out, a.config, a.data_root, stages, report=not a.no_report,
-                          conf=parse_conf(a.conf), config=config)
+            force: bool | list[str] = a.force
+            if a.from_stage:
+                chain = list((config or load_config(a.config, a.data_root))["stages"])
+                if a.from_stage not in chain:
+                    raise UsageError(f"--from-stage {a.from_stage} is not in the configured chain {chain}")
+                stages = chain[chain.index(a.from_stage):]
+                force = True
+            conf = parse_conf(a.conf)
         except ConfigError as e:
             return fail(str(e))
+        except (UsageError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        submit_stages(a.master, a.out, a.config, a.data_root, stages, report=not a.no_report,
+                      conf=conf, config=config, ship_env=not a.no_ship_env, env_dir=a.env_dir, force=force)
     return 0
 
 

@@ -61,6 +61,9 @@ def common_parser(description: str) -> argparse.ArgumentParser:
                    help="Spark master (default: $POLY_SPARK_MASTER, spark-submit's, or local[*])")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Spark conf, repeatable")
+    p.add_argument("--force", action="store_true",
+                   help="redo stages even when already published for the same input and config "
+                        "(fingerprint in their _SUCCESS)")
     return p
 
 
@@ -144,8 +147,11 @@ def input_stage_for(stage: str, stages: list[str]) -> str | None:
     return stages[i - 1] if i > 0 else None
 
 
-def run_stages(spark, out: str, config: dict, stages: list[str]) -> dict:
+def run_stages(spark, out: str, config: dict, stages: list[str], force: bool | list[str] = False) -> dict:
     """Run ``stages`` (names, in order) with the chain from ``config['stages']``.
+
+    A stage already published for the same input and config (fingerprint in its ``_SUCCESS``)
+    is skipped (its stats get ``"skipped": True``) unless ``force`` is True or names it.
 
     Returns:
         dict stage name -> stats dict.
@@ -156,7 +162,8 @@ def run_stages(spark, out: str, config: dict, stages: list[str]) -> dict:
     for name in stages:
         stage = get_stage(name)
         ctx = StageContext(spark=spark, out=out, config=config,
-                           input_stage=input_stage_for(name, config["stages"]))
+                           input_stage=input_stage_for(name, config["stages"]),
+                           force=force is True or (isinstance(force, (list, tuple, set)) and name in force))
         results[name] = stage.run(ctx)
     return results
 
@@ -181,18 +188,21 @@ def stage_main(stage: str, argv: list[str] | None = None) -> int:
     out = resolve_out(args.out)
     spark = _session(args, f"polycorpus-{stage}")
     try:
-        run_stages(spark, out, config, [stage])
+        run_stages(spark, out, config, [stage], force=args.force)
     finally:
         spark.stop()
     return 0
 
 
-def build_corpus(spark, out: str, config: dict, stages: list[str] | None = None) -> dict:
+def build_corpus(spark, out: str, config: dict, stages: list[str] | None = None,
+                 force: bool | list[str] = False) -> dict:
     """The configured chain (or ``stages``) then the report: what ``python -m jobs.build_corpus``
-    runs after loading the config. Returns ``{"stats": {stage: stats}, "report": {json, html}}``."""
+    runs after loading the config (``force``: redo stages already published with the same
+    fingerprint; True = all, or a list of stage names). Returns ``{"stats": {stage: stats},
+    "report": {json, html}}``."""
     from pipeline.report import write_report
 
-    stats = run_stages(spark, out, config, list(stages or config["stages"]))
+    stats = run_stages(spark, out, config, list(stages or config["stages"]), force=force)
     return {"stats": stats, "report": write_report(spark, out, config)}
 
 
@@ -203,7 +213,9 @@ def build_main(argv: list[str] | None = None) -> int:
                       "Your own files: --input 'data/*.jsonl.gz' --format jsonl (no YAML needed).")
     p.add_argument("--stages", default=None,
                    help="comma-separated subset of the configured stages to run (default: all)")
-    p.add_argument("--from-stage", default=None, help="start the chain at this stage")
+    p.add_argument("--from-stage", default=None,
+                   help="start the chain at this stage and redo it and every later one (the earlier "
+                        "ones must be published)")
     args = p.parse_args(argv)
     try:
         config = config_from_args(args)
@@ -223,10 +235,11 @@ def build_main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         return fail(str(e))
     out = resolve_out(args.out)
+    force: bool | list[str] = args.force or bool(args.from_stage)
     t0 = time.time()
     spark = _session(args, "polycorpus-build")
     try:
-        paths = build_corpus(spark, out, config, chain)["report"]
+        paths = build_corpus(spark, out, config, chain, force=force)["report"]
     finally:
         spark.stop()
     from pipeline.shard import MANIFEST

@@ -452,7 +452,9 @@ def load_config(path: str | os.PathLike | None = None, data_root: str | None = N
     cfg["_path"] = str(path.resolve())
     validate(cfg, str(path))
     root = data_root or os.environ.get("POLY_DATA_ROOT")
-    cfg["data_root"] = cli_path(root) if root else (cfg.get("data_root") or str(DEFAULT_DATA_ROOT))
+    # a URI (s3a://, gs://, hdfs://, file://...) is kept as is, never made a local path
+    cfg["data_root"] = ((root if "://" in str(root) else cli_path(root)) if root
+                        else (cfg.get("data_root") or str(DEFAULT_DATA_ROOT)))
     entries: list[dict] = []
     if use_config_sources:
         for sp in cfg.get("sources_file") or []:

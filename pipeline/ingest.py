@@ -3,8 +3,11 @@ lang_declared, source_id``), bad records -> ``quarantine/stage=ingest/reason=...
 
 The driver lists the files of every source in ``sources_file`` (:func:`pipeline.readers.list_source_files`)
 and distributes them; executors read each file with :func:`pipeline.readers.read_source_file`,
-which yields one record per document (or a quarantine record with a reason). Input files must
-be readable from the executors (shared filesystem, HDFS...). Records whose ``id`` repeats an
+which yields one record per document (or a quarantine record with a reason). ``data_root`` may
+be a local path or a URI (``s3a://``, ``gs://``, ``hdfs://``, ``abfs://``): the driver lists each
+source once (:func:`pipeline.fs.list_files`) and the executors open the files through
+:mod:`pyarrow.fs` (:func:`pipeline.fs.open_input`); the driver's S3 endpoint/region/credential
+environment (:func:`pipeline.fs.input_options`) travels with the task. Records whose ``id`` repeats an
 earlier record's are quarantined as ``duplicate_id``, so ids are unique downstream.
 """
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 
 import pyarrow as pa
 
+from pipeline import fs
 from pipeline.stage import QUARANTINE, KEPT, Stage, StageContext, log, map_arrow
 
 DOC_FIELDS = ["id", "source", "tier", "url", "text", "meta", "lang_declared", "source_id"]
@@ -52,12 +56,16 @@ def ingest_schema():
 class ReadFiles:
     """Picklable batch function: rows ``(source_json, path, file_index)`` -> document records."""
 
-    def __init__(self, data_root: str, defaults: dict):
+    def __init__(self, data_root: str, defaults: dict, input_options: dict | None = None):
         self.data_root = data_root
         self.defaults = defaults
+        self.input_options = input_options or {}
 
     def __call__(self, batch: pa.RecordBatch):
+        from pipeline import fs
         from pipeline.readers import read_source_file
+
+        fs.configure_input(self.input_options)
 
         cols = {n: [] for n in DOC_FIELDS + ["_order", "reason", "detail", "_disposition"]}
         n_chars = 0
@@ -96,22 +104,39 @@ class IngestStage(Stage):
     name = "ingest"
     reads_input = False
 
+    def listing(self, ctx: StageContext) -> list[tuple[dict, dict]]:
+        """``[(source, {file: (size, mtime_ns)})]`` of the configured sources, listed once per
+        run on the driver (:func:`pipeline.readers.list_source_files_details`) and cached."""
+        from pipeline.readers import list_source_files_details
+
+        key = (id(ctx), ctx.config["data_root"])
+        if getattr(self, "_listing", (None,))[0] != key:
+            cfg = ctx.stage_config("ingest")
+            sources = ctx.config.get("sources") or []
+            if not sources:
+                raise ValueError(f"no sources configured (sources_file in {ctx.config.get('_path')})")
+            only = cfg.get("only_sources")
+            self._listing = (key, [(s, list_source_files_details(s, ctx.config["data_root"]))
+                                   for s in sources if not only or s["name"] in only])
+        return self._listing[1]
+
+    def input_fingerprint(self, ctx: StageContext) -> str:
+        """sha256 of the data root, the selected sources and every input file's path, size
+        and modification time."""
+        import hashlib
+
+        doc = {"data_root": ctx.config["data_root"],
+               "sources": [[s, sorted([p, *v] for p, v in files.items())] for s, files in self.listing(ctx)]}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
     def transform(self, df, ctx: StageContext):
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
-        from pipeline.readers import list_source_files
-
         cfg = ctx.stage_config("ingest")
-        sources = ctx.config.get("sources") or []
-        if not sources:
-            raise ValueError(f"no sources configured (sources_file in {ctx.config.get('_path')})")
-        only = cfg.get("only_sources")
         rows = []
-        for s in sources:
-            if only and s["name"] not in only:
-                continue
-            files = list_source_files(s, ctx.config["data_root"])
+        for s, details in self.listing(ctx):
+            files = sorted(details)
             log(f"[ingest] source {s['name']}: {len(files)} file(s), format {s['format']}, tier {s['tier']}")
             rows += [(json.dumps(s), f) for f in files]
         rows = [(sj, p, i) for i, (sj, p) in enumerate(rows)]
@@ -121,7 +146,7 @@ class IngestStage(Stage):
         files_df = files_df.repartition(n_slices, "file_index")
         defaults = {"max_doc_bytes": int(cfg.get("max_doc_bytes", 8 << 20))}
 
-        def run(batches, fn=ReadFiles(ctx.config["data_root"], defaults)):
+        def run(batches, fn=ReadFiles(ctx.config["data_root"], defaults, fs.input_options())):
             for b in batches:
                 yield from fn(b)
 

@@ -43,7 +43,6 @@ parallel_tsv    ``sent_id, lang, en, xx`` TSV (PUD pairs) grouped into parallel 
 """
 from __future__ import annotations
 
-import glob as _glob
 import gzip
 import hashlib
 import io
@@ -53,6 +52,8 @@ import re
 import traceback
 import zlib
 from typing import Any, Iterable, Iterator
+
+from pipeline import fs as _fs
 
 #: Default largest document (UTF-8 bytes of its text); larger ones are quarantined as
 #: ``doc_too_large``. Configurable per source (``max_doc_bytes`` or ``options.max_doc_bytes``).
@@ -151,24 +152,32 @@ def list_source_files(source: dict, data_root: str) -> list[str]:
 
     ``source["glob"]`` (a string or a list of strings) is matched relative to ``data_root``
     (``**`` allowed); ``source["exclude"]`` globs (same form, relative to ``data_root``) are
-    removed. Only regular files are returned, as absolute paths.
+    removed. Only regular files are returned: absolute paths for a local ``data_root``, URIs
+    for a URI one (``s3a://``, ``gs://``, ``hdfs://``...: listed once through
+    :func:`pipeline.fs.list_files`).
 
     Raises:
         ValueError: no file matches (the message names the source, globs and data root).
+        pipeline.fs.InputError: a remote data root cannot be listed (missing bucket, no access).
     """
-    root = os.path.abspath(data_root)
+    return sorted(list_source_files_details(source, data_root))
+
+
+def list_source_files_details(source: dict, data_root: str) -> dict[str, tuple[int, int | None]]:
+    """:func:`list_source_files` with ``(size, mtime_ns)`` per file (fingerprints of the input).
+
+    Raises:
+        ValueError, pipeline.fs.InputError: as :func:`list_source_files`.
+    """
+    root = data_root if _fs.is_remote(data_root) else _fs.local_path(data_root)
     globs = source["glob"] if isinstance(source["glob"], list) else [source["glob"]]
     excl = source.get("exclude") or []
     excl = excl if isinstance(excl, list) else [excl]
-    files: set[str] = set()
-    for g in globs:
-        files.update(p for p in _glob.glob(os.path.join(root, g), recursive=True) if os.path.isfile(p))
-    for g in excl:
-        files.difference_update(_glob.glob(os.path.join(root, g), recursive=True))
+    files = _fs.list_files_details(root, globs, excl)
     if not files:
         raise ValueError(f"source {source.get('name')!r}: no files match {globs} "
                          f"(exclude {excl}) under data root {root}")
-    return sorted(files)
+    return files
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -232,11 +241,30 @@ _GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
 def _open_binary(path: str):
     """Open ``path`` for binary reading, transparently gunzipping (detected by magic bytes)."""
-    with open(path, "rb") as f:
-        magic = f.read(2)
+    fh = _fs.open_input(path)
+    try:
+        magic = fh.read(2)
+        fh.seek(0)
+    except BaseException:
+        fh.close()
+        raise
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+        return _GzipClosing(fh)
+    return fh
+
+
+class _GzipClosing(gzip.GzipFile):
+    """A GzipFile over an open file object that closes that file too."""
+
+    def __init__(self, fh):
+        super().__init__(fileobj=fh, mode="rb")
+        self._raw = fh
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 class _File:
@@ -248,7 +276,7 @@ class _File:
         self.name = source["name"]
         self.tier = source["tier"]
         self.opts = source_options(source)
-        self.rel = os.path.relpath(os.path.abspath(path), os.path.abspath(data_root))
+        self.rel = _fs.relpath(path, data_root)
         self.data_root = data_root
         self.max_doc_bytes = int(self.opts.get("max_doc_bytes", source.get("max_doc_bytes", DEFAULT_MAX_DOC_BYTES)))
         self.max_garbage = float(self.opts.get("max_garbage_ratio", DEFAULT_MAX_GARBAGE_RATIO))
@@ -483,17 +511,17 @@ def _find_upwards(f: _File, name: str, option: str) -> str | None:
     """``options[option]`` (relative to data_root) or the first ``name`` found in the file's
     folder or its parents up to data_root."""
     if f.opts.get(option):
-        p = os.path.join(f.data_root, f.opts[option])
-        return p if os.path.exists(p) else None
-    d = os.path.dirname(os.path.abspath(f.path))
-    root = os.path.abspath(f.data_root)
+        p = _fs.join(f.data_root, f.opts[option])
+        return p if _fs.exists_input(p) else None
+    d = _fs.dirname(f.path)
+    root = f.data_root.rstrip("/") if _fs.is_remote(f.data_root) else _fs.local_path(f.data_root)
     while True:
-        p = os.path.join(d, name)
-        if os.path.exists(p):
+        p = _fs.join(d, name)
+        if _fs.exists_input(p):
             return p
-        if d == root or os.path.dirname(d) == d:
+        if d == root or _fs.dirname(d) == d or len(d) < len(root):
             return None
-        d = os.path.dirname(d)
+        d = _fs.dirname(d)
 
 
 _DOC_IDS_CACHE: dict[str, list[str]] = {}
@@ -540,7 +568,7 @@ def _doc_id_of(ids: list[str]):
 
 def _ntrex_doc_ids(path: str) -> list[str]:
     if path not in _DOC_IDS_CACHE:
-        with open(path, encoding="utf-8") as fh:
+        with _fs.open_text(path) as fh:
             _DOC_IDS_CACHE[path] = [ln.strip() for ln in fh]
     return _DOC_IDS_CACHE[path]
 
@@ -573,9 +601,9 @@ def _read_ntrex_parallel(f: _File) -> Iterator[dict]:
     to data_root, default ``newstest2019-src.eng.txt`` next to DOCUMENT_IDS.tsv), grouped by
     document into parallel docs (meta ``src_lang``, ``tgt_lang``, ``pairs``)."""
     ids_path = _find_upwards(f, "DOCUMENT_IDS.tsv", "doc_ids")
-    src_path = (os.path.join(f.data_root, f.opts["src"]) if f.opts.get("src")
-                else os.path.join(os.path.dirname(ids_path or f.path), "newstest2019-src.eng.txt"))
-    if ids_path is None or not os.path.exists(src_path):
+    src_path = (_fs.join(f.data_root, f.opts["src"]) if f.opts.get("src")
+                else _fs.join(_fs.dirname(ids_path or f.path), "newstest2019-src.eng.txt"))
+    if ids_path is None or not _fs.exists_input(src_path):
         yield f.bad("file", "missing_field", {"error": "DOCUMENT_IDS.tsv or the English source file not found",
                                               "src": src_path})
         return
@@ -588,7 +616,7 @@ def _read_ntrex_parallel(f: _File) -> Iterator[dict]:
 
     def flush(grp: _Group, incomplete: bool = False):
         meta = {"doc_id": grp.gkey, "lines": [grp.first, grp.last], "src_lang": "en",
-                "tgt_lang": f.lang, "pairs": grp.items, "src_path": os.path.relpath(src_path, f.data_root)}
+                "tgt_lang": f.lang, "pairs": grp.items, "src_path": _fs.relpath(src_path, f.data_root)}
         if incomplete:
             meta["incomplete"] = True
         text = "\n".join(p[1] for p in grp.items)
@@ -787,16 +815,16 @@ def _read_html(f: _File) -> Iterator[dict]:
     row = index.get(base, {})
     url = None
     if f.opts.get("url_index"):
-        url = (_json_index(os.path.join(f.data_root, f.opts["url_index"])).get(base) or {}).get("url")
-    size = os.path.getsize(f.path)
+        url = (_json_index(_fs.join(f.data_root, f.opts["url_index"])).get(base) or {}).get("url")
+    size = _fs.size_input(f.path)
     meta = {"original_path": row.get("original_path")} if row else {}
     if size > f.max_doc_bytes:
-        with open(f.path, "rb") as fh:
+        with _fs.open_input(f.path) as fh:
             head = fh.read(SNIPPET_BYTES)
         yield f.bad("file", "doc_too_large", {"bytes": size, "max_doc_bytes": f.max_doc_bytes},
                     text=_bytes_snippet(head), url=url, meta=meta)
         return
-    with open(f.path, "rb") as fh:
+    with _fs.open_input(f.path) as fh:
         data = fh.read()
     yield _html_record(f, "file", data, None, url, meta, cfg, declared_lang=row.get("html_lang_attr"))
 
@@ -809,7 +837,7 @@ def _html_index(path: str | None) -> dict:
         return {}
     if path not in _HTML_INDEX_CACHE:
         rows = {}
-        with open(path, encoding="utf-8") as fh:
+        with _fs.open_text(path) as fh:
             header = fh.readline().rstrip("\n").split("\t")
             for ln in fh:
                 vals = ln.rstrip("\n").split("\t")
@@ -822,7 +850,7 @@ def _html_index(path: str | None) -> dict:
 
 def _json_index(path: str) -> dict:
     if path not in _HTML_INDEX_CACHE:
-        with open(path, encoding="utf-8") as fh:
+        with _fs.open_text(path) as fh:
             _HTML_INDEX_CACHE[path] = json.load(fh)
     return _HTML_INDEX_CACHE[path]
 
@@ -886,7 +914,7 @@ def _read_warc(f: _File) -> Iterator[dict]:
     if _needs_tolerant_parser(f.path):
         yield from _read_archive_tolerant(f, cfg, skip_schemes)
         return
-    with open(f.path, "rb") as raw:
+    with _fs.open_input(f.path) as raw:
         gz = raw.read(2) == b"\x1f\x8b"
         bad = gzip_first_bad_member(f.path) if gz else None
         limit = bad[0] if bad else None
@@ -944,7 +972,7 @@ def _needs_tolerant_parser(path: str) -> bool:
     WARC/0.x file (ClueWeb09 WARC/0.18, whose Content-Length values can be off), or a gzip file
     that is one stream rather than one member per record (warcio cannot resynchronise in it:
     its error offsets are negative). Reads at most the first gzip member's first 2 MiB."""
-    with open(path, "rb") as fh:
+    with _fs.open_input(path) as fh:
         head = fh.read(2)
         fh.seek(0)
         if head != b"\x1f\x8b":
@@ -1160,7 +1188,7 @@ def gzip_first_bad_member(path: str, chunk: int = 1 << 20) -> tuple[int, str] | 
         None if every member decompresses to its end, else ``(offset, error)``: the compressed
         byte offset where the first truncated or corrupt member starts, and what went wrong.
     """
-    with open(path, "rb") as fh:
+    with _fs.open_input(path) as fh:
         d = zlib.decompressobj(31)
         consumed = member_start = 0
         fed = False
@@ -1452,7 +1480,7 @@ def read_source_file(path: str, source: dict, data_root: str) -> Iterator[dict]:
         raise ValueError(f"source {source.get('name')!r}: unknown format {source.get('format')!r}")
     f = _File(path, source, data_root)
     try:
-        with open(path, "rb"):
+        with _fs.open_input(path):
             pass
     except OSError as e:
         yield f.bad("file", "unreadable_file", {"error": f"{type(e).__name__}: {e}"})

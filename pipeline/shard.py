@@ -25,7 +25,7 @@ import time
 import pyarrow as pa
 
 from pipeline import fs
-from pipeline.stage import Stage, StageContext, log
+from pipeline.stage import Stage, StageContext, log, write_success
 
 #: Manifest and completion marker of ``corpus/`` (and ``tokens/``): hidden names, which every
 #: parquet loader skips.
@@ -77,6 +77,7 @@ class ShardStage(Stage):
     """Write the corpus shards and manifest (see module docstring)."""
 
     name = "shard"
+    output_name = "corpus"
 
     def _run(self, ctx: StageContext, t0: float) -> dict:
         from pyspark.sql import functions as F
@@ -149,6 +150,7 @@ class ShardStage(Stage):
                  "plots": [], "seconds": round(time.time() - t0, 3)}
         fs.mkdirs(spark, ctx.path("stats"))
         fs.write_json(spark, ctx.path("stats", "shard.json"), stats)
-        fs.write_text(spark, dest + "/" + SUCCESS, "")
+        write_success(spark, dest, ctx.fingerprint, [f for st in manifest["streams"] for f in st["files"]],
+                      marker=SUCCESS)
         log(f"[shard] wrote {stats['extra']['files']} files, {tot['documents']} documents to {dest}")
         return stats

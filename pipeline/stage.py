@@ -20,9 +20,22 @@ that ``documents in = kept + removed + quarantined``, and then publishes:
 Publishing first removes the old ``_SUCCESS``, then swaps directories, and writes
 ``_SUCCESS`` last, so a run killed at any point leaves no ``_SUCCESS`` and the next run of
 that stage redoes it; a rerun replaces only its own stage's directories.
+
+``_SUCCESS`` is a small JSON record (:func:`write_success`): the stage's **fingerprint** and the
+**files** it published. On an object store a directory "rename" is a copy plus deletes, not
+atomic, so the runner never trusts a directory listing there: ``_SUCCESS`` is one object written
+last (a single PUT is atomic), and the next stage reads exactly the files it lists
+(:meth:`Stage.read_input`), never stray files of an interrupted earlier publish.
+
+The fingerprint (:meth:`Stage.fingerprint`) hashes the stage name, its config section (files it
+names hashed by content), the target languages and the fingerprint of its input (for ingest: the
+sources, the data root and every input file's path, size and modification time). A run whose
+fingerprint equals the published one is skipped (``StageContext.force`` redoes it); a changed
+config therefore reruns that stage and, through the chained fingerprints, every later one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -62,6 +75,8 @@ class StageContext:
     input_stage: str | None = None
     extra: dict = field(default_factory=dict)
     plots: list = field(default_factory=list)
+    force: bool = False
+    fingerprint: str | None = None
 
     def path(self, *parts: str) -> str:
         """Join ``parts`` under the output root."""
@@ -81,6 +96,8 @@ class Stage:
 
     name: str = ""
     reads_input: bool = True
+    #: directory under the output root the stage publishes (``shard`` publishes ``corpus``)
+    output_name: str | None = None
 
     def transform(self, df, ctx: StageContext):  # pragma: no cover - abstract
         """Return ``df`` plus ``reason``/``detail`` columns (see module docstring)."""
@@ -103,12 +120,55 @@ class Stage:
         return ctx.path(ctx.input_stage)
 
     def read_input(self, ctx: StageContext):
+        """The input stage's published documents: exactly the files its ``_SUCCESS`` lists
+        (the whole directory for a marker without a file list)."""
         src = self.input_path(ctx)
-        if not fs.exists(ctx.spark, src + "/_SUCCESS"):
+        rec = published(ctx.spark, src)
+        if rec is None:
             raise StageInputMissing(
                 f"stage {self.name!r} reads {src}, which has no _SUCCESS marker: run stage "
                 f"{ctx.input_stage!r} first (e.g. `make {ctx.input_stage}`)")
+        if rec.get("files"):
+            return ctx.spark.read.parquet(*[f"{src}/{f}" for f in rec["files"]])
         return ctx.spark.read.parquet(src)
+
+    def output_path(self, ctx: StageContext) -> str:
+        """Where the stage publishes its kept documents (``<out>/<stage>``)."""
+        return ctx.path(self.output_name or self.name)
+
+    def input_fingerprint(self, ctx: StageContext) -> str | None:
+        """Fingerprint of the stage's input: the one recorded in the input stage's
+        ``_SUCCESS``; None when unknown (input not published, or by an older runner), in
+        which case the stage is never skipped."""
+        if ctx.input_stage is None:
+            return None
+        return (published(ctx.spark, self.input_path(ctx)) or {}).get("fingerprint")
+
+    def fingerprint(self, ctx: StageContext) -> str | None:
+        """sha256 (32 hex) of the stage name, its config section (local files it names hashed
+        by content), ``languages`` and :meth:`input_fingerprint`; None if the input's is unknown."""
+        upstream = self.input_fingerprint(ctx)
+        if upstream is None:
+            return None
+        doc = {"stage": self.name, "config": config_digest(ctx.config.get(self.name)),
+               "languages": ctx.config.get("languages"), "input": upstream}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def skip_if_published(self, ctx: StageContext) -> dict | None:
+        """The published stats when this exact stage (same fingerprint) is already published
+        and ``ctx.force`` is off, else None. Sets ``ctx.fingerprint``."""
+        ctx.fingerprint = self.fingerprint(ctx)
+        if ctx.force or ctx.fingerprint is None:
+            return None
+        rec = published(ctx.spark, self.output_path(ctx))
+        stats_path = ctx.path("stats", f"{self.name}.json")
+        if not rec or rec.get("fingerprint") != ctx.fingerprint or not fs.exists(ctx.spark, stats_path):
+            return None
+        stats = fs.read_json(ctx.spark, stats_path)
+        stats["skipped"] = True
+        log(f"[{self.name}] skipped: already published for the same input and config "
+            f"(fingerprint {ctx.fingerprint[:12]}; --force or --from-stage {self.name} redoes it)")
+        return stats
 
     def run(self, ctx: StageContext) -> dict:
         """Run the stage end to end and return its stats dict (also written to
@@ -120,6 +180,9 @@ class Stage:
         """
         spark = ctx.spark
         t0 = time.time()
+        done = self.skip_if_published(ctx)
+        if done is not None:
+            return done
         log(f"[{self.name}] start (input: {ctx.input_stage or 'raw sources'})")
         with SparkProgress(spark, self.name):
             return self._run(ctx, t0)
@@ -213,7 +276,61 @@ class Stage:
         stats["seconds"] = round(time.time() - t0, 3)
         fs.mkdirs(spark, ctx.path("stats"))
         fs.write_json(spark, ctx.path("stats", f"{self.name}.json"), stats)
-        fs.write_text(spark, dest + "/_SUCCESS", "")
+        write_success(spark, dest, ctx.fingerprint,
+                      [f for f in fs.list_dir(spark, dest) if f.endswith(".parquet")])
+
+
+#: Completion-marker names: ``_SUCCESS`` (Spark's) for stage outputs, and the hidden
+#: ``.SUCCESS`` for ``corpus/`` and ``tokens/``, which parquet loaders open as folders
+#: (``datasets`` reads ``_SUCCESS`` as a parquet file and fails; it skips dot-files).
+SUCCESS_NAMES = ("_SUCCESS", ".SUCCESS")
+
+
+def published(spark, dest: str) -> dict | None:
+    """The record in ``<dest>/_SUCCESS`` (or ``.SUCCESS``): ``{"fingerprint", "files", ...}``,
+    ``{}`` for an empty marker (other writers), None when ``dest`` is not published."""
+    marker = next((dest.rstrip("/") + "/" + n for n in SUCCESS_NAMES if fs.exists(spark, dest.rstrip("/") + "/" + n)),
+                  None)
+    if marker is None:
+        return None
+    text = fs.read_text(spark, marker).strip()
+    try:
+        rec = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
+def write_success(spark, dest: str, fingerprint: str | None, files: list[str], marker: str = "_SUCCESS") -> None:
+    """Write ``<dest>/<marker>`` last (``_SUCCESS``, or ``.SUCCESS`` for loader-facing folders):
+    JSON ``{"fingerprint", "files", "published"}`` where ``files`` are the published data files
+    relative to ``dest``; one object, written once."""
+    if marker not in SUCCESS_NAMES:
+        raise ValueError(f"marker must be one of {SUCCESS_NAMES}, got {marker!r}")
+    rec = {"fingerprint": fingerprint, "files": sorted(files),
+           "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    fs.write_text(spark, dest.rstrip("/") + "/" + marker, json.dumps(rec, indent=1) + "\n")
+
+
+def config_digest(value: Any) -> Any:
+    """``value`` (a config section) with every string naming an existing local file replaced
+    by ``"<path>#sha256:<16 hex>"`` of its content, so editing e.g. ``configs/filters.yaml``
+    changes the fingerprint."""
+    if isinstance(value, dict):
+        return {str(k): config_digest(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [config_digest(v) for v in value]
+    if isinstance(value, str) and value and "://" not in value and len(value) < 4096:
+        from pipeline.config import repo_path
+
+        p = repo_path(value)
+        if os.path.isfile(p):
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            return f"{value}#sha256:{h.hexdigest()[:16]}"
+    return value
 
 
 def read_partitioned(spark, path: str, schema):

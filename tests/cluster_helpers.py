@@ -42,15 +42,18 @@ def write_config(dest: Path, sources=SUBSET, **sections) -> Path:
 
 
 def get_cluster(tmp_path_factory):
-    """The session's standalone cluster (master + 2 workers x 1 core / 1 GiB, free ports),
-    started on first use and stopped at interpreter exit."""
+    """The session's standalone cluster (master + 2 workers x 1 core / 1 GiB, free ports,
+    daemons started with :func:`jobs.cluster.isolated_env`), started on first use and stopped
+    at interpreter exit."""
     from jobs.cluster import Cluster, free_port
 
     c = _STATE.get("cluster")
     if c is None:
         root = tmp_path_factory.mktemp("cluster")
+        # isolate_python: the daemons (hence executors) see no PYTHONPATH and no venv on PATH, like
+        # the nodes of a real cluster; jobs bring their Python (--archives) or name one explicitly
         c = Cluster(root=str(root), port=free_port(), webui_port=free_port(), workers=2, worker_cores=1,
-                    worker_memory="1g").start(timeout=600)
+                    worker_memory="1g", isolate_python=True).start(timeout=600)
         _STATE["cluster"] = c
         atexit.register(c.stop)
     assert c.alive_workers() == 2, "a worker of the test cluster died"

@@ -1,15 +1,22 @@
 """Issue 7: the corpus build on a real Spark standalone cluster (master + 2 workers on
 127.0.0.1, started and stopped by the tests) equals the local[2] build, and the code and
-models reach the executors through --py-files / --files, not through the driver's paths."""
+models reach the executors through --py-files / --files, not through the driver's paths.
+Issue 15: the executors run the virtualenv shipped with --archives (the workers cannot see the
+driver's venv), and cluster deploy mode is refused on standalone, as Spark itself does."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import tarfile
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from jobs.cluster import PYFILES_PACKAGES, build_pyfiles, python_exe, submit_stages
+from jobs.cluster import (PYFILES_PACKAGES, REPO, build_pyfiles, env_key, pack_env, python_exe, spark_env,
+                          spark_home, submit_command, submit_stages, venv_prefix)
 from tests.cluster_helpers import assert_same_stage, get_cluster, local_reference
 
 
@@ -52,8 +59,10 @@ def test_cluster_build_equals_local(spark, shared_data, tmp_path_factory, tmp_pa
     log = tmp_path / "submit.log"
     with open(log, "w") as fh:
         try:
+            # ship_env=False: six applications x two executors would each unpack the 400 MB venv
+            # archive; test_executors_run_the_shipped_environment proves the shipped path
             submit_stages(cluster.master_url, str(out), str(cfg_path), str(shared_data), log=fh,
-                          root=cluster.root, report=False)
+                          root=cluster.root, report=False, ship_env=False)
         except subprocess.CalledProcessError as e:
             pytest.fail(f"cluster build failed: {e}\n{log.read_text()[-6000:]}")
     text = log.read_text()
@@ -71,3 +80,58 @@ def test_cluster_build_equals_local(spark, shared_data, tmp_path_factory, tmp_pa
         if "langid" in chain:
             assert list(work.rglob("lid.176.ftz")), f"worker-{i} executors never got lid.176.ftz"
     assert "not shipped" not in text
+
+
+@pytest.mark.slow
+def test_executors_run_the_shipped_environment(tmp_path_factory, tmp_path):
+    """spark-submit with --archives env-<key>.tar.gz#env and spark.pyspark.python=./env/bin/python
+    on workers started without PYTHONPATH or the venv on PATH: every task runs the unpacked
+    archive in its executor's work directory, imports pyarrow from it and our code from the
+    --py-files archive; nothing comes from the driver's venv or checkout."""
+    archive = pack_env()  # cached under build/env by the installed packages' hash
+    assert Path(archive).name == f"env-{env_key()}.tar.gz" and pack_env() == archive  # reused, not rebuilt
+    with tarfile.open(archive) as t:
+        names = set(t.getnames())
+    assert "bin/python" in names and "pyvenv.cfg" in names
+    assert any(n.startswith("lib/python3.11/site-packages/pyarrow/") for n in names)
+    sp = "lib/python3.11/site-packages/"
+    assert not [n for n in names if n.startswith((sp + "__editable__", sp + "torch/", sp + "pyspark/"))]
+    cluster = get_cluster(tmp_path_factory)
+    out = tmp_path / "probe.json"
+    cmd = submit_command(cluster.master_url, "env_probe", ["--out", str(out), "--tasks", "4"],
+                         build_pyfiles(tmp_path / "pyfiles.zip"), [], env_archive=archive)
+    p = subprocess.run(cmd, env=spark_env(Path(cluster.root)), capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-6000:]
+    res = json.loads(out.read_text())
+    venv, root = str(venv_prefix()), str(Path(cluster.root).resolve())
+    assert len(res["executors"]) == 4
+    for e in res["executors"]:
+        assert e["executable"].endswith("/env/bin/python") or e["executable"] == "./env/bin/python", e
+        prefix = os.path.realpath(os.path.join(e["cwd"], e["prefix"]))
+        assert prefix.startswith(root + "/worker-") and prefix.endswith("/env"), e  # the unpacked archive
+        assert e["pyarrow"].startswith(prefix + "/lib/") or os.path.realpath(e["pyarrow"]).startswith(prefix), e
+        assert "pyfiles.zip" in e["pipeline"], e
+        assert not [d for d in e["PATH"].split(":") if d.startswith(venv)], e["PATH"]
+        # PYTHONPATH: Spark's own pyspark.zip / py4j / jars (SPARK_HOME is the pip-installed pyspark,
+        # which here lives inside the venv) and the executor's work dir; no site-packages, no checkout
+        sh = str(spark_home())
+        assert not [d for d in e["PYTHONPATH"].split(":") if d and not d.startswith((sh, e["cwd"]))], e["PYTHONPATH"]
+    assert res["driver"]["prefix"] != res["executors"][0]["prefix"]
+
+
+def test_cluster_deploy_mode_on_standalone_is_refused_as_spark_does(tmp_path):
+    """Spark refuses --deploy-mode cluster for Python applications on a standalone master; our
+    CLI says so up front (exit 2) instead of failing inside spark-submit."""
+    p = subprocess.run([python_exe(), "-m", "jobs.cluster", "submit", "--master", "spark://127.0.0.1:9",
+                        "--deploy-mode", "cluster"], capture_output=True, text=True, timeout=120, cwd=str(REPO),
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 2 and "not supported by Spark for Python applications" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    cmd = submit_command("spark://127.0.0.1:9", "env_probe", ["--out", str(tmp_path / "x.json")],
+                         build_pyfiles(tmp_path / "pyfiles.zip"), [], deploy_mode="client")
+    i = cmd.index("--deploy-mode")
+    cmd[i + 1] = "cluster"  # what a user would type, straight to spark-submit
+    p = subprocess.run(cmd, env=spark_env(tmp_path / "conf"), capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0
+    assert "Cluster deploy mode is currently not supported for python applications on standalone clusters" \
+        in p.stdout + p.stderr
