@@ -335,7 +335,7 @@ h1{margin-bottom:.1em} h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-
 .meta{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:.5em 0;font-size:14px}
 td,th{border-bottom:1px solid #e4e4e4;padding:3px 9px;text-align:right;vertical-align:top}
-th{background:#f5f5f5;position:sticky;top:0} td.l,th.l{text-align:left}
+th{background:#f5f5f5;position:sticky;top:0} td.l,th.l{text-align:left} td:first-child{white-space:nowrap}
 tr:hover td{background:#fafafa}
 .cards{display:flex;flex-wrap:wrap;gap:.7em;margin:.8em 0}
 .card{border:1px solid #ddd;border-radius:6px;padding:.4em .8em;min-width:7.5em}
