@@ -264,7 +264,7 @@ def signature_frame(prepared, cfg: DedupConfig):
     bands, rows = cfg.lsh_params()
     fn = SignBatch(cfg.minhash().to_dict(), bands, rows, keep_sig=cfg.verify == "minhash",
                    keep_shingles=cfg.verify == "jaccard", use_lang=not cfg.cross_lang)
-    return map_arrow(prepared, fn, SIG_SCHEMA)
+    return map_arrow(prepared, fn, SIG_SCHEMA, count_docs=True)
 
 
 def rank_nodes(sig):

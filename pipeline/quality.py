@@ -397,7 +397,7 @@ class QualityStage(Stage):
         lm_train = self._lm_train(ctx, cfg, models, manifest)
         fn = QualityScoreBatch(shipped, clf, int(cfg.get("max_paragraph_chars", Q.DEFAULT_MAX_PARAGRAPH_CHARS)),
                                int(cfg.get("classifier_max_tokens", Q.DEFAULT_CLASSIFIER_MAX_TOKENS)), lm_train)
-        scored = map_arrow(df.select([f.name for f in keep]), fn, scored_schema).persist(StorageLevel.MEMORY_AND_DISK)
+        scored = map_arrow(df.select([f.name for f in keep]), fn, scored_schema, count_docs=True).persist(StorageLevel.MEMORY_AND_DISK)
         self._scored = scored
 
         # per-language bucket cut-offs (module docstring): config, else percentiles over the run's

@@ -124,7 +124,7 @@ class RulesStage(Stage):
         schema = StructType(keep + [StructField("reason", StringType()),
                                     StructField("detail", StringType())])
         fn = RulesBatch(path, cfg.get("tiers"))
-        return map_arrow(df.select([f.name for f in keep]), fn, schema)
+        return map_arrow(df.select([f.name for f in keep]), fn, schema, count_docs=True)
 
     def after_write(self, written, ctx: StageContext) -> None:
         """Per-language metric quantiles (all documents, kept and removed) into
