@@ -421,7 +421,7 @@ class DedupStage(Stage):
                                  "documents_in_clusters": int(sum(sizes)), "size_histogram": hist}
         for lang_code, t in sorted(rates["per_lang"].items()):
             log(f"[dedup] {lang_code}: {t['dup_exact']} exact + {t['dup_near']} near of "
-                f"{t['documents']} ({100 * t['dup_rate']:.1f}%)")
+                f"{t['documents']} ({100 * t['dup_rate']:.1f}%)", detail=True)
         try:
             p = self._plot(sizes, ctx)
             if p:

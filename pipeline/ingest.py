@@ -93,7 +93,7 @@ class IngestStage(Stage):
             if only and s["name"] not in only:
                 continue
             files = list_source_files(s, ctx.config["data_root"])
-            log(f"[ingest] source {s['name']}: {len(files)} file(s), format {s['format']}, tier {s['tier']}")
+            log(f"[ingest] source {s['name']}: {len(files)} file(s), format {s['format']}, tier {s['tier']}", detail=True)
             rows += [(json.dumps(s), f) for f in files]
         rows = [(sj, p, i) for i, (sj, p) in enumerate(rows)]
         spark = ctx.spark

@@ -432,7 +432,7 @@ class QualityStage(Stage):
                 f"{'none' if c is None else f'{c[0]:.1f}/{c[1]:.1f}'} from {sources.get(lang)} "
                 f"({cut_docs.get(lang, 0)} docs; {counts.get((lang, True), 0)} LM training docs left out), "
                 f"max_ppl {mp} ({_src_text(thr_src.get(lang, {}).get('max_ppl'))}), "
-                f"min_quality_score {mq} ({_src_text(thr_src.get(lang, {}).get('min_quality_score'))})")
+                f"min_quality_score {mq} ({_src_text(thr_src.get(lang, {}).get('min_quality_score'))})", detail=True)
         out_schema = StructType(keep + [StructField("ppl", DoubleType()), StructField("ppl_bucket", StringType()),
                                         StructField("quality_score", DoubleType()),
                                         StructField("reason", StringType()), StructField("detail", StringType()),
@@ -485,7 +485,7 @@ class QualityStage(Stage):
                     "median_quality_score": _round(float(np.median(t["q"])) if t["q"] else None)}
             summary[lang] = s
             parts = [f"{tier} {v['removed']}/{v['documents']}" for tier, v in s["tiers"].items()]
-            log(f"[quality] {lang}: removed " + ", ".join(parts))
+            log(f"[quality] {lang}: removed " + ", ".join(parts), detail=True)
         ctx.extra["per_lang"] = summary
         ctx.extra["bucket_percentiles"] = info.get("bucket_percentiles")
         ctx.extra["cutoffs_source"] = info.get("cutoffs_source")

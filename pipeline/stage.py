@@ -114,9 +114,11 @@ class Stage:
         """
         spark = ctx.spark
         t0 = time.time()
-        log(f"[{self.name}] start (input: {ctx.input_stage or 'raw sources'})")
-        with SparkProgress(spark, self.name):
-            return self._run(ctx, t0)
+        with stage_log(ctx.out, self.name) as slog:
+            log(f"[{self.name}] start (input: {ctx.input_stage or 'raw sources'})"
+                + (f"; details in {slog.path}" if slog.path else ""))
+            with SparkProgress(spark, self.name):
+                return self._run(ctx, t0)
 
     def tmp_path(self, ctx: StageContext) -> str:
         """A fresh ``<out>/_tmp/<stage>-<12 hex>`` for this run's unpublished output, after
@@ -380,12 +382,63 @@ def _fmt_secs(sec: float) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s_:02d}s" if m else f"{s_}s")
 
 
-def log(msg: str) -> None:
-    """Progress output for long stages (stderr, flushed, with a UTC timestamp)."""
+_LOG_FILE = None  # open text file of the running stage's log (<out>/logs/<stage>.log), or None
+
+
+def log(msg: str, detail: bool = False) -> None:
+    """Progress output for long stages, with a UTC timestamp: to stderr (flushed) and to the
+    running stage's log file ``<out>/logs/<stage>.log`` (local output roots).
+
+    Args:
+        msg: the line.
+        detail: a detail line (per-language figures and the like): written to the log file
+            only, unless ``POLY_VERBOSE=1`` or no log file is open; stderr stays short.
+    """
     import sys
 
-    sys.stderr.write(time.strftime("%H:%M:%S ", time.gmtime()) + msg + "\n")
-    sys.stderr.flush()
+    line = time.strftime("%H:%M:%S ", time.gmtime()) + msg + "\n"
+    f = _LOG_FILE
+    if f is not None:
+        try:
+            f.write(line)
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    if not detail or f is None or os.environ.get("POLY_VERBOSE", "") not in ("", "0"):
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+
+class stage_log:
+    """Context manager: open ``<out>/logs/<stage>.log`` (appending) as :func:`log`'s file while
+    a stage runs; a remote output root (``s3a://``...) gets no log file. Never raises."""
+
+    def __init__(self, out: str, name: str):
+        self.path = None
+        local = out[len("file:"):] if out.startswith("file:") else out
+        if "://" not in local:
+            self.path = os.path.join(local, "logs", f"{name}.log")
+        self._prev = None
+
+    def __enter__(self) -> "stage_log":
+        global _LOG_FILE
+        self._prev = _LOG_FILE
+        if self.path:
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                _LOG_FILE = open(self.path, "a", encoding="utf-8")
+            except OSError:
+                self.path = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _LOG_FILE
+        if _LOG_FILE is not None and _LOG_FILE is not self._prev:
+            try:
+                _LOG_FILE.close()
+            except OSError:
+                pass
+        _LOG_FILE = self._prev
 
 
 def map_arrow(df, fn: Callable, schema, barrier: bool = False, count_docs: bool = False):

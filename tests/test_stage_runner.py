@@ -195,3 +195,29 @@ def test_progress_shows_documents_rate_and_eta(spark, tmp_path, capsys, monkeypa
     assert any(docs), err
     done = [int(m.group(1)) for m in docs if m]
     assert all(0 < d <= 40 for d in done) and done == sorted(done)
+
+
+class DetailedDropOdd(DropOdd):
+    name = "detailed"
+
+    def after_write(self, written_df, ctx):
+        from pipeline.stage import log
+
+        log("[detailed] en: 10 of 20 removed (per-language detail)", detail=True)
+
+
+def test_stage_log_file_holds_details_stderr_stays_short(spark, tmp_path, capsys, monkeypatch):
+    """Issue 16 item 6: quiet by default, details in <out>/logs/<stage>.log."""
+    monkeypatch.delenv("POLY_VERBOSE", raising=False)
+    out = str(tmp_path)
+    _publish_input(spark, out, "ingest", _docs(spark))
+    DetailedDropOdd().run(StageContext(spark, out, {}, input_stage="ingest"))
+    err = capsys.readouterr().err
+    logf = tmp_path / "logs" / "detailed.log"
+    text = logf.read_text()
+    assert "[detailed] start" in text and "[detailed] done in" in text and "per-language detail" in text
+    assert "[detailed] done in" in err and f"details in {logf}" in err
+    assert "per-language detail" not in err
+    monkeypatch.setenv("POLY_VERBOSE", "1")
+    DetailedDropOdd().run(StageContext(spark, out, {}, input_stage="ingest"))
+    assert "per-language detail" in capsys.readouterr().err
