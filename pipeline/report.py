@@ -78,10 +78,12 @@ def _per_source_rows(stages: list[dict]) -> list[dict]:
     if not stages:
         return []
     sources = sorted({s_ for st in stages for s_ in st.get("per_source", {})})
+    # the last stage that counts per source (shard does not: it removes nothing, only writes)
+    last = next((st for st in reversed(stages) if st.get("per_source")), stages[-1])
     rows = []
     for src in sources:
         read = stages[0].get("per_source", {}).get(src, {}).get("in", 0)
-        final = stages[-1].get("per_source", {}).get(src, {}).get("kept", 0)
+        final = last.get("per_source", {}).get(src, {}).get("kept", 0)
         removed_by_stage, quarantined, reasons = {}, 0, {}
         for st in stages:
             c = st.get("per_source", {}).get(src)

@@ -120,3 +120,12 @@ def test_report_page_in_headless_chromium(sample_build, tmp_path):
         assert all(a >= b for a, b in zip(row, row[1:])), (lang, row)
     removed_reasons = [(st["stage"], r) for st in rep["stages"] for r, n in st["totals"]["removed"].items() if n]
     assert removed_reasons and all(f"{s}/{r}" in rep["examples"] for s, r in removed_reasons)
+
+
+def test_per_source_final_counts_skip_a_stage_without_per_source():
+    """shard's stats have no per_source: "in corpus" comes from the last stage that has it."""
+    a = _stats("dedup", {"en": _counts(7, {"dup_near": 3})}, {"web": _counts(7, {"dup_near": 3})})
+    b = _stats("shard", {"en": _counts(7)}, {})
+    b.pop("per_source")
+    (row,) = R._per_source_rows([a, b])
+    assert (row["source"], row["read"], row["final"], row["removed_by_stage"]) == ("web", 10, 7, {"dedup": 3})
