@@ -268,7 +268,8 @@ class SparkProgress:
     stage started; ETA = (total - done) / rate, with ``total`` the stage's documents in
     (:func:`set_progress_total`; unknown for ingest, which shows documents and rate only).
     Overhead: one accumulator add per batch of ``spark.sql.execution.arrow.maxRecordsPerBatch``
-    rows (measured in ``tests/test_stage_runner.py``: no measurable change on 20k documents).
+    rows; measured with an identity ``map_arrow`` over 2M rows in ``local[2]`` (best of 3):
+    13.03 s without counting, 13.12 s with (0.7%, within run-to-run noise).
     Spark task counts come from ``SparkContext.statusTracker()`` polled by a daemon thread
     (works with the UI disabled); a line is logged when it changed since the last one, or
     unchanged after 10 intervals. Never raises: a failed poll stops the progress output, not
