@@ -292,6 +292,7 @@ class SparkProgress:
         self.spark, self.label, self.interval = spark, label, interval
         self.total: int | None = None
         self.docs = None  # pyspark Accumulator, created on __enter__
+        self._all_done_t: float | None = None  # first poll that saw every document done
         self._stop = threading.Event()
         self._thread = None
         self._last = ""
@@ -318,7 +319,13 @@ class SparkProgress:
         done = int(self.docs.value) if self.docs is not None else 0
         if done <= 0:
             return None
-        return format_documents_progress(done, self.total, (now or time.time()) - self._t0)
+        now = now or time.time()
+        if self.total and done >= self.total:  # every document seen: the rate stops at that time
+            if self._all_done_t is None:
+                self._all_done_t = now
+            return (format_documents_progress(done, self.total, self._all_done_t - self._t0)
+                    + " (all documents processed; writing and accounting)")
+        return format_documents_progress(done, self.total, now - self._t0)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
