@@ -27,6 +27,9 @@ DEFAULT_CONF = {
     # in retransmission backoff at the 120 s maximum (`ss -ti`: rto:120000 backoff:10), both
     # processes idle. Unix stream sockets have no loss or retransmission timers.
     "spark.python.unix.domain.socket.enabled": "true",
+    # pyspark's daemon, minus the BrokenPipeError traceback it prints when the JVM releases an
+    # idle reused worker (harmless; see pipeline/pyspark_daemon.py). Every other error prints.
+    "spark.python.daemon.module": "pipeline.pyspark_daemon",
 }
 
 LOCAL_CONF = {
