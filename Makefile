@@ -27,14 +27,19 @@ help:  ## list the targets
 
 setup: $(STAMP) tools  ## create .venv and install everything (system packages, KenLM's lmplz too, when missing)
 
-system-deps:  ## Java 17 for Spark, compilers and boost for KenLM (apt-get, only when missing)
+system-deps:  ## Java 17 for Spark, compilers and boost for KenLM, Chromium for the report test (apt-get, only when missing; log in build/logs/setup.log)
 	@bash scripts/system_deps.sh
 
+# Setup is quiet: pip's and apt's output go to $(SETUP_LOG); a failure prints the log's tail.
+SETUP_LOG ?= build/logs/setup.log
+QUIET = scripts/quiet.sh $(SETUP_LOG)
+
 $(STAMP): pyproject.toml scripts/system_deps.sh
-	@$(MAKE) --no-print-directory system-deps
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip==25.3" "setuptools==80.9.0" "wheel==0.45.1"
-	$(PY) -m pip install -q -e ".[test]"
+	@SETUP_LOG=$(SETUP_LOG) $(MAKE) --no-print-directory system-deps
+	@test -x $(PY) || $(QUIET) "python -m venv" $(PYTHON) -m venv $(VENV)
+	@echo "installing Python packages into $(VENV) (log: $(SETUP_LOG))"
+	@$(QUIET) "pip install pip/setuptools/wheel" $(PY) -m pip install --upgrade "pip==25.3" "setuptools==80.9.0" "wheel==0.45.1"
+	@$(QUIET) "pip install -e .[test,bench]" $(PY) -m pip install -e ".[test,bench]"
 	@touch $(STAMP)
 
 corpus: setup  ## build the corpus (all configured stages + report) from the sample, or INPUT='files/*.jsonl.gz' FORMAT=jsonl; MASTER=spark://... submits to a cluster

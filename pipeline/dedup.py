@@ -295,7 +295,7 @@ def signature_frame(prepared, cfg: DedupConfig):
     bands, rows = cfg.lsh_params()
     fn = SignBatch(cfg.minhash().to_dict(), bands, rows, keep_sig=cfg.verify == "minhash",
                    keep_shingles=cfg.verify == "jaccard", use_lang=not cfg.cross_lang)
-    return map_arrow(prepared, fn, SIG_SCHEMA)
+    return map_arrow(prepared, fn, SIG_SCHEMA, count_docs=True)
 
 
 def rank_nodes(sig):
@@ -457,7 +457,7 @@ class DedupStage(Stage):
                                  "documents_in_clusters": int(sum(sizes)), "size_histogram": hist}
         for lang_code, t in sorted(rates["per_lang"].items()):
             log(f"[dedup] {lang_code}: {t['dup_exact']} exact + {t['dup_near']} near of "
-                f"{t['documents']} ({100 * t['dup_rate']:.1f}%)")
+                f"{t['documents']} ({100 * t['dup_rate']:.1f}%)", detail=True)
         try:
             p = self._plot(sizes, ctx)
             if p:
@@ -475,24 +475,29 @@ class DedupStage(Stage):
         if "://" in out_dir and not out_dir.startswith("file:"):
             return None
         out_dir = out_dir[len("file:"):] if out_dir.startswith("file:") else out_dir
-        import matplotlib
+        from pipeline.plots import count_axis, pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()  # Agg, fonts >= 9 pt
         os.makedirs(out_dir, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        if sizes:
-            mx = max(sizes)
-            bins = np.unique(np.logspace(np.log10(2), np.log10(mx + 1), 30).astype(int))
-            if len(bins) < 2:
-                bins = np.array([2, mx + 1])
-            ax.hist(sizes, bins=bins)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
+        # linear counts per cluster size: 2..10 one bar each, then ranges (a long tail of big clusters)
+        edges = [(k, k, str(k)) for k in range(2, 11)] + [(11, 20, "11-20"), (21, 50, "21-50"),
+                                                           (51, 100, "51-100"), (101, None, ">100")]
+        labels, counts = [], []
+        for lo, hi, lab in edges:
+            n = sum(1 for v in sizes if v >= lo and (hi is None or v <= hi))
+            if n or (hi is not None and hi <= 10):
+                labels.append(lab)
+                counts.append(n)
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        ax.bar(labels, counts, color="#1f77b4")
+        for x, n in enumerate(counts):
+            if n:
+                ax.text(x, n, f"{n:,}", ha="center", va="bottom", fontsize=9)
+        count_axis(ax.yaxis)
         ax.set_xlabel("cluster size (documents)")
         ax.set_ylabel("clusters")
-        ax.set_title(f"dedup: {len(sizes)} duplicate clusters")
+        ax.set_title(f"dedup: {len(sizes):,} duplicate clusters, "
+                     f"{sum(sizes):,} documents in them")
         path = os.path.join(out_dir, "dedup_cluster_sizes.png")
         fig.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(fig)

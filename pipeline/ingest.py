@@ -137,7 +137,7 @@ class IngestStage(Stage):
         rows = []
         for s, details in self.listing(ctx):
             files = sorted(details)
-            log(f"[ingest] source {s['name']}: {len(files)} file(s), format {s['format']}, tier {s['tier']}")
+            log(f"[ingest] source {s['name']}: {len(files)} file(s), format {s['format']}, tier {s['tier']}", detail=True)
             rows += [(json.dumps(s), f) for f in files]
         rows = [(sj, p, i) for i, (sj, p) in enumerate(rows)]
         spark = ctx.spark

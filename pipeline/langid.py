@@ -71,7 +71,7 @@ class LangIDStage(Stage):
         keep = [f for f in df.schema.fields if f.name not in ("lang", "lang_score", "reason", "detail")]
         schema = StructType(keep + [StructField("lang", StringType()), StructField("lang_score", FloatType()),
                                     StructField("reason", StringType()), StructField("detail", StringType())])
-        return map_arrow(df.select([f.name for f in keep]), fn, schema)
+        return map_arrow(df.select([f.name for f in keep]), fn, schema, count_docs=True)
 
     def after_write(self, written, ctx: StageContext) -> None:
         """The minimum lid score used per language (``extra.thresholds``) and the declared-vs-

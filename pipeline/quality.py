@@ -427,7 +427,7 @@ class QualityStage(Stage):
         lm_train = self._lm_train(ctx, cfg, models, manifest)
         fn = QualityScoreBatch(shipped, clf, int(cfg.get("max_paragraph_chars", Q.DEFAULT_MAX_PARAGRAPH_CHARS)),
                                int(cfg.get("classifier_max_tokens", Q.DEFAULT_CLASSIFIER_MAX_TOKENS)), lm_train)
-        scored = map_arrow(df.select([f.name for f in keep]), fn, scored_schema).persist(StorageLevel.MEMORY_AND_DISK)
+        scored = map_arrow(df.select([f.name for f in keep]), fn, scored_schema, count_docs=True).persist(StorageLevel.MEMORY_AND_DISK)
         self._scored = scored
 
         # per-language bucket cut-offs (module docstring): config, else percentiles over the run's
@@ -462,7 +462,7 @@ class QualityStage(Stage):
                 f"{'none' if c is None else f'{c[0]:.1f}/{c[1]:.1f}'} from {sources.get(lang)} "
                 f"({cut_docs.get(lang, 0)} docs; {counts.get((lang, True), 0)} LM training docs left out), "
                 f"max_ppl {mp} ({_src_text(thr_src.get(lang, {}).get('max_ppl'))}), "
-                f"min_quality_score {mq} ({_src_text(thr_src.get(lang, {}).get('min_quality_score'))})")
+                f"min_quality_score {mq} ({_src_text(thr_src.get(lang, {}).get('min_quality_score'))})", detail=True)
         out_schema = StructType(keep + [StructField("ppl", DoubleType()), StructField("ppl_bucket", StringType()),
                                         StructField("quality_score", DoubleType()),
                                         StructField("reason", StringType()), StructField("detail", StringType()),
@@ -518,7 +518,7 @@ class QualityStage(Stage):
                     "median_quality_score": _round(float(np.median(t["q"])) if t["q"] else None)}
             summary[lang] = s
             parts = [f"{tier} {v['removed']}/{v['documents']}" for tier, v in s["tiers"].items()]
-            log(f"[quality] {lang}: removed " + ", ".join(parts))
+            log(f"[quality] {lang}: removed " + ", ".join(parts), detail=True)
         ctx.extra["per_lang"] = summary
         ctx.extra["bucket_percentiles"] = info.get("bucket_percentiles")
         ctx.extra["cutoffs_source"] = info.get("cutoffs_source")
@@ -539,12 +539,11 @@ class QualityStage(Stage):
             log(f"[quality] plots skipped: {type(e).__name__}: {e}")
 
     def _plots(self, per: dict, info: dict, ctx: StageContext) -> list[str]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         import numpy as np
 
+        from pipeline.plots import count_axis, pyplot
+
+        plt = pyplot()  # Agg, fonts >= 9 pt
         out_dir = ctx.path("stats", "plots")
         if "://" in out_dir and not out_dir.startswith("file:"):
             log("[quality] plots are written only for local output roots")
@@ -555,15 +554,15 @@ class QualityStage(Stage):
         colors = {"reference": "tab:green", "book": "tab:olive", "web": "tab:red", "parallel": "tab:blue"}
         paths = []
         for kind in ("ppl", "q"):
-            ncol = 6
+            ncol = 4  # 18 languages: 5 rows of 4 panels, about 1,100 px wide at 90 dpi (not scaled down)
             nrow = max(1, math.ceil(len(langs) / ncol))
-            fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False)
+            fig, axes = plt.subplots(nrow, ncol, figsize=(3.1 * ncol, 2.5 * nrow), squeeze=False)
             for ax in axes.flat[len(langs):]:
                 ax.axis("off")
             for ax, lang in zip(axes.flat, langs):
                 vals_all = [v for t in per[lang].values() for v in (t["ppl"] if kind == "ppl" else t["q"])]
                 if not vals_all:
-                    ax.set_title(f"{lang} (no scores)", fontsize=9)
+                    ax.set_title(f"{lang} (no scores)")
                     continue
                 if kind == "ppl":
                     lv = np.log10(np.maximum(np.asarray(vals_all), 1.0))
@@ -582,21 +581,25 @@ class QualityStage(Stage):
                         ax.axvline(math.log10(max(c, 1.0)), color="k", ls=ls, lw=1)
                     if thr[0] is not None:
                         ax.axvline(math.log10(max(thr[0], 1.0)), color="purple", lw=1.5)
-                    ax.set_xlabel("log10 ppl", fontsize=8)
+                    ax.set_xlabel("log10 ppl")
                 else:
                     if thr[1] is not None:
                         ax.axvline(thr[1], color="purple", lw=1.5)
-                    ax.set_xlabel("quality_score", fontsize=8)
-                ax.set_title(lang, fontsize=9)
-                ax.tick_params(labelsize=7)
-                ax.legend(fontsize=6)
+                    ax.set_xlabel("quality_score")
+                ax.set_title(lang, fontweight="bold")
+                count_axis(ax.yaxis)  # documents: integer ticks
             title = ("KenLM perplexity per language (dotted/dashed: head/middle and middle/tail cut-offs; "
                      "purple: max_ppl)" if kind == "ppl" else
                      "Classifier quality_score per language (purple: min_quality_score)")
-            fig.suptitle(title, fontsize=10)
-            fig.tight_layout()
+            from matplotlib.patches import Patch
+
+            tiers = sorted({t for l in langs for t in per[l]})
+            fig.legend(handles=[Patch(color=colors.get(t, "gray"), alpha=0.55, label=t) for t in tiers],
+                       loc="upper right", ncol=len(tiers), frameon=False, title="tier (y: documents)")
+            fig.suptitle(title, x=0.02, ha="left")
+            fig.tight_layout(rect=(0, 0, 1, 0.95))
             p = os.path.join(out_dir, "quality_ppl.png" if kind == "ppl" else "quality_score.png")
-            fig.savefig(p, dpi=80)
+            fig.savefig(p, dpi=90)
             plt.close(fig)
             paths.append(p)
         return paths

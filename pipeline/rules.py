@@ -130,7 +130,7 @@ class RulesStage(Stage):
         schema = StructType(keep + [StructField("reason", StringType()),
                                     StructField("detail", StringType())])
         fn = RulesBatch(path, cfg.get("tiers"))
-        return map_arrow(df.select([f.name for f in keep]), fn, schema)
+        return map_arrow(df.select([f.name for f in keep]), fn, schema, count_docs=True)
 
     def after_write(self, written, ctx: StageContext) -> None:
         """Per-language metric quantiles (all documents, kept and removed) into
@@ -167,11 +167,9 @@ class RulesStage(Stage):
         if "://" in out:
             log("[rules] plots are written only for a local output root")
             return
-        import matplotlib
+        from pipeline.plots import OTHER_COLOUR, PALETTE, pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()  # Agg, fonts >= 9 pt
         d = os.path.join(out, "stats", "plots")
         os.makedirs(d, exist_ok=True)
         langs = sorted(per_lang)
@@ -189,15 +187,15 @@ class RulesStage(Stage):
                      else sum(v for k, v in removed.get(l, {}).items() if k not in top))
                 vals.append(100.0 * c / n)
             ax.bar(langs, vals, bottom=bottom, label=reason,
-                   color="lightgray" if reason == "other" else None)
+                   color=OTHER_COLOUR if reason == "other" else PALETTE[top.index(reason)])
             bottom = [b + v for b, v in zip(bottom, vals)]
         ax.set_ylabel("% of documents removed")
         ax.set_title("rules: removals per language and reason")
         if top:
-            ax.legend(fontsize=7, ncol=2)
+            ax.legend(ncol=2, frameon=False)
         p1 = os.path.join(d, "rules_removed_per_lang.png")
         fig.tight_layout()
-        fig.savefig(p1, dpi=80)
+        fig.savefig(p1, dpi=90)
         plt.close(fig)
         # 2) metric distributions per language (boxes from the p5/p25/p50/p75/p95 quantiles)
         fig, axes = plt.subplots(len(PLOT_METRICS), 1, figsize=(12, 2.2 * len(PLOT_METRICS)))
@@ -211,10 +209,10 @@ class RulesStage(Stage):
                     labels.append(l)
             if stats:
                 ax.bxp(stats, showfliers=False)
-            ax.set_ylabel(m, fontsize=8)
+            ax.set_ylabel(m)
         axes[0].set_title("rules: metric distributions per language (whiskers p5/p95)")
         fig.tight_layout()
         p2 = os.path.join(d, "rules_metrics_per_lang.png")
-        fig.savefig(p2, dpi=80)
+        fig.savefig(p2, dpi=90)
         plt.close(fig)
         ctx.plots.extend([p1, p2])

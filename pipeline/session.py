@@ -35,6 +35,11 @@ LOCAL_CONF = {
     "spark.driver.memory": "4g",
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
+    # pyspark's daemon, minus the BrokenPipeError traceback it prints when the JVM releases an
+    # idle reused worker (harmless; see pipeline/pyspark_daemon.py). Every other error prints.
+    # Local masters only: there the workers run the driver's Python environment, which has this
+    # package; a cluster's executors start the daemon before --py-files reach sys.path.
+    "spark.python.daemon.module": "pipeline.pyspark_daemon",
 }
 
 

@@ -183,9 +183,11 @@ class Stage:
         done = self.skip_if_published(ctx)
         if done is not None:
             return done
-        log(f"[{self.name}] start (input: {ctx.input_stage or 'raw sources'})")
-        with SparkProgress(spark, self.name):
-            return self._run(ctx, t0)
+        with stage_log(ctx.out, self.name) as slog:
+            log(f"[{self.name}] start (input: {ctx.input_stage or 'raw sources'})"
+                + (f"; details in {slog.path}" if slog.path else ""))
+            with SparkProgress(spark, self.name):
+                return self._run(ctx, t0)
 
     def tmp_path(self, ctx: StageContext) -> str:
         """A fresh ``<out>/_tmp/<stage>-<12 hex>`` for this run's unpublished output, after
@@ -201,6 +203,7 @@ class Stage:
         if self.reads_input:
             df_in = self.read_input(ctx)
             n_in = df_in.count()
+            set_progress_total(n_in)
             log(f"[{self.name}] {n_in} documents in")
         else:
             df_in = None
@@ -381,14 +384,42 @@ def clear_stale_tmp(ctx: StageContext, name: str) -> int:
     return len(stale)
 
 
-class SparkProgress:
-    """Context manager: while a stage runs, log the progress of its Spark jobs every
-    ``interval`` seconds (``POLY_PROGRESS_SECONDS``, default 30; 0 turns it off), e.g.
-    ``[rules] progress: spark stage 7 41/66 tasks (2 running), 5m30s elapsed``.
+_ACTIVE_PROGRESS: "SparkProgress | None" = None
 
-    Polls ``SparkContext.statusTracker()`` from a daemon thread (works with the UI disabled);
-    a line is logged when it changed since the last one, or unchanged after 10 intervals.
-    Never raises: a failed poll stops the progress output, not the stage.
+
+def set_progress_total(n: int | None) -> None:
+    """Tell the running stage's :class:`SparkProgress` how many documents it will process
+    (the denominator of its percentage and ETA). No-op outside a stage."""
+    if _ACTIVE_PROGRESS is not None:
+        _ACTIVE_PROGRESS.total = n
+
+
+def progress_accumulator():
+    """The running stage's documents-done accumulator (a pyspark ``Accumulator[int]``), or None
+    outside a stage / with progress off. :func:`map_arrow` with ``count_docs=True`` adds each
+    input batch's row count to it on the executors."""
+    return _ACTIVE_PROGRESS.docs if _ACTIVE_PROGRESS is not None else None
+
+
+class SparkProgress:
+    """Context manager: while a stage runs, log its progress every ``interval`` seconds
+    (``POLY_PROGRESS_SECONDS``, default 30; 0 turns it off), e.g.
+    ``[rules] progress: 8,000/15,691 documents (51%), 420 docs/s, ETA 18s; spark stage 7 41/66
+    tasks (2 running), 0m19s elapsed``.
+
+    Documents done come from an accumulator that the stage's per-document pass
+    (:func:`map_arrow` with ``count_docs=True``: langid, rules, quality scoring, dedup
+    signatures) adds each Arrow batch's row count to; Spark merges it on the driver as tasks
+    finish, so it moves in steps of one task's input. Rate = documents done / seconds since the
+    stage started; ETA = (total - done) / rate, with ``total`` the stage's documents in
+    (:func:`set_progress_total`; unknown for ingest, which shows documents and rate only).
+    Overhead: one accumulator add per batch of ``spark.sql.execution.arrow.maxRecordsPerBatch``
+    rows; measured with an identity ``map_arrow`` over 2M rows in ``local[2]`` (best of 3):
+    13.03 s without counting, 13.12 s with (0.7%, within run-to-run noise).
+    Spark task counts come from ``SparkContext.statusTracker()`` polled by a daemon thread
+    (works with the UI disabled); a line is logged when it changed since the last one, or
+    unchanged after 10 intervals. Never raises: a failed poll stops the progress output, not
+    the stage.
 
     Args:
         spark: the SparkSession.
@@ -405,6 +436,9 @@ class SparkProgress:
             except ValueError:
                 interval = 30.0
         self.spark, self.label, self.interval = spark, label, interval
+        self.total: int | None = None
+        self.docs = None  # pyspark Accumulator, created on __enter__
+        self._all_done_t: float | None = None  # first poll that saw every document done
         self._stop = threading.Event()
         self._thread = None
         self._last = ""
@@ -421,7 +455,23 @@ class SparkProgress:
                 parts.append(f"spark stage {sid} {info.numCompletedTasks}/{info.numTasks} tasks "
                              f"({info.numActiveTasks} running"
                              + (f", {info.numFailedTasks} failed" if info.numFailedTasks else "") + ")")
-        return "; ".join(parts) or None
+        docs = self.documents_line()
+        tasks = "; ".join(parts)
+        return "; ".join(p for p in (docs, tasks) if p) or None
+
+    def documents_line(self, now: float | None = None) -> str | None:
+        """``"8,000/15,691 documents (51%), 420 docs/s, ETA 18s"`` (no total: documents and
+        rate only), or None before the first document was counted."""
+        done = int(self.docs.value) if self.docs is not None else 0
+        if done <= 0:
+            return None
+        now = now or time.time()
+        if self.total and done >= self.total:  # every document seen: the rate stops at that time
+            if self._all_done_t is None:
+                self._all_done_t = now
+            return (format_documents_progress(done, self.total, self._all_done_t - self._t0)
+                    + " (all documents processed; writing and accounting)")
+        return format_documents_progress(done, self.total, now - self._t0)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -438,26 +488,114 @@ class SparkProgress:
     def __enter__(self) -> "SparkProgress":
         import threading
 
+        global _ACTIVE_PROGRESS
+        self._t0 = time.time()
         if self.interval > 0:
+            try:
+                self.docs = self.spark.sparkContext.accumulator(0)
+            except Exception:  # no live context: task counts only
+                self.docs = None
+            _ACTIVE_PROGRESS = self
             self._thread = threading.Thread(target=self._loop, name=f"progress-{self.label}", daemon=True)
             self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        global _ACTIVE_PROGRESS
+        if _ACTIVE_PROGRESS is self:
+            _ACTIVE_PROGRESS = None
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
 
-def log(msg: str) -> None:
-    """Progress output for long stages (stderr, flushed, with a UTC timestamp)."""
+def format_documents_progress(done: int, total: int | None, seconds: float) -> str:
+    """One progress phrase: documents done (of ``total``, with percentage), rate in docs/s and
+    ETA, e.g. ``"8,000/15,691 documents (51%), 420 docs/s, ETA 18s"``.
+
+    Args:
+        done: documents processed so far (capped at ``total``: retried tasks count twice).
+        total: documents the stage will process, or None when unknown (no percentage, no ETA).
+        seconds: wall seconds since the stage started (> 0).
+    """
+    rate = done / max(seconds, 1e-9)
+    if total:
+        done = min(done, total)
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        return (f"{done:,}/{total:,} documents ({100 * done / total:.0f}%), {rate:,.0f} docs/s, "
+                f"ETA {_fmt_secs(eta)}")
+    return f"{done:,} documents, {rate:,.0f} docs/s"
+
+
+def _fmt_secs(sec: float) -> str:
+    if sec == float("inf"):
+        return "?"
+    sec = int(round(sec))
+    h, rem = divmod(sec, 3600)
+    m, s_ = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s_:02d}s" if m else f"{s_}s")
+
+
+_LOG_FILE = None  # open text file of the running stage's log (<out>/logs/<stage>.log), or None
+
+
+def log(msg: str, detail: bool = False) -> None:
+    """Progress output for long stages, with a UTC timestamp: to stderr (flushed) and to the
+    running stage's log file ``<out>/logs/<stage>.log`` (local output roots).
+
+    Args:
+        msg: the line.
+        detail: a detail line (per-language figures and the like): written to the log file
+            only, unless ``POLY_VERBOSE=1`` or no log file is open; stderr stays short.
+    """
     import sys
 
-    sys.stderr.write(time.strftime("%H:%M:%S ", time.gmtime()) + msg + "\n")
-    sys.stderr.flush()
+    line = time.strftime("%H:%M:%S ", time.gmtime()) + msg + "\n"
+    f = _LOG_FILE
+    if f is not None:
+        try:
+            f.write(line)
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    if not detail or f is None or os.environ.get("POLY_VERBOSE", "") not in ("", "0"):
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
-def map_arrow(df, fn: Callable, schema, barrier: bool = False):
+class stage_log:
+    """Context manager: open ``<out>/logs/<stage>.log`` (appending) as :func:`log`'s file while
+    a stage runs; a remote output root (``s3a://``...) gets no log file. Never raises."""
+
+    def __init__(self, out: str, name: str):
+        self.path = None
+        local = out[len("file:"):] if out.startswith("file:") else out
+        if "://" not in local:
+            self.path = os.path.join(local, "logs", f"{name}.log")
+        self._prev = None
+
+    def __enter__(self) -> "stage_log":
+        global _LOG_FILE
+        self._prev = _LOG_FILE
+        if self.path:
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                _LOG_FILE = open(self.path, "a", encoding="utf-8")
+            except OSError:
+                self.path = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _LOG_FILE
+        if _LOG_FILE is not None and _LOG_FILE is not self._prev:
+            try:
+                _LOG_FILE.close()
+            except OSError:
+                pass
+        _LOG_FILE = self._prev
+
+
+def map_arrow(df, fn: Callable, schema, barrier: bool = False, count_docs: bool = False):
     """Apply ``fn(pyarrow.RecordBatch) -> pyarrow.RecordBatch`` to every Arrow batch of ``df``.
 
     ``fn`` is pickled to the executors: make it a module-level function or a small picklable
@@ -467,11 +605,17 @@ def map_arrow(df, fn: Callable, schema, barrier: bool = False):
         df: input DataFrame.
         fn: batch function; output batches must match ``schema``.
         schema: pyspark StructType of the output, or a DDL string.
+        count_docs: this is the stage's per-document pass: add each input batch's row count to
+            the running stage's progress accumulator (:func:`progress_accumulator`), so the
+            progress line shows documents done, docs/s and ETA. Set it on one pass per stage.
     """
+    acc = progress_accumulator() if count_docs else None
 
     def _iter(batches):
         for b in batches:
             if b.num_rows:
+                if acc is not None:
+                    acc.add(b.num_rows)
                 yield fn(b)
 
     return df.mapInArrow(_iter, schema, barrier=barrier)

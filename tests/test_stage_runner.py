@@ -150,3 +150,74 @@ def test_temporary_output_of_a_killed_run_is_removed(spark, tmp_path):
     assert not stale.exists()
     assert other.exists()
     assert fs.exists(spark, f"{out}/dropodd/_SUCCESS")
+
+
+def test_documents_progress_phrase():
+    from pipeline.stage import format_documents_progress
+
+    assert format_documents_progress(8000, 15691, 19.0) == "8,000/15,691 documents (51%), 421 docs/s, ETA 18s"
+    assert format_documents_progress(15691, 15691, 30.0).endswith("(100%), 523 docs/s, ETA 0s")
+    assert format_documents_progress(20000, 15691, 10.0).startswith("15,691/15,691 documents (100%)")  # retries
+    assert format_documents_progress(1200, None, 4.0) == "1,200 documents, 300 docs/s"
+    assert "ETA 2h04m" in format_documents_progress(1000, 1_000_000, 7.5)
+
+
+def _slow_drop_odd(batch: pa.RecordBatch) -> pa.RecordBatch:
+    import time
+
+    time.sleep(0.4)
+    return _drop_odd(batch)
+
+
+class SlowDropOdd(Stage):
+    name = "slowodd"
+
+    def transform(self, df, ctx):
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        schema = StructType(df.schema.fields + [StructField("reason", StringType()),
+                                                StructField("detail", StringType())])
+        return map_arrow(df.repartition(8), _slow_drop_odd, schema, count_docs=True)
+
+
+def test_progress_shows_documents_rate_and_eta(spark, tmp_path, capsys, monkeypatch):
+    """Issue 16 item 6: the progress line says how many documents are done, the rate and ETA."""
+    import re
+
+    monkeypatch.setenv("POLY_PROGRESS_SECONDS", "0.2")
+    out = str(tmp_path)
+    _publish_input(spark, out, "ingest", _docs(spark, 40))
+    stats = SlowDropOdd().run(StageContext(spark, out, {}, input_stage="ingest"))
+    assert stats["totals"]["kept"] == 20
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "[slowodd] progress:" in ln]
+    docs = [re.search(r"(\d+)/40 documents \((\d+)%\), [\d,]+ docs/s, ETA \S+", ln) for ln in lines]
+    assert any(docs), err
+    done = [int(m.group(1)) for m in docs if m]
+    assert all(0 < d <= 40 for d in done) and done == sorted(done)
+
+
+class DetailedDropOdd(DropOdd):
+    name = "detailed"
+
+    def after_write(self, written_df, ctx):
+        from pipeline.stage import log
+
+        log("[detailed] en: 10 of 20 removed (per-language detail)", detail=True)
+
+
+def test_stage_log_file_holds_details_stderr_stays_short(spark, tmp_path, capsys, monkeypatch):
+    """Issue 16 item 6: quiet by default, details in <out>/logs/<stage>.log."""
+    monkeypatch.delenv("POLY_VERBOSE", raising=False)
+    out = str(tmp_path)
+    _publish_input(spark, out, "ingest", _docs(spark))
+    DetailedDropOdd().run(StageContext(spark, out, {}, input_stage="ingest"))
+    err = capsys.readouterr().err
+    logf = tmp_path / "logs" / "detailed.log"
+    text = logf.read_text()
+    assert "[detailed] start" in text and "[detailed] done in" in text and "per-language detail" in text
+    assert "[detailed] done in" in err and f"details in {logf}" in err
+    assert "per-language detail" not in err
+    monkeypatch.setenv("POLY_VERBOSE", "1")
+    DetailedDropOdd().run(StageContext(spark, out, {}, input_stage="ingest"))
+    assert "per-language detail" in capsys.readouterr().err
