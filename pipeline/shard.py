@@ -96,6 +96,11 @@ class ShardStage(Stage):
         nfiles = {(r["lang"], r["source"]): max(1, math.ceil((r["bytes"] or 0) / target)) for r in sizes}
         total_files = max(1, sum(nfiles.values()))
         tmp = self.tmp_path(ctx)
+        if nfiles:
+            nf = F.create_map(*[x for (l, s), n in nfiles.items() for x in (F.lit(f"{l}\u0001{s}"), F.lit(n))])
+            df = df.withColumn("_file", F.pmod(F.xxhash64("id"), nf[F.concat_ws("\u0001", "lang", "source")]))
+        else:  # 0 documents (issue 14, cause 6): nothing to write, an empty corpus is published
+            df = df.withColumn("_file", F.lit(0))
         writer = WriteShard(tmp)
 
         def write_shard(key, table):  # a plain function: Spark infers the eval type from its signature
