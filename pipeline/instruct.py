@@ -41,7 +41,8 @@ from pathlib import Path
 
 from filters.rouge import DEFAULT_THRESHOLD
 
-__all__ = ["DEFAULTS", "validate_config", "diversity_filter", "run_instruct", "CANDIDATE_REASONS"]
+__all__ = ["DEFAULTS", "validate_config", "diversity_filter", "resolve_sequential", "run_instruct",
+           "CANDIDATE_REASONS"]
 
 #: Config keys and defaults (``instruct:`` section). Unknown keys are rejected.
 DEFAULTS = {
@@ -118,17 +119,70 @@ def _tokenize_batch(batch):
         names=["lang", "id", "kind", "ord", "n", "toks", "occ"])
 
 
-def _score_batch(batch):
-    """Arrow batch (lang, a, b, ta, tb) -> (lang, a, b, f) with the exact Rouge-L F."""
+class _PrefixKeys:
+    """Arrow batch of tokenized docs -> one row per prefix-filter key, carrying the doc's tokens
+    and its whole key list (in global order) so the pair can be scored in the block of its
+    first common key only (each pair scored once, no distinct shuffle)."""
+
+    def __init__(self, dfreq: dict, floor: float):
+        self.dfreq, self.floor = dfreq, floor
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        from filters.rouge import prefix_length
+
+        d = batch.to_pydict()
+        cols = {k: [] for k in ("lang", "key", "id", "kind", "ord", "n", "toks", "pkeys")}
+        for lang, id_, kind, ord_, n, toks, occ in zip(d["lang"], d["id"], d["kind"], d["ord"], d["n"],
+                                                       d["toks"], d["occ"]):
+            df = self.dfreq.get(lang, {})
+            pk = sorted(set(occ), key=lambda k: (df.get(k, 0), k))[:prefix_length(n, self.floor)]
+            for k in pk:
+                cols["lang"].append(lang); cols["key"].append(k); cols["id"].append(id_)
+                cols["kind"].append(kind); cols["ord"].append(ord_); cols["n"].append(n)
+                cols["toks"].append(toks); cols["pkeys"].append(pk)
+        return pa.RecordBatch.from_pydict(cols, schema=_KEYS_SCHEMA_PA())
+
+
+def _KEYS_SCHEMA_PA():
     import pyarrow as pa
 
-    from filters.rouge import rouge_l
+    return pa.schema([("lang", pa.string()), ("key", pa.string()), ("id", pa.int64()), ("kind", pa.int32()),
+                      ("ord", pa.int64()), ("n", pa.int32()), ("toks", pa.list_(pa.string())),
+                      ("pkeys", pa.list_(pa.string()))])
 
-    ta = batch.column("ta").to_pylist()
-    tb = batch.column("tb").to_pylist()
-    f = [rouge_l(x, y) for x, y in zip(ta, tb)]
-    return pa.RecordBatch.from_arrays([batch.column("lang"), batch.column("a"), batch.column("b"),
-                                       pa.array(f, pa.float64())], names=["lang", "a", "b", "f"])
+
+_KEYS_SCHEMA = ("lang string, key string, id long, kind int, ord long, n int, toks array<string>, "
+                "pkeys array<string>")
+
+
+class _ScorePairs:
+    """Arrow batch of key-joined pairs -> ``(lang, a, b, ka, f)`` for the pairs whose first common
+    key (in the global order) is this row's key and whose F >= floor."""
+
+    def __init__(self, floor: float):
+        self.floor = floor
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        from filters.rouge import rouge_l
+
+        d = batch.to_pydict()
+        out = {k: [] for k in ("lang", "a", "b", "ka", "f")}
+        for lang, key, a, b, ka, ta, tb, pa_, pb in zip(d["lang"], d["key"], d["a"], d["b"], d["ka"],
+                                                        d["ta"], d["tb"], d["pa"], d["pb"]):
+            sb = set(pb)
+            first = next(k for k in pa_ if k in sb)
+            if first != key:
+                continue
+            f = rouge_l(ta, tb)
+            if f >= self.floor - 1e-12:
+                out["lang"].append(lang); out["a"].append(a); out["b"].append(b)
+                out["ka"].append(ka); out["f"].append(f)
+        return pa.RecordBatch.from_pydict(out, schema=pa.schema(
+            [("lang", pa.string()), ("a", pa.int64()), ("b", pa.int64()), ("ka", pa.int32()), ("f", pa.float64())]))
 
 
 def diversity_filter(spark, pool, candidates, threshold: float = DEFAULT_THRESHOLD,
@@ -143,87 +197,93 @@ def diversity_filter(spark, pool, candidates, threshold: float = DEFAULT_THRESHO
             collide with the pool's.
         threshold: Rouge-L F at which a candidate is a near duplicate.
         report_floor: pairs are scored exactly down to this F (``rouge_max`` exact above it).
-        partitions: shuffle width of the joins (default: the session's).
+        partitions: shuffle width of the key join (default: the session's).
 
     Returns:
         pandas DataFrame ``(lang, id, keep bool, reason str|None, rouge_max float)``, one row
         per candidate, ``reason`` in (``similar_to_pool``, ``similar_in_round``).
+
+    Spark work: one job counts the key frequencies (collected, broadcast: one entry per
+    distinct ``(lang, token, occurrence)``), one joins the prefix keys and scores the pairs
+    (the pairs with F >= ``report_floor`` are collected); the sequential resolution runs on the
+    driver over those pairs only.
     """
-    import pandas as pd
     from pyspark.sql import functions as F
-    from pyspark.sql.window import Window
 
     from pipeline.stage import map_arrow
 
-    t = float(report_floor)
-    docs = (pool.select("lang", "id", F.lit(0).alias("kind"), F.lit(-1).cast("long").alias("ord"), "text")
-            .unionByName(candidates.select("lang", "id", F.lit(1).alias("kind"), F.col("ord").cast("long"), "text")))
-    docs = docs.withColumn("id", F.col("id").cast("long")).withColumn("kind", F.col("kind").cast("int"))
+    floor = float(report_floor)
+    docs = (pool.select("lang", F.col("id").cast("long"), F.lit(0).cast("int").alias("kind"),
+                        F.lit(-1).cast("long").alias("ord"), "text")
+            .unionByName(candidates.select("lang", F.col("id").cast("long"), F.lit(1).cast("int").alias("kind"),
+                                           F.col("ord").cast("long"), "text")))
     schema = "lang string, id long, kind int, ord long, n int, toks array<string>, occ array<string>"
     tok = map_arrow(docs, _tokenize_batch, schema).filter("n > 0").cache()
     try:
-        ex = tok.select("lang", "id", "n", F.explode("occ").alias("key"))
-        dfreq = ex.groupBy("lang", "key").agg(F.count(F.lit(1)).alias("df"))
-        w = Window.partitionBy("lang", "id").orderBy("df", "key")
-        plen = F.col("n") - F.greatest(F.lit(1), F.ceil(F.lit(t) * F.col("n") / F.lit(2.0 - t) - F.lit(1e-9))) + 1
-        keys = (ex.join(dfreq, ["lang", "key"]).withColumn("rk", F.row_number().over(w))
-                .filter(F.col("rk") <= plen).select("lang", "key", "id"))
-        meta = tok.select("lang", "id", "kind", "ord", "n")
-        k2 = keys.join(meta, ["lang", "id"])
-        a = k2.select("lang", "key", F.col("id").alias("a"), F.col("kind").alias("ka"),
-                      F.col("ord").alias("oa"), F.col("n").alias("na"))
-        b = k2.select("lang", "key", F.col("id").alias("b"), F.col("kind").alias("kb"),
-                      F.col("ord").alias("ob"), F.col("n").alias("nb"))
-        pairs = (a.join(b, ["lang", "key"])
-                 .filter((F.col("kb") == 1) & (((F.col("ka") == 0)) | ((F.col("ka") == 1) & (F.col("oa") < F.col("ob")))))
-                 .filter(F.lit(2.0) * F.least("na", "nb") / (F.col("na") + F.col("nb")) >= F.lit(t - 1e-9))
-                 .select("lang", "a", "b", "ka").distinct())
-        toks = tok.select("lang", "id", "toks")
-        scored_in = (pairs.join(toks.withColumnRenamed("id", "a").withColumnRenamed("toks", "ta"), ["lang", "a"])
-                     .join(toks.withColumnRenamed("id", "b").withColumnRenamed("toks", "tb"), ["lang", "b"]))
+        cnt = (tok.select("lang", F.explode("occ").alias("key")).groupBy("lang", "key").count().collect())
+        dfreq: dict = defaultdict(dict)
+        for r in cnt:
+            dfreq[r["lang"]][r["key"]] = r["count"]
+        keys = map_arrow(tok, _PrefixKeys(dict(dfreq), floor), _KEYS_SCHEMA)
         if partitions:
-            scored_in = scored_in.repartition(partitions)
-        scored = map_arrow(scored_in.select("lang", "a", "b", "ta", "tb"), _score_batch,
-                           "lang string, a long, b long, f double")
-        scored = scored.join(pairs.select("lang", "a", "b", "ka"), ["lang", "a", "b"]).cache()
-        pool_max = (scored.filter("ka = 0").groupBy("lang", "b").agg(F.max("f").alias("pool_max"))
-                    .withColumnRenamed("b", "id"))
-        cand = (tok.filter("kind = 1").select("lang", "id", "ord")
-                .unionByName(candidates.select("lang", F.col("id").cast("long"), F.col("ord").cast("long")))
-                .distinct()  # candidates with no words are not in tok: they keep no pair
-                .join(pool_max, ["lang", "id"], "left").fillna(0.0, ["pool_max"]))
-        cand_pd = cand.toPandas()
-        survivors = cand.filter(F.col("pool_max") < F.lit(threshold)).select("lang", F.col("id").alias("b"))
-        in_round = (scored.filter("ka = 1").join(survivors, ["lang", "b"])
-                    .select("lang", "a", "b", "f"))
-        edges_pd = in_round.toPandas()
+            keys = keys.repartition(partitions, "lang", "key")
+        A = keys.select("lang", "key", F.col("id").alias("a"), F.col("kind").alias("ka"), F.col("ord").alias("oa"),
+                        F.col("n").alias("na"), F.col("toks").alias("ta"), F.col("pkeys").alias("pa"))
+        B = keys.select("lang", "key", F.col("id").alias("b"), F.col("kind").alias("kb"), F.col("ord").alias("ob"),
+                        F.col("n").alias("nb"), F.col("toks").alias("tb"), F.col("pkeys").alias("pb"))
+        pairs = (A.join(B, ["lang", "key"])
+                 .filter((F.col("kb") == 1) & ((F.col("ka") == 0) | ((F.col("ka") == 1) & (F.col("oa") < F.col("ob")))))
+                 .filter(F.lit(2.0) * F.least("na", "nb") / (F.col("na") + F.col("nb")) >= F.lit(floor - 1e-9)))
+        scored = map_arrow(pairs.select("lang", "key", "a", "b", "ka", "ta", "tb", "pa", "pb"), _ScorePairs(floor),
+                           "lang string, a long, b long, ka int, f double").toPandas()
+        cand_pd = candidates.select("lang", F.col("id").cast("long"), F.col("ord").cast("long")).toPandas()
     finally:
         tok.unpersist()
-    # sequential resolution of the within-round conflicts, per language, in generation order
+    return resolve_sequential(cand_pd, scored, threshold)
+
+
+def resolve_sequential(cand_pd, scored, threshold: float = DEFAULT_THRESHOLD):
+    """The sequential decisions from the scored pairs (driver side).
+
+    Args:
+        cand_pd: pandas ``(lang, id, ord)`` of every candidate.
+        scored: pandas ``(lang, a, b, ka, f)``: pairs ``a`` (pool when ``ka == 0``, else an
+            earlier candidate) -> candidate ``b`` with their Rouge-L F, every pair with F >= the
+            report floor included.
+        threshold: near-duplicate threshold.
+
+    Returns:
+        pandas ``(lang, id, keep, reason, rouge_max)`` as :func:`diversity_filter`.
+    """
+    import pandas as pd
+
+    pool_max: dict[tuple, float] = {}
     by_b: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
-    for lang, a_, b_, f in edges_pd.itertuples(index=False):
-        by_b[(lang, b_)].append((a_, f))
+    for lang, a_, b_, ka, f in scored[["lang", "a", "b", "ka", "f"]].itertuples(index=False):
+        if ka == 0:
+            k = (lang, b_)
+            if f > pool_max.get(k, -1.0):
+                pool_max[k] = f
+        else:
+            by_b[(lang, b_)].append((a_, f))
     rows = []
     kept: set[tuple] = set()
-    for lang, grp in cand_pd.groupby("lang", sort=True):
-        for _, r in grp.sort_values("ord").iterrows():
-            key = (lang, int(r["id"]))
-            pm = float(r["pool_max"])
-            if pm >= threshold:
-                rows.append((lang, key[1], False, "similar_to_pool", pm))
-                continue
-            mx = pm
-            hit = None
-            for a_, f in by_b.get(key, ()):
-                if (lang, a_) in kept:
-                    mx = max(mx, f)
-                    if f >= threshold and hit is None:
-                        hit = f
-            if hit is not None:
-                rows.append((lang, key[1], False, "similar_in_round", mx))
-            else:
-                kept.add(key)
-                rows.append((lang, key[1], True, None, mx))
+    for lang, id_, _ in sorted(cand_pd[["lang", "id", "ord"]].itertuples(index=False), key=lambda r: (r[0], r[2])):
+        key = (lang, int(id_))
+        pm = pool_max.get(key, 0.0)
+        if pm >= threshold:
+            rows.append((lang, key[1], False, "similar_to_pool", pm))
+            continue
+        mx, hit = pm, False
+        for a_, f in by_b.get(key, ()):
+            if (lang, a_) in kept:
+                mx = max(mx, f)
+                hit = hit or f >= threshold
+        if hit:
+            rows.append((lang, key[1], False, "similar_in_round", mx))
+        else:
+            kept.add(key)
+            rows.append((lang, key[1], True, None, mx))
     return pd.DataFrame(rows, columns=["lang", "id", "keep", "reason", "rouge_max"])
 
 
