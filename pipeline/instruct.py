@@ -9,20 +9,21 @@ before ``c_i`` -- is below the threshold (0.7). On Spark:
 
 1. every instruction (pool and candidates) is segmented (:func:`filters.rouge.rouge_tokens`),
    its tokens made unique by occurrence number, ranked rarest first within its language
-   (document frequency, then the token), and cut to its prefix-filter keys
+   (key frequencies counted by Spark, broadcast), and cut to its prefix-filter keys
    (:func:`filters.rouge.prefix_length` at ``report_floor`` <= threshold);
-2. candidate pairs = pairs sharing a key (a self-join on ``(lang, key)``), pool x candidate
-   and candidate x later candidate, then the length filter; exact Rouge-L on the survivors
-   (bit-parallel LCS). No pair with F >= ``report_floor`` is missed (the bounds are exact);
-3. in parallel: a candidate whose max F against the pool is >= threshold is dropped
-   (``similar_to_pool``): the pool only grows, so it would be dropped sequentially too;
-4. within the round, on the driver, in order: the remaining candidates are kept unless an
-   edge F >= threshold links them to an earlier *kept* candidate (``similar_in_round``). Only
-   the edges >= threshold among pool survivors travel to the driver.
+2. candidate pairs = pairs sharing a key (a self-join on ``(lang, key)``), pool -> candidate and
+   earlier -> later candidate; in the JVM: the length filter, one row per pair (the block of
+   its first common key), and the overlap bound ``|a ∩ b| >= floor * (n + m) / 2``; exact
+   Rouge-L (bit-parallel LCS) in Python on the survivors. No pair with F >= ``report_floor``
+   is missed (the bounds are exact); those pairs are collected to the driver;
+3. a candidate whose max F against the pool is >= threshold is dropped (``similar_to_pool``):
+   the pool only grows, so it would be dropped sequentially too;
+4. the other candidates, in generation order, are kept unless a pair F >= threshold links
+   them to an earlier *kept* candidate (``similar_in_round``) (:func:`resolve_sequential`).
 
 ``rouge_max`` of a kept task is its max F against the pool as it stood (pool + earlier kept
-candidates) when that is >= ``report_floor`` (0.5), else the largest F found below the floor,
-a lower bound (0.0 when no pair shared a key). For a dropped task it is >= the threshold.
+candidates) when that is >= ``report_floor`` (0.5), else null (below the floor: not computed).
+For a dropped task it is >= the threshold.
 
 Outputs under ``<out>/``: ``instruct/lang=xx/part-*.parquet`` (``instruction, input, output,
 lang, seed_ids, round, rouge_max``), ``instruct/stats.json`` (per language: generated, dropped
@@ -133,7 +134,7 @@ class _PrefixKeys:
         from filters.rouge import prefix_length
 
         d = batch.to_pydict()
-        cols = {k: [] for k in ("lang", "key", "id", "kind", "ord", "n", "toks", "pkeys")}
+        cols = {k: [] for k in ("lang", "key", "id", "kind", "ord", "n", "toks", "occ", "pkeys")}
         for lang, id_, kind, ord_, n, toks, occ in zip(d["lang"], d["id"], d["kind"], d["ord"], d["n"],
                                                        d["toks"], d["occ"]):
             df = self.dfreq.get(lang, {})
@@ -141,7 +142,7 @@ class _PrefixKeys:
             for k in pk:
                 cols["lang"].append(lang); cols["key"].append(k); cols["id"].append(id_)
                 cols["kind"].append(kind); cols["ord"].append(ord_); cols["n"].append(n)
-                cols["toks"].append(toks); cols["pkeys"].append(pk)
+                cols["toks"].append(toks); cols["occ"].append(occ); cols["pkeys"].append(pk)
         return pa.RecordBatch.from_pydict(cols, schema=_KEYS_SCHEMA_PA())
 
 
@@ -150,39 +151,25 @@ def _KEYS_SCHEMA_PA():
 
     return pa.schema([("lang", pa.string()), ("key", pa.string()), ("id", pa.int64()), ("kind", pa.int32()),
                       ("ord", pa.int64()), ("n", pa.int32()), ("toks", pa.list_(pa.string())),
-                      ("pkeys", pa.list_(pa.string()))])
+                      ("occ", pa.list_(pa.string())), ("pkeys", pa.list_(pa.string()))])
 
 
 _KEYS_SCHEMA = ("lang string, key string, id long, kind int, ord long, n int, toks array<string>, "
-                "pkeys array<string>")
+                "occ array<string>, pkeys array<string>")
 
 
-class _ScorePairs:
-    """Arrow batch of key-joined pairs -> ``(lang, a, b, ka, f)`` for the pairs whose first common
-    key (in the global order) is this row's key and whose F >= floor."""
+def _score_batch(batch):
+    """Arrow batch ``(lang, a, b, ka, ta, tb)`` -> ``(lang, a, b, ka, f)``, exact Rouge-L F."""
+    import pyarrow as pa
 
-    def __init__(self, floor: float):
-        self.floor = floor
+    from filters.rouge import rouge_l
 
-    def __call__(self, batch):
-        import pyarrow as pa
-
-        from filters.rouge import rouge_l
-
-        d = batch.to_pydict()
-        out = {k: [] for k in ("lang", "a", "b", "ka", "f")}
-        for lang, key, a, b, ka, ta, tb, pa_, pb in zip(d["lang"], d["key"], d["a"], d["b"], d["ka"],
-                                                        d["ta"], d["tb"], d["pa"], d["pb"]):
-            sb = set(pb)
-            first = next(k for k in pa_ if k in sb)
-            if first != key:
-                continue
-            f = rouge_l(ta, tb)
-            if f >= self.floor - 1e-12:
-                out["lang"].append(lang); out["a"].append(a); out["b"].append(b)
-                out["ka"].append(ka); out["f"].append(f)
-        return pa.RecordBatch.from_pydict(out, schema=pa.schema(
-            [("lang", pa.string()), ("a", pa.int64()), ("b", pa.int64()), ("ka", pa.int32()), ("f", pa.float64())]))
+    ta = batch.column("ta").to_pylist()
+    tb = batch.column("tb").to_pylist()
+    f = [rouge_l(x, y) for x, y in zip(ta, tb)]
+    return pa.RecordBatch.from_arrays([batch.column("lang"), batch.column("a"), batch.column("b"),
+                                       batch.column("ka"), pa.array(f, pa.float64())],
+                                      names=["lang", "a", "b", "ka", "f"])
 
 
 def diversity_filter(spark, pool, candidates, threshold: float = DEFAULT_THRESHOLD,
@@ -200,8 +187,9 @@ def diversity_filter(spark, pool, candidates, threshold: float = DEFAULT_THRESHO
         partitions: shuffle width of the key join (default: the session's).
 
     Returns:
-        pandas DataFrame ``(lang, id, keep bool, reason str|None, rouge_max float)``, one row
-        per candidate, ``reason`` in (``similar_to_pool``, ``similar_in_round``).
+        pandas DataFrame ``(lang, id, keep bool, reason str|None, rouge_max float|None)``, one
+        row per candidate, ``reason`` in (``similar_to_pool``, ``similar_in_round``);
+        ``rouge_max`` None when below ``report_floor``.
 
     Spark work: one job counts the key frequencies (collected, broadcast: one entry per
     distinct ``(lang, token, occurrence)``), one joins the prefix keys and scores the pairs
@@ -228,21 +216,29 @@ def diversity_filter(spark, pool, candidates, threshold: float = DEFAULT_THRESHO
         if partitions:
             keys = keys.repartition(partitions, "lang", "key")
         A = keys.select("lang", "key", F.col("id").alias("a"), F.col("kind").alias("ka"), F.col("ord").alias("oa"),
-                        F.col("n").alias("na"), F.col("toks").alias("ta"), F.col("pkeys").alias("pa"))
+                        F.col("n").alias("na"), F.col("toks").alias("ta"), F.col("occ").alias("oa_"),
+                        F.col("pkeys").alias("pa"))
         B = keys.select("lang", "key", F.col("id").alias("b"), F.col("kind").alias("kb"), F.col("ord").alias("ob"),
-                        F.col("n").alias("nb"), F.col("toks").alias("tb"), F.col("pkeys").alias("pb"))
+                        F.col("n").alias("nb"), F.col("toks").alias("tb"), F.col("occ").alias("ob_"),
+                        F.col("pkeys").alias("pb"))
+        # in the JVM: order (pool -> candidate, earlier -> later candidate), length filter,
+        # one row per pair (its first common key in the global order), overlap bound
         pairs = (A.join(B, ["lang", "key"])
                  .filter((F.col("kb") == 1) & ((F.col("ka") == 0) | ((F.col("ka") == 1) & (F.col("oa") < F.col("ob")))))
-                 .filter(F.lit(2.0) * F.least("na", "nb") / (F.col("na") + F.col("nb")) >= F.lit(floor - 1e-9)))
-        scored = map_arrow(pairs.select("lang", "key", "a", "b", "ka", "ta", "tb", "pa", "pb"), _ScorePairs(floor),
-                           "lang string, a long, b long, ka int, f double").toPandas()
+                 .filter(F.lit(2.0) * F.least("na", "nb") / (F.col("na") + F.col("nb")) >= F.lit(floor - 1e-9))
+                 .filter(F.expr("element_at(filter(pa, x -> array_contains(pb, x)), 1)") == F.col("key"))
+                 .filter(F.size(F.array_intersect("oa_", "ob_"))
+                         >= F.ceil(F.lit(floor / 2.0) * (F.col("na") + F.col("nb")) - F.lit(1e-9))))
+        scored = map_arrow(pairs.select("lang", "a", "b", "ka", "ta", "tb"), _score_batch,
+                           "lang string, a long, b long, ka int, f double")
+        scored = scored.filter(F.col("f") >= F.lit(floor - 1e-12)).toPandas()
         cand_pd = candidates.select("lang", F.col("id").cast("long"), F.col("ord").cast("long")).toPandas()
     finally:
         tok.unpersist()
-    return resolve_sequential(cand_pd, scored, threshold)
+    return resolve_sequential(cand_pd, scored, threshold, floor)
 
 
-def resolve_sequential(cand_pd, scored, threshold: float = DEFAULT_THRESHOLD):
+def resolve_sequential(cand_pd, scored, threshold: float = DEFAULT_THRESHOLD, report_floor: float = 0.0):
     """The sequential decisions from the scored pairs (driver side).
 
     Args:
@@ -251,6 +247,7 @@ def resolve_sequential(cand_pd, scored, threshold: float = DEFAULT_THRESHOLD):
             earlier candidate) -> candidate ``b`` with their Rouge-L F, every pair with F >= the
             report floor included.
         threshold: near-duplicate threshold.
+        report_floor: ``rouge_max`` below it is None (not every pair below it was scored).
 
     Returns:
         pandas ``(lang, id, keep, reason, rouge_max)`` as :func:`diversity_filter`.
@@ -283,7 +280,7 @@ def resolve_sequential(cand_pd, scored, threshold: float = DEFAULT_THRESHOLD):
             rows.append((lang, key[1], False, "similar_in_round", mx))
         else:
             kept.add(key)
-            rows.append((lang, key[1], True, None, mx))
+            rows.append((lang, key[1], True, None, mx if mx >= report_floor - 1e-12 and mx > 0 else None))
     return pd.DataFrame(rows, columns=["lang", "id", "keep", "reason", "rouge_max"])
 
 
@@ -486,7 +483,9 @@ def _write_output(spark, outp: Path, cfg, kept, stats, seed_stats, dropped_seeds
     schema = ("instruction string, input string, output string, lang string, seed_ids array<string>, "
               "round int, rouge_max double")
     cols = ["instruction", "input", "output", "lang", "seed_ids", "round", "rouge_max"]
-    df = spark.createDataFrame(pd.DataFrame(rows, columns=cols) if rows else [], schema)
+    pdf = pd.DataFrame(rows, columns=cols)
+    pdf["rouge_max"] = pdf["rouge_max"].astype(object).where(pdf["rouge_max"].notna(), None)  # NaN -> null
+    df = spark.createDataFrame(pdf if rows else [], schema)
     df.repartition("lang").write.partitionBy("lang").parquet(str(tmp))
     per_lang = {}
     for lg in cfg["languages"]:
