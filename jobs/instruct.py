@@ -71,15 +71,20 @@ def main(argv: list[str] | None = None) -> int:
         cfg["generator"] = {**cfg["generator"], "backend": "openai", "base_url": server.url}
         print(f"[instruct] using the canned test server at {server.url} (NTREX sentences, not a model)",
               file=sys.stderr)
+    from pipeline.generator import GenerationError
     from pipeline.session import build_spark
 
     spark = build_spark("polycorpus-instruct", args.master)
     try:
         stats = run_instruct(spark, args.out, cfg, args.data_root,
                              log=lambda m: print(m, file=sys.stderr, flush=True))
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # missing seeds, bad generator config
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except GenerationError as e:
+        print(f"error: {e}\nthe responses received so far are kept in {args.out}/instruct_work/raw; "
+              f"fix the generator (generator.base_url, model, key) and rerun to resume", file=sys.stderr)
+        return 1
     finally:
         if server:
             server.close()
