@@ -57,8 +57,8 @@ test: setup  ## run the whole test suite
 test-fast: setup  ## the tests not marked slow or cluster (unit tests and small end-to-end checks)
 	$(VENV)/bin/pytest -q -m "not slow and not cluster" tests
 
-bench: setup  ## run every benchmark in bench/ except the 1M-document bench-scale, print the figures
-	@set -e; for f in bench/bench_*.py; do [ "$$f" = bench/bench_scale.py ] && continue; echo "=== $$f"; $(PY) $$f; done
+bench: setup  ## run every benchmark in bench/ except bench-scale (1M documents) and bench-instruct, print the figures
+	@set -e; for f in bench/bench_*.py; do case "$$f" in bench/bench_scale.py|bench/bench_instruct.py) continue;; esac; echo "=== $$f"; $(PY) $$f; done
 
 .PHONY: eval-extract
 eval-extract: setup  ## HTML main-content extraction on web-html/evaldata.json: ours vs the library defaults
@@ -125,6 +125,17 @@ bench-train: setup  ## training tokens/s on CPU: PolyLM vs transformers GPT2LMHe
 GPU_CHECK_ARGS ?=
 gpu-check: setup  ## on CUDA: small config bf16+NCCL (torchrun, all GPUs) vs CPU fp32 loss curve, tokens/s, MFU, memory; 1.7B-width MFU (< 8 min); without CUDA says so
 	$(PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
+
+# --- multilingual self-instruct (issue 17): MultiAlpaca-style tasks, Spark Rouge-L diversity filter
+.PHONY: instruct bench-instruct
+INSTRUCT_CONFIG ?= configs/instruct.yaml
+INSTRUCT_ARGS ?= --canned-server
+
+instruct: setup  ## self-instruct rounds -> $(OUT)/instruct/lang=xx + stats.json (default: canned test server; INSTRUCT_ARGS="--set generator.base_url=URL" for a model)
+	$(PY) -m jobs.instruct --out $(OUT) --config $(INSTRUCT_CONFIG) --data-root $(DATA) $(INSTRUCT_ARGS)
+
+bench-instruct: setup  ## diversity filter: Spark job vs the plain sequential Rouge-L filter on 20,000 synthetic instructions
+	$(PY) bench/bench_instruct.py
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build spark-warehouse metastore_db derby.log
