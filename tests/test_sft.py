@@ -1,0 +1,198 @@
+"""Instruction fine-tuning (`make sft`, training/sft.py, jobs/sft.py): the PolyLM-MultiAlpaca
+prompt template, loss on response tokens only, loss falling on a small instruction set, exact
+resume, and the exported model answering through `generate` (tiny sizes, CPU)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from training.config import ModelConfig
+from training.data import IGNORE_INDEX
+from training.export import export_hf
+from training.model import PolyLM
+
+NTREX = {"en": "newstest2019-src.eng.txt", "de": "newstest2019-ref.deu.txt"}
+CITIES = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
+          ("Japan", "Tokyo"), ("China", "Beijing"), ("Russia", "Moscow"), ("Turkey", "Ankara")]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+
+
+def _instructions() -> list[dict]:
+    """16 tiny tasks: 8 without input, 8 with an input (the MultiAlpaca columns)."""
+    rows = [{"instruction": f"What is the capital of {c}?", "input": "", "output": f"The capital is {t}.",
+             "lang": "en"} for c, t in CITIES]
+    rows += [{"instruction": "Name the country of this city.", "input": t, "output": f"{t} is in {c}.",
+              "lang": "de" if i % 2 else "en"} for i, (c, t) in enumerate(CITIES)]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, shared_data):
+    """A SentencePiece model trained on NTREX lines, a tiny PolyLM (random init) exported to HF
+    (the `make export` layout), and the 16 tasks as `make instruct` output parquet."""
+    import sentencepiece as spm
+
+    root = tmp_path_factory.mktemp("sft")
+    lines = [x for f in NTREX.values()
+             for x in (shared_data / "ntrex-128" / f).read_text(encoding="utf-8").splitlines()[:300]]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=buf, vocab_size=1000, model_type="bpe",
+        byte_fallback=True, split_digits=True, character_coverage=1.0, pad_id=0, unk_id=1, bos_id=2,
+        eos_id=3, num_threads=1, minloglevel=2, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=True, allow_whitespace_only_pieces=True)
+    spm_path = root / "spm.model"
+    spm_path.write_bytes(buf.getvalue())
+    cfg = ModelConfig.from_name("tiny", vocab_size=1000, max_seq_len=64)
+    torch.manual_seed(0)
+    model = PolyLM(cfg)
+    model.init_weights(seed=1)
+    hf = export_hf(model, cfg, spm_path, root / "base-hf")
+    rows = _instructions()
+    for lang in ("en", "de"):
+        d = root / "instruct" / f"lang={lang}"
+        d.mkdir(parents=True)
+        sel = [r for r in rows if r["lang"] == lang]
+        pq.write_table(pa.table({"instruction": [r["instruction"] for r in sel], "input": [r["input"] for r in sel],
+                                 "output": [r["output"] for r in sel], "lang": [lang] * len(sel),
+                                 "seed_ids": [["s1"]] * len(sel), "round": [1] * len(sel),
+                                 "rouge_max": [0.1] * len(sel)}), d / "part-00000.parquet")
+    return {"root": root, "spm": spm_path, "hf": hf, "instruct": root / "instruct", "cfg": cfg}
+
+
+def _args(base, out: Path, steps: int, *extra: str) -> list[str]:
+    repo = Path(__file__).resolve().parent.parent
+    return ["--config", str(repo / "configs" / "train" / "sft-tiny.yaml"),
+            "--set", f"base.path={base['hf']}", "--set", f"data.instruct_dir={base['instruct']}",
+            "--set", f"out_dir={out}", "--set", f"checkpoint.dir={out / 'ckpt'}",
+            "--set", "data.seq_len=64", "--set", f"training.steps={steps}", "--set", "training.device=cpu",
+            "--set", "training.num_threads=1", "--set", "optim.lr=3.0e-3", *extra]
+
+
+def _losses(out: Path) -> dict[int, float]:
+    rows = {}
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r.get("kind", "train") == "train":
+            rows[r["step"]] = r["loss"]
+    return rows
+
+
+def test_template_and_prompt_labels(base):
+    """The PolyLM-MultiAlpaca query (instruction [\\n input] \\n\\n), and labels == -100 exactly
+    where the next token is a prompt token; response tokens and EOS carry loss."""
+    import sentencepiece as spm
+
+    from training.sft import SFTDataset, encode_example, format_prompt
+
+    assert format_prompt("Say hi.", "") == "Say hi.\n\n"
+    assert format_prompt("Say hi.", None) == "Say hi.\n\n"
+    assert format_prompt("Name the city.", "Paris") == "Name the city.\nParis\n\n"
+    sp = spm.SentencePieceProcessor(model_file=str(base["spm"]))
+    p = sp.encode(format_prompt("Name the country of this city.", "Rome"))
+    r = sp.encode("Rome is in Italy.")
+    x, y = encode_example(sp.encode, 3, "Name the country of this city.", "Rome", "Rome is in Italy.")
+    assert x == p + r  # EOS is the last target, never an input
+    assert y == [IGNORE_INDEX] * (len(p) - 1) + r + [3]
+    assert len(x) == len(y)
+    # in a padded batch: prompt positions and padding are ignored, nothing else
+    ds = SFTDataset(_instructions(), sp.encode, eos_id=3, pad_id=0, seq_len=64, seed=1)
+    assert ds.counts == {"rows": 16, "kept": 16, "too_long": 0, "empty": 0}
+    xb, yb, lid, pad_frac = ds.batch(0, global_batch=8, micro_batch=4)
+    assert xb.shape[:2] == (2, 4) and xb.shape[-1] % 8 == 0 and 0 <= pad_frac < 1
+    idx = ds.indices(0, 8)
+    for m in range(2):
+        for b in range(4):
+            i = idx[m * 4 + b]
+            k = len(ds.input_ids[i])
+            assert (yb[m, b, k:] == IGNORE_INDEX).all() and (xb[m, b, k:] == 0).all()
+            assert yb[m, b, :k].tolist() == ds.labels[i].tolist()
+    # too long examples are dropped and counted, not cut
+    lens = sorted(len(a) for a in ds.input_ids)
+    short = SFTDataset(_instructions(), sp.encode, eos_id=3, pad_id=0, seq_len=lens[7], seed=1)
+    assert short.counts["too_long"] == sum(n > lens[7] for n in lens) > 0
+    assert short.counts["kept"] + short.counts["too_long"] == 16
+
+
+def test_sft_loss_falls_exports_and_answers(base, tmp_path):
+    """`make sft` path on the HF base: 120 steps (~2 s) on 16 tasks, loss falls, metrics/checkpoints
+    written, and the exported model answers a training prompt through the usual one-liner."""
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from jobs.sft import main
+
+    out = tmp_path / "run"
+    assert main(_args(base, out, 120)) == 0
+    losses = _losses(out)
+    assert sorted(losses) == list(range(1, 121))
+    first, last = sum(losses[s] for s in range(1, 6)) / 5, sum(losses[s] for s in range(116, 121)) / 5
+    assert last < 0.5 * first, (first, last)
+    assert (out / "ckpt").is_dir() and (out / "summary.json").is_file()
+    tok = AutoTokenizer.from_pretrained(out / "hf", local_files_only=True)
+    model = GPT2LMHeadModel.from_pretrained(out / "hf", local_files_only=True).eval()
+    prompt = "What is the capital of France?\n\n"
+    enc = tok(prompt, return_tensors="pt")
+    with torch.no_grad():
+        gen = model.generate(**enc, max_new_tokens=16, do_sample=False, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id)
+    answer = tok.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert answer == "The capital is Paris.", answer  # the trained response, then EOS
+
+
+def test_sft_resume_is_exact(base, tmp_path):
+    """Stop at step 5, resume to 12: same per-step losses and the same final weights as an
+    uninterrupted 12-step run."""
+    from safetensors.torch import load_file
+
+    from jobs.sft import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(_args(base, a, 12, "--set", "checkpoint.interval=0")) == 0
+    assert main(_args(base, b, 12, "--set", "checkpoint.interval=0", "--stop-at-step", "5")) == 0
+    assert not (b / "hf").exists()  # no export before the last step
+    assert sorted(_losses(b)) == [1, 2, 3, 4, 5]
+    assert main(_args(base, b, 12, "--set", "checkpoint.interval=0")) == 0
+    la, lb = _losses(a), _losses(b)
+    assert sorted(lb) == list(range(1, 13))
+    assert all(la[s] == lb[s] for s in la), (la, lb)
+    wa, wb = load_file(str(a / "hf" / "model.safetensors")), load_file(str(b / "hf" / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sft_from_dcp_checkpoint_and_bad_config(base, tmp_path, capsys):
+    """A DCP base (model name config + tokenizer) gives the same weights as its HF export;
+    unknown keys / a missing base exit 2 with a message."""
+    from training.checkpoint import CheckpointManager
+    from training.sft import load_sft_config, polylm_state_from_hf
+
+    from jobs.sft import main, resolve_base
+
+    cfg, sd = polylm_state_from_hf(base["hf"])
+    model = PolyLM(cfg)
+    model.load_state_dict(sd)
+    opt = torch.optim.AdamW(model.parameters())
+    CheckpointManager(tmp_path / "dcp").save(3, model, opt, {"loader": {}})
+    mfile = tmp_path / "model.yaml"
+    mfile.write_text("base: tiny\nmax_seq_len: 64\n")
+    sc = load_sft_config(None, [f"base.path={tmp_path / 'dcp'}", f"base.config={mfile}",
+                                f"base.tokenizer={base['spm']}"])
+    mcfg2, sd2, tok = resolve_base(sc.base)
+    assert mcfg2.vocab_size == cfg.vocab_size and tok == str(base["spm"])
+    assert all(torch.equal(sd[k], sd2[k]) for k in ("tok_emb.weight", "layers.0.attn.qkv.weight"))
+    assert main(["--set", "data.nope=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+    assert main(["--set", "base.path=null"]) == 2
+    assert "base.path" in capsys.readouterr().err
