@@ -137,6 +137,14 @@ instruct: setup  ## self-instruct rounds -> $(OUT)/instruct/lang=xx + stats.json
 bench-instruct: setup  ## diversity filter: Spark job vs the plain sequential Rouge-L filter on 20,000 synthetic instructions
 	$(PY) bench/bench_instruct.py
 
+.PHONY: sft
+SFT_CONFIG ?= configs/train/sft-tiny.yaml
+SFT_BASE ?= $(EXPORT_OUT)
+SFT_ARGS ?=
+
+sft: setup  ## instruction fine-tuning of SFT_BASE (HF export dir, default $(OUT)/hf; or a DCP root with SFT_ARGS="--set base.config=TRAIN_CONFIG") on $(OUT)/instruct -> build/sft (+ hf/); NPROC=2: FSDP
+	$(TRAIN_LAUNCH) -m jobs.sft --config $(SFT_CONFIG) --set base.path=$(SFT_BASE) --set data.instruct_dir=$(OUT)/instruct $(SFT_ARGS)
+
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build spark-warehouse metastore_db derby.log
 
