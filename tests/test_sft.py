@@ -196,3 +196,7 @@ def test_sft_from_dcp_checkpoint_and_bad_config(base, tmp_path, capsys):
     assert "unknown key" in capsys.readouterr().err
     assert main(["--set", "base.path=null"]) == 2
     assert "base.path" in capsys.readouterr().err
+    assert load_sft_config(None, ["data.languages=de"]).data.languages == ["de"]  # a string = one code
+    assert main([f"--set=base.path={base['hf']}", f"--set=data.instruct_dir={tmp_path / 'none'}",
+                 "--set=training.device=cpu", "--set=data.seq_len=64"]) == 2
+    assert "make instruct" in capsys.readouterr().err
