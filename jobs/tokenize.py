@@ -52,14 +52,20 @@ from pipeline.stage import log, map_arrow  # noqa: E402
 from pipeline.shard import MANIFEST, SUCCESS, shard_rel_path  # noqa: E402
 
 TOKEN_SCHEMA = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("lang", pa.string()),
-                          ("source", pa.string())])
+                          ("source", pa.string()), ("n_tokens", pa.int32())])
+#: Tokens per Parquet row group of a token shard (about 4 MiB of int32 ids): small enough that a
+#: data-parallel rank decodes little besides its own rows (training/data.py reads whole row
+#: groups), large enough for efficient scans. Rows per group = this / mean row length, 64..8192.
+ROW_GROUP_TOKENS = 1 << 20
 SHARD_RESULT_DDL = "lang string, source string, bucket int, file string, documents bigint, tokens bigint"
 
 
 class ShardWriter:
     """``applyInArrow`` function: writes one token shard (all rows of one (lang, source, bucket)
     group) with pyarrow to ``<root>/<lang>/<source>/part-<bucket>.parquet`` (columns ``id,
-    input_ids, lang, source``: the corpus layout, see :mod:`pipeline.shard`), rows sorted by
+    input_ids, lang, source, n_tokens``: the corpus layout, see :mod:`pipeline.shard`; ``n_tokens``
+    lets each trainer rank index row lengths without decoding ``input_ids``; row groups of about
+    :data:`ROW_GROUP_TOKENS` tokens), rows sorted by
     ``id`` (ties by the token bytes), and returns one row ``(lang, source, bucket, file,
     documents, tokens)``. ``root`` must be reachable from executors (shared disk, HDFS, S3)."""
 
@@ -77,17 +83,22 @@ class ShardWriter:
         digests = [hashlib.blake2b(x.values.to_numpy(zero_copy_only=False).tobytes(), digest_size=8).digest()
                    if x.is_valid else b"" for x in toks]
         order = sorted(range(len(ids)), key=lambda i: (ids[i], digests[i]))
+        ids_sorted = toks.take(pa.array(order, pa.int64())).cast(pa.list_(pa.int32()))
+        n_tokens = pc.list_value_length(ids_sorted).cast(pa.int32())
         out = pa.table({"id": table.column("id").take(pa.array(order, pa.int64())),
-                        "input_ids": toks.take(pa.array(order, pa.int64())).cast(pa.list_(pa.int32())),
+                        "input_ids": ids_sorted,
                         "lang": pa.array([lang] * len(order), pa.string()),
-                        "source": pa.array([source] * len(order), pa.string())},
+                        "source": pa.array([source] * len(order), pa.string()),
+                        "n_tokens": n_tokens},
                        schema=TOKEN_SCHEMA)
+        mean = (int(pc.sum(n_tokens).as_py() or 0) / max(len(order), 1)) or 1.0
+        rows_per_group = int(min(8192, max(64, ROW_GROUP_TOKENS // mean)))
         rel = shard_rel_path(lang, source, bucket)
         filesystem, base = pafs.FileSystem.from_uri(self.root) if "://" in self.root else (pafs.LocalFileSystem(), self.root)
         path = f"{base.rstrip('/')}/{rel}"
         filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with filesystem.open_output_stream(path) as f:
-            pq.write_table(out, f, compression="zstd", row_group_size=8192, write_statistics=False)
+            pq.write_table(out, f, compression="zstd", row_group_size=rows_per_group, write_statistics=False)
         n_tok = int(pc.sum(pc.list_value_length(out.column("input_ids"))).as_py() or 0)
         return pa.table({"lang": [lang], "source": [source], "bucket": pa.array([bucket], pa.int32()),
                          "file": [rel], "documents": pa.array([out.num_rows], pa.int64()),

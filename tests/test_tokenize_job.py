@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.test_tokenizer import build_corpus_fixture
+from jobs import tokenize as TJ
 from training import tokenizer as T
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +89,13 @@ def test_tokenize_job_shards_manifest_and_rerun(spark, tok_out):
             ids = t.column("id").to_pylist()
             assert ids == sorted(ids)
             rows = t.column("input_ids").to_pylist()
+            # n_tokens lets each trainer rank index row lengths without decoding input_ids, and
+            # row groups of about ROW_GROUP_TOKENS tokens keep what a rank decodes near its own rows
+            assert t.column("n_tokens").to_pylist() == [len(x) for x in rows]
+            md = pq.ParquetFile(tokens / f).metadata
+            per_group = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+            mean = sum(len(x) for x in rows) / len(rows)
+            assert max(per_group) <= max(64, min(8192, int(TJ.ROW_GROUP_TOKENS // mean))), per_group
             for doc_id, x in zip(ids, rows):
                 assert x[-1] == 2 and 2 not in x[:-1] and 1 not in x and 3 not in x
                 seen_ids.add(doc_id)
@@ -159,3 +167,18 @@ def test_cli_help(job):
     r = subprocess.run([sys.executable, "-m", job, "--help"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "--out" in r.stdout and "--profile" in r.stdout
+
+
+def test_token_shard_row_groups_sized_by_tokens(tmp_path):
+    """Long documents: row groups of about ROW_GROUP_TOKENS tokens (not 8192 rows), so a
+    trainer rank that needs a few rows decodes a few MiB, not the whole shard; n_tokens per row."""
+    rows = [[5] * 40_000 for _ in range(200)] + [[6] * 10 for _ in range(100)]
+    table = pa.table({"id": [f"d{i:04d}" for i in range(len(rows))],
+                      "input_ids": pa.array(rows, pa.list_(pa.int32()))})
+    res = TJ.ShardWriter(str(tmp_path))((pa.scalar("de"), pa.scalar("web"), pa.scalar(0, pa.int32())), table)
+    f = tmp_path / res.column("file")[0].as_py()
+    md = pq.ParquetFile(f).metadata
+    assert md.num_row_groups >= 4 and max(md.row_group(g).num_rows for g in range(md.num_row_groups)) <= 64
+    t = pq.read_table(f)
+    assert t.column("n_tokens").to_pylist() == [len(x) for x in t.column("input_ids").to_pylist()]
+    assert res.column("tokens")[0].as_py() == 200 * 40_000 + 100 * 10
