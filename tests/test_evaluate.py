@@ -278,3 +278,41 @@ def test_task_formats_and_errors(world, hf_export, tmp_path, capsys):
     assert squad_f1_em("The Berlin", ["berlin"]) == (1.0, 1.0)
     assert squad_f1_em("北京市", ["北京"])[0] == pytest.approx(0.8)
     assert squad_f1_em("Paris", ["Berlin"]) == (0.0, 0.0)
+
+
+def test_training_validation_logs_heldout_bits_per_byte(world, tmp_path):
+    """During training, every validation (`metrics.val_every`) logs held-out bits per byte per
+    language next to val_loss (metrics.jsonl and TensorBoard's val/val_bpb/<lang>): summed NLL /
+    ln 2 / the UTF-8 bytes of the held-out windows' label tokens, byte counts checked here
+    against SentencePiece's own decoding."""
+    import sentencepiece as spm
+
+    from training.data import CurriculumLoader, IGNORE_INDEX
+    from training.train import main as train_main, token_bytes_table
+
+    sp = spm.SentencePieceProcessor(model_file=str(world["spm"]))
+    table = token_bytes_table(world["spm"], 3072)
+    text = "Die Würde des Menschen ist unantastbar. 人人生而自由 𠀋 2019"
+    ids = sp.encode(text)
+    assert any(sp.is_byte(i) for i in ids)  # byte fallback exercised
+    assert table[ids].sum().item() == len(sp.decode(ids).encode("utf-8")) + 1  # + the dummy-prefix space
+    assert table[3].item() == 0 and table[3071].item() == 0  # </s>, ids past the tokenizer
+
+    out = tmp_path / "run"
+    assert train_main(["--config", str(world["config"]), "--set", f"out_dir={out}",
+                       "--set", f"checkpoint.dir={out / 'ck'}", "--set", "metrics.validate=true",
+                       "--set", "metrics.val_every=10", "--set", "training.steps=10",
+                       "--set", "checkpoint.enabled=false"]) == 0
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r.get("kind") == "val" or "val_bpb" in r]
+    assert val and all(set(r["val_bpb"]) == set(NTREX) for r in val), val[:1]
+    last = val[-1]
+    loader = CurriculumLoader(world["tokens"], seq_len=128, global_batch_size=8, micro_batch_size=4,
+                              val_fraction=0.1, val_files_per_stream=1)
+    vs = loader.validation_set()
+    for li, lang in enumerate(loader.languages):
+        lab = vs.labels[vs.lang_ids == li]
+        keep = lab != IGNORE_INDEX
+        nbytes = table[lab[keep]].sum().item()
+        bpb = last["val_loss"][lang] * keep.sum().item() / math.log(2) / nbytes
+        assert last["val_bpb"][lang] == pytest.approx(bpb, rel=1e-6), lang

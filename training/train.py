@@ -341,13 +341,51 @@ def forward_backward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, l
 
 # --------------------------------------------------------------------------------- validate
 @torch.no_grad()
+def token_bytes_table(tokenizer_path: str | Path, vocab_size: int) -> torch.Tensor:
+    """UTF-8 bytes each token id stands for in decoded text: ``float64 [vocab_size]``.
+
+    A normal piece counts the bytes of its text (``▁`` -> one space), a byte-fallback piece
+    (``<0xNN>``) one byte, control and unknown pieces (``<s>``, ``</s>``, ``<pad>``, ``<unk>``)
+    zero, ids past the tokenizer's vocabulary zero. Summed over the labels of held-out windows it
+    gives their text's byte count (plus one byte per word-initial ``▁`` of a document start), the
+    denominator of bits per byte (Gao et al. 2020, The Pile, sec. 4).
+
+    Raises:
+        OSError: the SentencePiece model cannot be read.
+    """
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_path))
+    out = torch.zeros(vocab_size, dtype=torch.float64)
+    for i in range(min(vocab_size, sp.get_piece_size())):
+        if sp.is_control(i) or sp.is_unknown(i):
+            continue
+        out[i] = 1.0 if sp.is_byte(i) else len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+    return out
+
+
+def _manifest_tokenizer(manifest) -> Path | None:
+    """The token manifest's SentencePiece model (recorded relative to the token directory, or
+    absolute), or None when it is not there."""
+    rec = getattr(manifest, "tokenizer", "") or ""
+    if not rec:
+        return None
+    for cand in (Path(manifest.root) / rec, Path(rec)):
+        if cand.is_file():
+            return cand
+    return None
+
+
 def evaluate(model, val, *, micro_batch: int, device, rank: int, world: int,
-             languages: list[str]) -> dict[str, float]:
+             languages: list[str], token_bytes: torch.Tensor | None = None,
+             bpb_out: dict[str, float] | None = None) -> dict[str, float]:
     """Per-language mean validation loss (nats/token) on ``val`` (a ``ValidationSet``).
 
     Rows are padded with ignored labels to a multiple of ``world * micro_batch`` so every rank
     runs the same number of forwards (required by FSDP collectives). Sums stay on ``device``;
-    one all-reduce and one host read at the end."""
+    one all-reduce and one host read at the end. With ``token_bytes`` (see
+    :func:`token_bytes_table`), ``bpb_out`` is filled with each language's bits per byte:
+    sum of NLL / ln 2 / sum of the label tokens' bytes."""
     n = val.input_ids.shape[0]
     if n == 0:
         return {}
@@ -359,7 +397,8 @@ def evaluate(model, val, *, micro_batch: int, device, rank: int, world: int,
         y = torch.cat([y, torch.full((pad, y.shape[1]), IGNORE_INDEX, dtype=y.dtype)])
         lid = torch.cat([lid, lid[:1].expand(pad)])
     L = len(languages)
-    sums = torch.zeros(2 * L, dtype=torch.float64, device=device)
+    sums = torch.zeros(3 * L, dtype=torch.float64, device=device)
+    tb = token_bytes.to(device) if token_bytes is not None else None
     was_training = model.training
     model.eval()
     for start in range(0, x.shape[0], chunk):
@@ -370,9 +409,15 @@ def evaluate(model, val, *, micro_batch: int, device, rank: int, world: int,
         tok = model(xb, yb, loss_reduction="none").float()
         valid = (yb != IGNORE_INDEX).to(torch.float64)
         sums[:L].index_add_(0, lb, (tok.double() * valid).sum(1))
-        sums[L:].index_add_(0, lb, valid.sum(1))
+        sums[L:2 * L].index_add_(0, lb, valid.sum(1))
+        if tb is not None:
+            ids = yb.clamp(min=0, max=tb.shape[0] - 1)
+            sums[2 * L:].index_add_(0, lb, (tb[ids] * valid).sum(1))
     model.train(was_training)
     host = all_reduce_sum_(sums, device).tolist()
+    if bpb_out is not None and tb is not None:
+        bpb_out.update({languages[i]: host[i] / math.log(2) / host[2 * L + i]
+                        for i in range(L) if host[2 * L + i] > 0})
     return {languages[i]: host[i] / host[L + i] for i in range(L) if host[L + i] > 0}
 
 
@@ -461,6 +506,14 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
               flush=True)
 
     val_set = loader.validation_set() if cfg.metrics.validate else None
+    token_bytes = None
+    if val_set is not None:
+        spm_path = _manifest_tokenizer(loader.manifest)
+        if spm_path is not None:
+            token_bytes = token_bytes_table(spm_path, mcfg.vocab_size)
+        elif rank == 0:
+            print("[train] validation: no tokenizer in the token manifest, so no bits per byte "
+                  "(val_loss only)", flush=True)
     L = len(languages)
     seq = cfg.data.seq_len
     # rows of the current flush window: (step, host fields, device tensor [2 + 2L + 2]:
@@ -502,11 +555,15 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
     def run_validation(step: int) -> dict[str, float]:
         nonlocal window_t0
         flush()
+        bpb: dict[str, float] = {}
         res = evaluate(model, val_set, micro_batch=cfg.metrics.val_micro_batch_size, device=device,
-                       rank=rank, world=world, languages=languages)
+                       rank=rank, world=world, languages=languages, token_bytes=token_bytes, bpb_out=bpb)
         if res:
             mean = sum(res.values()) / len(res)
-            metrics.log(step, {"val_loss_mean": mean, "val_loss": res}, kind="val")
+            row = {"val_loss_mean": mean, "val_loss": res}
+            if bpb:  # held-out bits per byte per language (comparable with `make eval`'s heldout)
+                row["val_bpb"] = bpb
+            metrics.log(step, row, kind="val")
         window_t0 = time.perf_counter()  # validation time is not training time
         return res
 
