@@ -11,6 +11,7 @@ import sys
 import time
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, cli_path, fail, input_source, load_config
+from pipeline.fs import InputError
 from pipeline.stage import StageContext, log
 
 #: ``--input`` file name endings -> ``--format`` when it is not given.
@@ -189,6 +190,8 @@ def stage_main(stage: str, argv: list[str] | None = None) -> int:
     spark = _session(args, f"polycorpus-{stage}")
     try:
         run_stages(spark, out, config, [stage], force=args.force)
+    except InputError as e:  # a URI data root that cannot be listed (no bucket, no server): its message
+        return fail(str(e))
     finally:
         spark.stop()
     return 0
@@ -240,6 +243,8 @@ def build_main(argv: list[str] | None = None) -> int:
     spark = _session(args, "polycorpus-build")
     try:
         paths = build_corpus(spark, out, config, chain, force=force)["report"]
+    except InputError as e:  # a URI data root that cannot be listed (no bucket, no server): its message
+        return fail(str(e))
     finally:
         spark.stop()
     from pipeline.shard import MANIFEST

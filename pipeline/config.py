@@ -487,8 +487,34 @@ def load_config(path: str | os.PathLike | None = None, data_root: str | None = N
     return cfg
 
 
+#: (section, key, minimum, maximum or None, integer?) of the plain numbers the stages read; checked on
+#: the driver so a bad value stops the job before Spark starts, not at its stage hours later.
+NUMBER_RULES = [("ingest", "max_doc_bytes", 1, None, True), ("shard", "target_shard_bytes", 1, None, True),
+                ("langid", "max_chars", 1, None, True), ("langid", "default_threshold", 0.0, 1.0, False)]
+
+
+def _check_numbers(cfg: dict, where: str) -> None:
+    for sec, key, lo, hi, integer in NUMBER_RULES:
+        v = (cfg.get(sec) or {}).get(key)
+        if v is None:
+            continue
+        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        kind = "an integer" if integer else "a number"
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and v != int(v)):
+            raise ConfigError(f"{where}: {sec}.{key} must be {kind} {bound}, got {v!r} "
+                              f"(e.g. --set {sec}.{key}={DEFAULT_NUMBERS[(sec, key)]})")
+        if v < lo or (hi is not None and v > hi):
+            raise ConfigError(f"{where}: {sec}.{key} must be {kind} {bound}, got {v!r} "
+                              f"(e.g. --set {sec}.{key}={DEFAULT_NUMBERS[(sec, key)]})")
+
+
+DEFAULT_NUMBERS = {("ingest", "max_doc_bytes"): 8388608, ("shard", "target_shard_bytes"): 134217728,
+                   ("langid", "max_chars"): 20000, ("langid", "default_threshold"): 0.5}
+
+
 def _check_stage_configs(cfg: dict, where: str) -> None:
     """Run the stages' own config checks on the driver, before Spark starts."""
+    _check_numbers(cfg, where)
     rules = cfg.get("rules") or {}
     if "rules" in cfg["stages"]:
         fpath = rules.get("filters") or str(DEFAULT_FILTERS)

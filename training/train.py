@@ -700,7 +700,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = load_config(args.config, args.set)
+    try:
+        cfg = load_config(args.config, args.set)
+    except (FileNotFoundError, ValueError, TypeError) as e:  # bad config / --set: exit 2, no traceback
+        print(f"[train] error: {e}", file=sys.stderr)
+        return 2
     try:
         train(cfg, stop_at_step=args.stop_at_step)
     finally:

@@ -1,0 +1,48 @@
+"""Stage numbers out of range (``shard.target_shard_bytes=0``, ``ingest.max_doc_bytes=-1``,
+``langid.default_threshold=2``) stop the job when the config loads, before Spark starts, with
+exit status 2 and the fix; before, ``target_shard_bytes=0`` passed the driver checks and raised
+a ValueError traceback only in the shard stage, after every earlier stage had run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("override, match", [
+    ("shard.target_shard_bytes=0", r"shard\.target_shard_bytes must be an integer >= 1, got 0 "
+                                   r"\(e\.g\. --set shard\.target_shard_bytes=134217728\)"),
+    ("shard.target_shard_bytes=-5", r"shard\.target_shard_bytes must be an integer >= 1, got -5"),
+    ("ingest.max_doc_bytes=0", r"ingest\.max_doc_bytes must be an integer >= 1, got 0"),
+    ("langid.max_chars=abc", r"langid\.max_chars must be an integer >= 1, got 'abc'"),
+    ("langid.default_threshold=2", r"langid\.default_threshold must be a number in \[0\.0, 1\.0\], got 2"),
+])
+def test_bad_stage_numbers_rejected(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=[override])
+
+
+def test_good_stage_numbers_pass():
+    cfg = load_config(overrides=["shard.target_shard_bytes=1000", "ingest.max_doc_bytes=4096",
+                                 "langid.default_threshold=0", "langid.max_chars=100"])
+    assert cfg["shard"]["target_shard_bytes"] == 1000
+
+
+def test_build_corpus_exit_2_before_spark(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "hello"}\n')
+    r = subprocess.run([sys.executable, "-m", "jobs.build_corpus", "--input", str(tmp_path / "*.jsonl"),
+                        "--format", "jsonl", "--out", str(tmp_path / "out"),
+                        "--set", "shard.target_shard_bytes=0"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "shard.target_shard_bytes must be an integer >= 1" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
