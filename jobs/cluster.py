@@ -474,9 +474,18 @@ def check_deploy_mode(master: str, deploy_mode: str) -> None:
     support cluster deploy mode for Python applications on standalone clusters ("Cluster deploy
     mode is currently not supported for python applications on standalone clusters.").
 
+    A ``local[...]`` master is refused too: ``submit`` ships the environment to executors on other
+    machines; a local build runs in-process with ``python -m jobs.build_corpus --master local[N]``
+    (``make corpus`` without ``MASTER``).
+
     Raises:
-        UsageError: cluster mode with a ``spark://`` master, or an unknown deploy mode.
+        UsageError: a ``local`` master, cluster mode with a ``spark://`` master, or an unknown
+            deploy mode.
     """
+    if master == "local" or master.startswith("local["):
+        raise UsageError(f"`submit` is for cluster masters (spark://, yarn, k8s://), got {master!r}: run a "
+                         f"local build in-process with `python -m jobs.build_corpus --master {master}` "
+                         "(or `make corpus` without MASTER)")
     if deploy_mode not in ("client", "cluster"):
         raise UsageError(f"--deploy-mode must be client or cluster, got {deploy_mode!r}")
     if deploy_mode == "cluster" and master.startswith("spark://"):

@@ -135,3 +135,14 @@ def test_cluster_deploy_mode_on_standalone_is_refused_as_spark_does(tmp_path):
     assert p.returncode != 0
     assert "Cluster deploy mode is currently not supported for python applications on standalone clusters" \
         in p.stdout + p.stderr
+
+
+def test_submit_refuses_a_local_master():
+    """`jobs.cluster submit --master local[2]` used to pack the venv, then fail inside
+    spark-submit ("Cannot run program ./env/bin/python") with Java and Python tracebacks; it now
+    exits 2 at once, naming the in-process command."""
+    p = subprocess.run([python_exe(), "-m", "jobs.cluster", "submit", "--master", "local[2]"],
+                       capture_output=True, text=True, timeout=120, cwd=str(REPO),
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 2 and "jobs.build_corpus --master local[2]" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
