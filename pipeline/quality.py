@@ -543,6 +543,8 @@ class QualityStage(Stage):
 
         from pipeline.plots import count_axis, pyplot
 
+        if not per:  # no documents reached this stage: nothing to plot
+            return []
         plt = pyplot()  # Agg, fonts >= 9 pt
         out_dir = ctx.path("stats", "plots")
         if "://" in out_dir and not out_dir.startswith("file:"):
