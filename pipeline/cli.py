@@ -242,7 +242,8 @@ def build_main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     spark = _session(args, "polycorpus-build")
     try:
-        paths = build_corpus(spark, out, config, chain, force=force)["report"]
+        built = build_corpus(spark, out, config, chain, force=force)
+        paths = built["report"]
     except InputError as e:  # a URI data root that cannot be listed (no bucket, no server): its message
         return fail(str(e))
     finally:
@@ -253,7 +254,41 @@ def build_main(argv: list[str] | None = None) -> int:
     print(f"corpus:  {out}/corpus  (manifest: {out}/corpus/{MANIFEST})")
     print(f"report:  {paths['json']}")
     print(f"         {paths['html']}")
+    warning = empty_corpus_warning(built["stats"])
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
+
+
+def empty_corpus_warning(stats: dict[str, dict]) -> str | None:
+    """A warning when the chain's last stage kept no document although documents came in:
+    names the reasons that removed the most (over every stage) and where thresholds live, so an
+    empty corpus is never taken for a success. None when something was kept or nothing came in.
+
+    Args:
+        stats: ``{stage: stats dict}`` as :func:`run_stages` returns (``totals``: ``in``,
+            ``kept``, ``removed`` and ``quarantined`` by reason).
+    """
+    if not stats:
+        return None
+    first, last = next(iter(stats.values())), list(stats.values())[-1]
+    n_in = int((first.get("totals") or {}).get("in", 0))
+    if n_in == 0 or int((last.get("totals") or {}).get("kept", 0)) > 0:
+        return None
+    reasons: dict[str, int] = {}
+    for st in stats.values():
+        tot = st.get("totals") or {}
+        for kind in ("removed", "quarantined"):
+            for r, c in (tot.get(kind) or {}).items():
+                reasons[r] = reasons.get(r, 0) + int(c)
+    top = ", ".join(f"{r} ({c})" for r, c in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+    hint = ""
+    if any(r in ("gopher_short_doc", "gopher_few_stop_words") for r in reasons):
+        hint = (" Short texts (sentences, short paragraphs) are below Gopher's minimum length for web "
+                "pages: ingest curated text with --tier reference (no minimum length), or change "
+                "min_doc_words in your own copy of configs/filters.yaml (--set rules.filters=FILE).")
+    return (f"WARNING: the corpus is empty: all {n_in} input documents were removed or quarantined; "
+            f"most by {top}. See the report's examples per reason.{hint}")
 
 
 def report_main(argv: list[str] | None = None) -> int:

@@ -249,3 +249,24 @@ def test_resolved_config_round_trip(tmp_path, monkeypatch):
     for k in ("sources", "languages", "stages", "dedup", "rules", "quality", "data_root"):
         assert again[k] == cfg[k], k
     assert again["sources"][0]["options"] == {"text_field": "content"} and again["languages"] == ["en", "de"]
+
+
+def test_empty_corpus_warning_names_the_reasons_and_the_fix():
+    """A build whose input was all removed used to end with exit 0 and no word of it (a new
+    user's three-sentence paragraphs all fell under Gopher's 50-word minimum): the build now
+    warns, naming the top reasons and, for short texts, --tier reference."""
+    from pipeline.cli import empty_corpus_warning
+
+    stats = {
+        "ingest": {"totals": {"in": 30, "kept": 28, "removed": {}, "quarantined": {"bad_json": 2}}},
+        "langid": {"totals": {"in": 28, "kept": 28, "removed": {}, "quarantined": {}}},
+        "rules": {"totals": {"in": 28, "kept": 0, "removed": {"gopher_short_doc": 27, "c4_lorem_ipsum": 1},
+                             "quarantined": {}}},
+        "shard": {"totals": {"in": 0, "kept": 0, "removed": {}, "quarantined": {}}},
+    }
+    w = empty_corpus_warning(stats)
+    assert w and "all 30 input documents" in w and w.index("gopher_short_doc (27)") < w.index("bad_json (2)")
+    assert "--tier reference" in w
+    stats["shard"]["totals"]["kept"] = 1
+    assert empty_corpus_warning(stats) is None
+    assert empty_corpus_warning({"ingest": {"totals": {"in": 0, "kept": 0, "removed": {}, "quarantined": {}}}}) is None
