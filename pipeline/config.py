@@ -407,11 +407,20 @@ def validate(cfg: dict, where: str) -> dict:
         if isinstance(node, dict) and key[-1] in node:
             allow_none = key == ("rules", "tiers")
             node[key[-1]] = as_list(node[key[-1]], f"{where}: {'.'.join(key)}", allow_none=allow_none)
+    if "stages" in cfg and not cfg["stages"]:
+        raise ConfigError(f"{where}: stages is empty: name the chain, e.g. [ingest, langid, shard] "
+                          f"(known stages, in order: {list(STAGES)})")
     stages = [str(s) for s in cfg.get("stages") or ["ingest", "langid", "shard"]]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"{where}: stages: unknown stage {unknown[0]!r}{suggest(unknown[0], STAGES)}; "
                           f"known: {list(STAGES)}")
+    # each stage reads the previous one's output: the chain starts at ingest, names a stage once
+    # and keeps the registry's order (ingest, langid, rules, quality, dedup, shard)
+    order = [STAGES.index(s) for s in stages]
+    if stages[0] != "ingest" or any(b <= a for a, b in zip(order, order[1:])):
+        raise ConfigError(f"{where}: stages {stages}: the chain must start with ingest and name each stage "
+                          f"once, in the order {list(STAGES)} (leave stages out to skip them)")
     cfg["stages"] = stages
     tiers = (cfg.get("rules") or {}).get("tiers")
     if tiers is not None:

@@ -46,3 +46,14 @@ def test_build_corpus_exit_2_before_spark(tmp_path):
     assert "shard.target_shard_bytes must be an integer >= 1" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stages", ["[shard,ingest]", "[ingest,ingest,shard]", "[langid,shard]", "[]"])
+def test_stage_chain_out_of_order_or_empty_is_refused_at_load(stages):
+    """`stages=[shard,ingest]` used to pass the config check and fail after Spark started
+    (StageInputMissing traceback); `stages=[]` silently ran a default chain."""
+    from pipeline.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="stages"):
+        load_config(overrides=[f"stages={stages}"])
+    assert load_config(overrides=["stages=[ingest,rules,shard]"])["stages"] == ["ingest", "rules", "shard"]
