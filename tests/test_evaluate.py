@@ -4,7 +4,6 @@ that knows the answers scoring well above chance."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.test_export import SPM_SETTINGS, _train_spm
 from training.config import ModelConfig
 from training.data import write_token_shards
 from training.export import export_hf
@@ -36,16 +36,7 @@ def _offline(monkeypatch, tmp_path):
 
 
 def _spm(path: Path, lines: list[str]) -> Path:
-    import sentencepiece as spm
-
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=buf, vocab_size=3000, model_type="bpe",
-        byte_fallback=True, split_digits=True, character_coverage=1.0, pad_id=0, unk_id=1, bos_id=2,
-        eos_id=3, num_threads=1, minloglevel=2, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, add_dummy_prefix=True, allow_whitespace_only_pieces=True)
-    path.write_bytes(buf.getvalue())
-    return path
+    return _train_spm(path, lines, vocab_size=3000, **SPM_SETTINGS["project"])
 
 
 @pytest.fixture(scope="module")

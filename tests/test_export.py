@@ -52,12 +52,14 @@ SPM_SETTINGS = {
 }
 
 
-def _train_spm(path, train, **extra):
+def _train_spm(path, train, vocab_size: int = 4000, **extra):
+    """A small SentencePiece BPE model written to ``path`` (special ids pad 0, unk 1, bos 2,
+    eos 3, as the project's tokenizer); ``extra`` adds trainer options (e.g. SPM_SETTINGS)."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(train), model_writer=buf, vocab_size=4000, model_type="bpe",
+        sentence_iterator=iter(train), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
         byte_fallback=True, split_digits=True, character_coverage=1.0,
         pad_id=0, unk_id=1, bos_id=2, eos_id=3, num_threads=1, minloglevel=2, **extra)
     path.write_bytes(buf.getvalue())

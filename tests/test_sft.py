@@ -4,7 +4,6 @@ resume, and the exported model answering through `generate` (tiny sizes, CPU).""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tests.test_export import SPM_SETTINGS, _train_spm
 from training.config import ModelConfig
 from training.data import IGNORE_INDEX
 from training.export import export_hf
@@ -43,19 +43,10 @@ def _instructions() -> list[dict]:
 def base(tmp_path_factory, shared_data):
     """A SentencePiece model trained on NTREX lines, a tiny PolyLM (random init) exported to HF
     (the `make export` layout), and the 16 tasks as `make instruct` output parquet."""
-    import sentencepiece as spm
-
     root = tmp_path_factory.mktemp("sft")
     lines = [x for f in NTREX.values()
              for x in (shared_data / "ntrex-128" / f).read_text(encoding="utf-8").splitlines()[:300]]
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=buf, vocab_size=1000, model_type="bpe",
-        byte_fallback=True, split_digits=True, character_coverage=1.0, pad_id=0, unk_id=1, bos_id=2,
-        eos_id=3, num_threads=1, minloglevel=2, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, add_dummy_prefix=True, allow_whitespace_only_pieces=True)
-    spm_path = root / "spm.model"
-    spm_path.write_bytes(buf.getvalue())
+    spm_path = _train_spm(root / "spm.model", lines, vocab_size=1000, **SPM_SETTINGS["project"])
     cfg = ModelConfig.from_name("tiny", vocab_size=1000, max_seq_len=64)
     torch.manual_seed(0)
     model = PolyLM(cfg)
