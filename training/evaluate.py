@@ -159,9 +159,14 @@ class CausalLMScorer:
 
     # ---- forward passes -------------------------------------------------------------------
     @torch.no_grad()
-    def _logprobs(self, seqs: list[list[int]]) -> list[torch.Tensor]:
-        """log-softmax (fp32) over the vocabulary for each sequence: ``[len(seq), V]``."""
-        out: list[torch.Tensor] = []
+    def _target_logprobs(self, seqs: list[list[int]], targets: list[tuple[int, list[int]]]
+                         ) -> list[tuple[torch.Tensor, bool]]:
+        """For each input sequence and its ``(offset, target ids)``: the fp32 log-probabilities
+        of the targets at positions ``offset .. offset + len(targets) - 1`` (``[len(targets)]``,
+        on the host) and whether each target is the argmax there. The log-softmax and the gather
+        run on the model's device; only the selected values come back (a full ``[T, V]`` row is
+        2 GiB at T = 2048, V = 256,000)."""
+        out: list[tuple[torch.Tensor, bool]] = []
         for i in range(0, len(seqs), self.batch_size):
             chunk = seqs[i:i + self.batch_size]
             n = max(len(s) for s in chunk)
@@ -171,9 +176,13 @@ class CausalLMScorer:
                 ids[j, :len(s)] = torch.tensor(s, dtype=torch.long)
                 mask[j, :len(s)] = 1
             kw = {"attention_mask": mask.to(self.device)} if len(chunk) > 1 else {}
-            logits = self.model(ids.to(self.device), **kw).logits.float()
-            lp = torch.log_softmax(logits, dim=-1).cpu()
-            out.extend(lp[j, :len(s)] for j, s in enumerate(chunk))
+            logits = self.model(ids.to(self.device), **kw).logits
+            for j, (off, tgt) in enumerate(targets[i:i + self.batch_size]):
+                lp = torch.log_softmax(logits[j, off:off + len(tgt)].float(), dim=-1)
+                t = torch.tensor(tgt, dtype=torch.long, device=lp.device)
+                vals = lp.gather(1, t[:, None])[:, 0]
+                greedy = (lp.argmax(-1) == t).all()
+                out.append((vals.cpu(), bool(greedy)))
         return out
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
@@ -190,14 +199,8 @@ class CausalLMScorer:
                 raise ValueError(f"continuation {x!r} (context {c[-40:]!r}) encodes to no token")
             seqs.append((ctx + cont)[-(self.max_length + 1):][:-1])
             conts.append(cont)
-        res = []
-        for lp, cont in zip(self._logprobs(seqs), conts):
-            tail = lp[-len(cont):]
-            tgt = torch.tensor(cont, dtype=torch.long)
-            ll = tail.gather(1, tgt[:, None]).sum().item()
-            greedy = bool((tail.argmax(-1) == tgt).all())
-            res.append((float(ll), greedy))
-        return res
+        targets = [(len(s) - len(c), c) for s, c in zip(seqs, conts)]
+        return [(float(vals.sum().item()), greedy) for vals, greedy in self._target_logprobs(seqs, targets)]
 
     def rolling_nll(self, text: str) -> tuple[float, int]:
         """(negative log-likelihood in nats, tokens scored) of a whole document, the first token
@@ -211,11 +214,8 @@ class CausalLMScorer:
         for start in range(0, len(ids) - 1, self.max_length):
             seqs.append(ids[start:start + self.max_length])
             labels.append(ids[start + 1:start + self.max_length + 1])
-        nll = 0.0
-        for lp, lab, s in zip(self._logprobs(seqs), labels, seqs):
-            lp = lp[:len(lab)]
-            nll -= lp.gather(1, torch.tensor(lab, dtype=torch.long)[:, None]).sum().item()
-        return nll, len(ids) - 1
+        scored = self._target_logprobs(seqs, [(0, lab) for lab in labels])
+        return -sum(float(vals.sum().item()) for vals, _ in scored), len(ids) - 1
 
     @torch.no_grad()
     def greedy(self, prompt: str, *, max_new_tokens: int = 64, stop: str = "\n") -> str:
