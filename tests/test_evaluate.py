@@ -307,3 +307,22 @@ def test_training_validation_logs_heldout_bits_per_byte(world, tmp_path):
         nbytes = table[lab[keep]].sum().item()
         bpb = last["val_loss"][lang] * keep.sum().item() / math.log(2) / nbytes
         assert last["val_bpb"][lang] == pytest.approx(bpb, rel=1e-6), lang
+
+
+def test_results_table_shows_polylm_published_scores_beside_ours():
+    """The table puts PolyLM-13B's published score (arXiv 2307.06018, tables 19-22) beside ours,
+    marks a shot mismatch, and leaves tasks the paper does not report blank."""
+    import training.evaluate as ev
+
+    results = {"shots": 0, "tasks": {
+        "xcopa": {"zh": {"acc": 0.55, "acc_norm": 0.55, "n": 100, "shots": 0},
+                  "th": {"acc": 0.5, "acc_norm": 0.5, "n": 100, "shots": 3}},
+        "tydiqa": {"ko": {"f1": 10.0, "em": 5.0, "n": 10, "shots": 1}},
+        "ntrex": {"de": {"chrf": 20.0, "bleu": 3.0, "n": 10}}}}
+    rows = {tuple(line.split()[:3]): line for line in ev.results_table(results).splitlines()}
+    assert "polylm-13b (paper)" in ev.results_table(results).splitlines()[0]
+    assert rows[("xcopa", "zh", "acc")].rstrip().endswith("67.0")
+    assert rows[("xcopa", "th", "acc")].rstrip().endswith("58.6 (0-shot)")
+    assert rows[("tydiqa", "ko", "f1")].rstrip().endswith("53.8")
+    assert rows[("tydiqa", "ko", "em")].rstrip().endswith("10")
+    assert rows[("ntrex", "de", "chrf")].rstrip().endswith("10")

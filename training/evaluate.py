@@ -685,20 +685,53 @@ def curriculum_stage(step: int, stages, *, total_steps: int, tokens_per_step: in
     return idx, stages[idx].name
 
 
+#: PolyLM-13B's published scores (Wei et al. 2023, "PolyLM", arXiv 2307.06018, appendix C):
+#: ``{task: (metric, shots, {lang: score in percent})}``. Tables 18 (XNLI), 19 (PAWS-X),
+#: 20 (XWinograd), 21 (XCOPA): accuracy, zero-shot; table 22 (TyDiQA-GoldP): F1, one-shot. The
+#: paper's translation figures are WMT20 BLEU (table 24), a different test set from NTREX/FLORES,
+#: so no translation row is compared here. A score is comparable with ours only at the same shots
+#: and on the same split (the paper: XNLI/PAWS-X/XCOPA test sets, XWinograd all items).
+POLYLM_13B_PUBLISHED: dict[str, tuple[str, int, dict[str, float]]] = {
+    "xnli": ("acc", 0, {"en": 54.6, "zh": 35.9, "ar": 33.6, "es": 50.0, "fr": 52.1, "ru": 49.0,
+                        "th": 44.6, "tr": 44.5, "vi": 46.7, "de": 50.2, "bg": 36.3, "el": 33.8,
+                        "hi": 34.9, "sw": 34.4, "ur": 33.5}),
+    "pawsx": ("acc", 0, {"en": 60.9, "zh": 56.0, "es": 59.7, "fr": 56.6, "ja": 51.0, "ko": 46.8,
+                         "de": 60.3}),
+    "xwinograd": ("acc", 0, {"en": 84.6, "zh": 76.6, "ja": 65.7, "pt": 74.9, "ru": 65.1, "fr": 73.5}),
+    "xcopa": ("acc", 0, {"id": 70.2, "it": 66.0, "th": 58.6, "tr": 57.8, "vi": 70.8, "zh": 67.0,
+                         "et": 49.8, "ht": 50.4, "qu": 50.4, "sw": 51.8, "ta": 55.0}),
+    "tydiqa": ("f1", 1, {"ar": 44.9, "en": 58.0, "id": 48.6, "ko": 53.8, "ru": 39.5, "fi": 20.9,
+                         "bn": 2.9, "sw": 22.0, "te": 3.7}),
+}
+
+
+def published_reference(task: str, lang: str, metric: str, shots: int | None) -> str:
+    """PolyLM-13B's published score for ``(task, lang, metric)`` as a table cell: ``"67.0"`` (same
+    shots), ``"67.0 (0-shot)"`` when this run used other shots (or did not record them), ``""`` when
+    the paper has no such figure. Scores in percent (ours: accuracy in [0, 1], F1 in percent)."""
+    ref = POLYLM_13B_PUBLISHED.get(task)
+    if ref is None or ref[0] != metric or lang not in ref[2]:
+        return ""
+    cell = f"{ref[2][lang]:.1f}"
+    return cell if shots == ref[1] else f"{cell} ({ref[1]}-shot)"
+
+
 def results_table(results: dict[str, Any]) -> str:
-    """Plain-text table (one row per task and language) of an ``eval/results.json`` dict."""
-    rows = [("task", "lang", "metric", "value", "n")]
+    """Plain-text table (one row per task and language) of an ``eval/results.json`` dict, with
+    PolyLM-13B's published score beside ours where the paper has one (``POLYLM_13B_PUBLISHED``)."""
+    rows = [("task", "lang", "metric", "value", "n", "polylm-13b (paper)")]
     for lang, r in sorted(results.get("heldout", {}).items()):
-        rows.append(("heldout", lang, "bpb", f"{r['bpb']:.4f}", str(r["docs"])))
-        rows.append(("heldout", lang, "ppl", f"{r['ppl']:.2f}", str(r["tokens"])))
+        rows.append(("heldout", lang, "bpb", f"{r['bpb']:.4f}", str(r["docs"]), ""))
+        rows.append(("heldout", lang, "ppl", f"{r['ppl']:.2f}", str(r["tokens"]), ""))
+    shots = results.get("shots")
     for task, per in sorted(results.get("tasks", {}).items()):
         for lang, r in sorted(per.items()):
             for m in ("acc", "acc_norm", "f1", "em", "chrf", "bleu"):
                 if m in r:
                     rows.append((task, lang, m, f"{r[m]:.4f}" if m.startswith("acc") else f"{r[m]:.2f}",
-                                 str(r.get("n", ""))))
-    w = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(r))
+                                 str(r.get("n", "")), published_reference(task, lang, m, r.get("shots", shots))))
+    w = [max(len(r[i]) for r in rows) for i in range(6)]
+    return "\n".join("  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(r)).rstrip()
                      for r in rows)
 
 
