@@ -499,7 +499,11 @@ def load_config(path: str | os.PathLike | None = None, data_root: str | None = N
 #: (section, key, minimum, maximum or None, integer?) of the plain numbers the stages read; checked on
 #: the driver so a bad value stops the job before Spark starts, not at its stage hours later.
 NUMBER_RULES = [("ingest", "max_doc_bytes", 1, None, True), ("shard", "target_shard_bytes", 1, None, True),
-                ("langid", "max_chars", 1, None, True), ("langid", "default_threshold", 0.0, 1.0, False)]
+                ("langid", "max_chars", 1, None, True), ("langid", "default_threshold", 0.0, 1.0, False),
+                ("dedup", "num_perm", 1, None, True), ("dedup", "seed", 0, None, True),
+                ("dedup", "threshold", 0.0, 1.0, False), ("dedup", "ngram", 1, None, True),
+                ("dedup", "char_ngram", 1, None, True), ("dedup", "max_bucket_pairs", 2, None, True),
+                ("dedup", "max_iter", 1, None, True)]
 
 
 def _check_numbers(cfg: dict, where: str) -> None:
@@ -518,7 +522,10 @@ def _check_numbers(cfg: dict, where: str) -> None:
 
 
 DEFAULT_NUMBERS = {("ingest", "max_doc_bytes"): 8388608, ("shard", "target_shard_bytes"): 134217728,
-                   ("langid", "max_chars"): 20000, ("langid", "default_threshold"): 0.5}
+                   ("langid", "max_chars"): 20000, ("langid", "default_threshold"): 0.5,
+                   ("dedup", "num_perm"): 128, ("dedup", "seed"): 1, ("dedup", "threshold"): 0.8,
+                   ("dedup", "ngram"): 5, ("dedup", "char_ngram"): 5, ("dedup", "max_bucket_pairs"): 50,
+                   ("dedup", "max_iter"): 100}
 
 
 def _check_stage_configs(cfg: dict, where: str) -> None:

@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
     ("ingest.max_doc_bytes=0", r"ingest\.max_doc_bytes must be an integer >= 1, got 0"),
     ("langid.max_chars=abc", r"langid\.max_chars must be an integer >= 1, got 'abc'"),
     ("langid.default_threshold=2", r"langid\.default_threshold must be a number in \[0\.0, 1\.0\], got 2"),
+    ("dedup.num_perm=abc", r"dedup\.num_perm must be an integer >= 1, got 'abc' \(e\.g\. --set dedup\.num_perm=128\)"),
+    ("dedup.threshold=high", r"dedup\.threshold must be a number in \[0\.0, 1\.0\], got 'high'"),
+    ("dedup.ngram=2.5", r"dedup\.ngram must be an integer >= 1, got 2\.5"),
 ])
 def test_bad_stage_numbers_rejected(override, match):
     with pytest.raises(ConfigError, match=match):
@@ -57,3 +60,19 @@ def test_stage_chain_out_of_order_or_empty_is_refused_at_load(stages):
     with pytest.raises(ConfigError, match="stages"):
         load_config(overrides=[f"stages={stages}"])
     assert load_config(overrides=["stages=[ingest,rules,shard]"])["stages"] == ["ingest", "rules", "shard"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.steps=abc", "training.steps: expected an integer, got 'abc'"),
+    ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
+    ("metrics.tensorboard=maybe", "metrics.tensorboard: expected true or false, got 'maybe'"),
+    ("training.micro_batch_size=2.5", "training.micro_batch_size: expected an integer, got 2.5"),
+])
+def test_train_config_value_types_named(override, message):
+    """A value of the wrong type names its key and the expected type; before, `training.steps=abc`
+    failed in the range check with "'<=' not supported between instances of 'str' and 'int'"."""
+    from training.train_config import load_config as load_train_config
+
+    with pytest.raises(ValueError) as e:
+        load_train_config(REPO / "configs" / "train" / "tiny-test.yaml", [override])
+    assert str(e.value) == message

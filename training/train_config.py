@@ -295,9 +295,34 @@ def _build(cls, raw: Any, where: str):
     if cls is OptimSection and "betas" in kwargs:
         kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
     for f in dataclasses.fields(cls):
-        if f.name in kwargs and f.type in ("float", "float | None") and kwargs[f.name] is not None:
-            kwargs[f.name] = float(kwargs[f.name])  # YAML reads "1e-4" as a string
+        if f.name in kwargs:
+            kwargs[f.name] = _typed(f"{where}.{f.name}", f.type, kwargs[f.name])
     return cls(**kwargs)
+
+
+_SCALAR_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _typed(key: str, ftype: str, value: Any) -> Any:
+    """``value`` checked against the scalar field type ``ftype`` (``"int"``, ``"float | None"``,
+    ...; other types pass through). Floats also accept numeric strings (YAML reads ``1e-4`` as a
+    string). Raises ``ValueError`` naming the key, the expected type and the value given, e.g.
+    ``training.steps: expected an integer, got 'abc'``."""
+    base, optional = ftype, False
+    if ftype.endswith(" | None"):
+        base, optional = ftype[: -len(" | None")], True
+    if base not in _SCALAR_TYPES or (optional and value is None):
+        return value
+    if base == "float" and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    ok = isinstance(value, _SCALAR_TYPES[base]) and not (base != "bool" and isinstance(value, bool))
+    if not ok:
+        what = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[base]
+        raise ValueError(f"{key}: expected {what}{' or null' if optional else ''}, got {value!r}")
+    return float(value) if base == "float" else value
 
 
 def _set_dotted(raw: dict, dotted: str) -> None:
