@@ -95,9 +95,9 @@ def load_model(args):
     from training.export import hf_config, hf_tokenizer_from_spm, load_dcp_model_state, to_hf_state_dict
 
     sd = to_hf_state_dict(load_dcp_model_state(dcp_dir, cfg), cfg)
-    from training.export import _spm_special_ids
+    from training.export import spm_special_ids
 
-    special = _spm_special_ids(Path(spm_path))
+    special = spm_special_ids(Path(spm_path))
     model = GPT2LMHeadModel(hf_config(cfg, bos_id=special.get("bos_id"), eos_id=special.get("eos_id"),
                                       pad_id=special.get("pad_id")))
     missing, unexpected = model.load_state_dict(sd, strict=False)

@@ -176,7 +176,11 @@ def to_hf_state_dict(sd: Mapping[str, Any], cfg: ModelConfig,
     return out
 
 
-def _spm_special_ids(spm_path: Path) -> dict[str, Any]:
+def spm_special_ids(spm_path: Path) -> dict[str, Any]:
+    """The special tokens of a SentencePiece model: ``{"vocab_size": int, "bos_id", "bos_token",
+    "eos_id", "eos_token", "pad_id", "pad_token", "unk_id", "unk_token"}``; an id the model does
+    not define (SentencePiece returns -1) is ``None``, and so is its token. Raises ``OSError`` /
+    ``RuntimeError`` (SentencePiece's) when ``spm_path`` is missing or not a model."""
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(spm_path))
@@ -219,7 +223,7 @@ def hf_tokenizer_from_spm(spm_path: str | Path, model_max_length: int | None = N
     spm_path = Path(spm_path)
     if not spm_path.is_file():
         raise FileNotFoundError(f"SentencePiece model not found: {spm_path}")
-    sp = _spm_special_ids(spm_path)
+    sp = spm_special_ids(spm_path)
 
     from tokenizers import Regex, decoders, normalizers, pre_tokenizers
 
@@ -328,7 +332,7 @@ def export_hf(
 
     special: dict[str, Any] = {}
     if tokenizer_model_path is not None:
-        special = _spm_special_ids(Path(tokenizer_model_path))
+        special = spm_special_ids(Path(tokenizer_model_path))
         if special["vocab_size"] > cfg.vocab_size:
             raise ValueError(f"tokenizer {tokenizer_model_path} has {special['vocab_size']} pieces but "
                              f"the model config has only vocab_size={cfg.vocab_size}")
