@@ -108,7 +108,8 @@ def generated_like(base: list[str], lang: str, n: int, seed: int = 0, near_share
 
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process, its live descendants (the Spark JVM and its
-    Python workers) and its reaped children: the core time, meaningful on a shared machine."""
+    Python workers) and every process they reaped (a Python worker that exited counts in its
+    parent's ``children_*`` times): the core time, meaningful on a shared machine."""
     import psutil
 
     me = psutil.Process()
@@ -117,7 +118,7 @@ def cpu_seconds() -> float:
     for c in me.children(recursive=True):
         try:
             ct = c.cpu_times()
-            total += ct.user + ct.system
+            total += ct.user + ct.system + ct.children_user + ct.children_system
         except psutil.Error:
             pass
     return total
