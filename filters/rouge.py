@@ -25,17 +25,26 @@ Exact pruning (no false negatives), from ``F >= t``:
   (``("the", 0), ("the", 1)``) and ordered globally (rarest first), two lists sharing that many
   tokens share one within their first ``n - ceil(t*n/(2-t)) + 1`` tokens (the prefix filter
   of Chaudhuri et al. 2006 / Bayardo et al. 2007, "all-pairs" similarity joins).
+
+:func:`indexed_filter` is the plain sequential filter with these bounds in front of the LCS:
+an inverted index over the prefix-filter keys of the pool as it stands (a kept candidate is
+indexed before the next one is decided), so a candidate is compared exactly only with the
+pool instructions that share a prefix key, pass the length filter and whose token-multiset
+overlap bound ``2 |a ∩ b| / (n + m)`` reaches the floor. ``F <= 2 |a ∩ b| / (n + m)`` because
+an LCS is a common sub-multiset, so no pair with ``F >= floor`` is skipped: the decisions are
+the plain filter's, not an approximation.
 """
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
 from filters.words import words
 
 __all__ = ["rouge_tokens", "lcs_length", "rouge_l", "rouge_l_text", "min_overlap",
            "prefix_length", "length_compatible", "occurrence_tokens", "prefix_tokens",
-           "sequential_filter", "RougeTokenizer", "DEFAULT_THRESHOLD"]
+           "sequential_filter", "indexed_filter", "RougeTokenizer", "DEFAULT_THRESHOLD"]
 
 #: Self-Instruct / MultiAlpaca diversity threshold: keep a task iff its Rouge-L F against every
 #: pool instruction is < 0.7 (Wang et al. 2023 sec. 2.2; PolyLM sec. 3).
@@ -188,3 +197,104 @@ def sequential_filter(pool: Sequence[Sequence[str]], candidates: Sequence[Sequen
         if ok:
             cur.append(list(c))
     return keep, best
+
+
+def indexed_filter(pool: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
+                   threshold: float = DEFAULT_THRESHOLD, report_floor: float | None = None,
+                   grow: bool = True, lcs: Callable[[Sequence, Sequence], int] | None = None
+                   ) -> tuple[list[bool], list[float], list[float]]:
+    """:func:`sequential_filter`'s decisions with exact pruning (module docstring).
+
+    Token keys are the :func:`occurrence_tokens` of every list, ranked rarest first over
+    ``pool + candidates`` (ties by the token, so the order is a pure function of the input).
+    The index holds each pool list's first :func:`prefix_length` keys at ``report_floor``; a
+    candidate probes it with its own prefix; the pairs found pass the length filter and the
+    overlap bound (both at ``report_floor``) before the exact bit-parallel LCS. With ``grow``
+    a kept candidate is indexed before the next candidate is probed: "the pool as it stands".
+
+    Args:
+        pool: token lists already in the pool (e.g. :func:`rouge_tokens` output).
+        candidates: token lists to decide, in generation order.
+        threshold: Rouge-L F at which a candidate is a near duplicate (0.7, Self-Instruct sec.
+            2.2). Must be in (0, 1].
+        report_floor: every pair with F at or above it is scored exactly (default
+            ``threshold``: decisions only). Must be in (0, threshold].
+        grow: add kept candidates to the pool as the plain filter does; ``False`` compares
+            every candidate with ``pool`` only (``new_max`` all 0.0, ``keep`` = ``pool_max <
+            threshold``).
+        lcs: LCS function on lists of int word ids (default :func:`lcs_length`; tests pass
+            a counting one).
+
+    Returns:
+        ``(keep, pool_max, new_max)``, one entry per candidate: kept or not; the max F against
+        ``pool``; the max F against the candidates kept before it. A max is exact when it is
+        ``>= report_floor``; below the floor it is a lower bound (0.0 if no pair was scored).
+        Empty lists score 0.0 against everything (kept, never indexed).
+
+    Raises:
+        ValueError: ``threshold`` or ``report_floor`` out of range.
+    """
+    floor = threshold if report_floor is None else report_floor
+    if not 0.0 < threshold <= 1.0 or not 0.0 < floor <= threshold:
+        raise ValueError(f"need 0 < report_floor <= threshold <= 1, got {floor}, {threshold}")
+    import numpy as np
+
+    lcs = lcs or lcs_length
+    docs = [list(d) for d in pool] + [list(d) for d in candidates]
+    n_pool = len(pool)
+    occ = [occurrence_tokens(d) for d in docs]
+    df = Counter()
+    for o in occ:
+        df.update(o)
+    rank = {k: i for i, k in enumerate(sorted(df, key=lambda k: (df[k], k)))}
+    keys = [sorted(rank[k] for k in o) for o in occ]     # each list's keys, rarest first
+    sets = [frozenset(k) for k in keys]                  # |a ∩ b| as a set intersection
+    word_id: dict[str, int] = {}
+    ids = [[word_id.setdefault(t, len(word_id)) for t in d] for d in docs]  # ints: faster LCS
+    lens = [len(d) for d in docs]
+    lens_np = np.asarray(lens, dtype=np.int64)
+    index: dict[int, list[int]] = {}
+
+    def add(i: int) -> None:
+        for r in keys[i][:prefix_length(lens[i], floor)]:
+            lst = index.get(r)
+            if lst is None:
+                index[r] = [i]
+            else:
+                lst.append(i)
+
+    for i in range(n_pool):
+        if lens[i]:
+            add(i)
+    keep: list[bool] = []
+    pool_max: list[float] = []
+    new_max: list[float] = []
+    for j in range(n_pool, len(docs)):
+        m = lens[j]
+        pm = nm = 0.0
+        if m:
+            probe = [index[r] for r in keys[j][:prefix_length(m, floor)] if r in index]
+            found = set().union(*probe) if probe else ()
+            if found:
+                a = np.fromiter(found, np.int64, len(found))
+                la = lens_np[a]
+                # length filter 2 min(n, m) / (n + m) >= floor, in the JVM-free vector form
+                ok = 2 * np.minimum(la, m) >= floor * (la + m) - _EPS
+                sb, idb = sets[j], ids[j]
+                for i in a[ok].tolist():
+                    tot = lens[i] + m
+                    if 2 * len(sets[i] & sb) < floor * tot - _EPS:   # overlap bound
+                        continue
+                    f = 2.0 * lcs(ids[i], idb) / tot
+                    if i < n_pool:
+                        if f > pm:
+                            pm = f
+                    elif f > nm:
+                        nm = f
+        ok_j = pm < threshold and nm < threshold
+        keep.append(ok_j)
+        pool_max.append(pm)
+        new_max.append(nm)
+        if ok_j and grow and m:
+            add(j)
+    return keep, pool_max, new_max

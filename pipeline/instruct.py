@@ -5,21 +5,18 @@ translation, generation rounds through :mod:`pipeline.generator`, format checks
 Diversity filter (:func:`diversity_filter`), with the sequential meaning of Self-Instruct kept
 exactly: candidate ``c_i`` (in generation order) is kept iff its Rouge-L F against every
 instruction of the pool *as it stands* -- the pool before the round plus the candidates kept
-before ``c_i`` -- is below the threshold (0.7). On Spark:
+before ``c_i`` -- is below the threshold (0.7). The pool as it stands is split in two:
 
-1. every instruction (pool and candidates) is segmented (:func:`filters.rouge.rouge_tokens`),
-   its tokens made unique by occurrence number, ranked rarest first within its language
-   (key frequencies counted by Spark, broadcast), and cut to its prefix-filter keys
-   (:func:`filters.rouge.prefix_length` at ``report_floor`` <= threshold);
-2. candidate pairs = pairs sharing a key (a self-join on ``(lang, key)``), pool -> candidate and
-   earlier -> later candidate; in the JVM: the length filter, one row per pair (the block of
-   its first common key), and the overlap bound ``|a ∩ b| >= floor * (n + m) / 2``; exact
-   Rouge-L (bit-parallel LCS) in Python on the survivors. No pair with F >= ``report_floor``
-   is missed (the bounds are exact); those pairs are collected to the driver;
-3. a candidate whose max F against the pool is >= threshold is dropped (``similar_to_pool``):
-   the pool only grows, so it would be dropped sequentially too;
-4. the other candidates, in generation order, are kept unless a pair F >= threshold links
-   them to an earlier *kept* candidate (``similar_in_round``) (:func:`resolve_sequential`).
+1. against the pool before the round (parallel: a language's candidates are cut into
+   ``shards`` blocks, each cogrouped with the language's pool): a candidate with F >= the
+   threshold against it is dropped (``similar_to_pool``) -- the pool only grows, so the plain
+   filter drops it too, whatever was kept before it in the round;
+2. in the round (one task per language): the other candidates in generation order, each
+   compared with the candidates kept before it and then indexed if kept (``similar_in_round``).
+
+Both steps are :func:`filters.rouge.indexed_filter`: an inverted index over rarest-first
+prefix-filter keys, the length filter and the token-multiset overlap bound prune the pairs
+exactly (no pair with F >= ``report_floor`` is skipped) before the bit-parallel LCS.
 
 ``rouge_max`` of a kept task is its max F against the pool as it stood (pool + earlier kept
 candidates) when that is >= ``report_floor`` (0.5), else null (below the floor: not computed).
@@ -42,7 +39,7 @@ from pathlib import Path
 
 from filters.rouge import DEFAULT_THRESHOLD
 
-__all__ = ["DEFAULTS", "validate_config", "diversity_filter", "resolve_sequential", "run_instruct",
+__all__ = ["DEFAULTS", "validate_config", "diversity_filter", "run_instruct",
            "CANDIDATE_REASONS"]
 
 #: Config keys and defaults (``instruct:`` section). Unknown keys are rejected.
@@ -103,185 +100,113 @@ def validate_config(cfg: dict | None) -> dict:
 
 
 # ------------------------------------------------------------------------------ Spark filter
+_TOK_SCHEMA = "lang string, id long, ord long, toks array<string>"
+_P1_SCHEMA = "lang string, id long, ord long, toks array<string>, pool_max double, keep1 boolean"
+_OUT_SCHEMA = "lang string, id long, keep boolean, reason string, rouge_max double"
+
+
 def _tokenize_batch(batch):
-    """Arrow batch (lang, id, kind, ord, text) -> + n, occ (occurrence-unique tokens)."""
+    """Arrow batch ``(lang, id, ord, text)`` -> ``(lang, id, ord, toks)`` (:func:`rouge_tokens`)."""
     import pyarrow as pa
 
-    from filters.rouge import occurrence_tokens, rouge_tokens
+    from filters.rouge import rouge_tokens
 
-    langs = batch.column("lang").to_pylist()
-    texts = batch.column("text").to_pylist()
-    toks = [rouge_tokens(t or "", lg) for t, lg in zip(texts, langs)]
-    occ = [[f"{w}\x1f{k}" for w, k in occurrence_tokens(t)] for t in toks]
+    toks = [rouge_tokens(t or "", lg) for t, lg in zip(batch.column("text").to_pylist(),
+                                                        batch.column("lang").to_pylist())]
     return pa.RecordBatch.from_arrays(
-        [batch.column("lang"), batch.column("id"), batch.column("kind"), batch.column("ord"),
-         pa.array([len(t) for t in toks], pa.int32()), pa.array(toks, pa.list_(pa.string())),
-         pa.array(occ, pa.list_(pa.string()))],
-        names=["lang", "id", "kind", "ord", "n", "toks", "occ"])
+        [batch.column("lang"), batch.column("id"), batch.column("ord"), pa.array(toks, pa.list_(pa.string()))],
+        names=["lang", "id", "ord", "toks"])
 
 
-class _PrefixKeys:
-    """Arrow batch of tokenized docs -> one row per prefix-filter key, carrying the doc's tokens
-    and its whole key list (in global order) so the pair can be scored in the block of its
-    first common key only (each pair scored once, no distinct shuffle)."""
+def _against_pool(cand, pool, threshold: float, floor: float):
+    """Step 1 (cogroup): one shard of a language's candidates against that language's pool
+    before the round (:func:`filters.rouge.indexed_filter` with ``grow=False``)."""
+    import pandas as pd
 
-    def __init__(self, dfreq: dict, floor: float):
-        self.dfreq, self.floor = dfreq, floor
+    from filters.rouge import indexed_filter
 
-    def __call__(self, batch):
-        import pyarrow as pa
-
-        from filters.rouge import prefix_length
-
-        d = batch.to_pydict()
-        cols = {k: [] for k in ("lang", "key", "id", "kind", "ord", "n", "toks", "occ", "pkeys")}
-        for lang, id_, kind, ord_, n, toks, occ in zip(d["lang"], d["id"], d["kind"], d["ord"], d["n"],
-                                                       d["toks"], d["occ"]):
-            df = self.dfreq.get(lang, {})
-            pk = sorted(set(occ), key=lambda k: (df.get(k, 0), k))[:prefix_length(n, self.floor)]
-            for k in pk:
-                cols["lang"].append(lang); cols["key"].append(k); cols["id"].append(id_)
-                cols["kind"].append(kind); cols["ord"].append(ord_); cols["n"].append(n)
-                cols["toks"].append(toks); cols["occ"].append(occ); cols["pkeys"].append(pk)
-        return pa.RecordBatch.from_pydict(cols, schema=_KEYS_SCHEMA_PA())
+    if cand.empty:
+        return pd.DataFrame({c: [] for c in ("lang", "id", "ord", "toks", "pool_max", "keep1")})
+    ptoks = pool["toks"] if "toks" in pool else []
+    keep, pm, _ = indexed_filter([list(t) for t in ptoks], [list(t) for t in cand["toks"]],
+                                 threshold, floor, grow=False)
+    return cand.assign(pool_max=pm, keep1=keep)[["lang", "id", "ord", "toks", "pool_max", "keep1"]]
 
 
-def _KEYS_SCHEMA_PA():
-    import pyarrow as pa
+def _in_round(df, threshold: float, floor: float):
+    """Step 2 (group by language): the candidates that passed step 1, in generation order, each
+    against the candidates kept before it (:func:`filters.rouge.indexed_filter` with an empty
+    pool and ``grow=True``); the decision, the reason and ``rouge_max``."""
+    import pandas as pd
 
-    return pa.schema([("lang", pa.string()), ("key", pa.string()), ("id", pa.int64()), ("kind", pa.int32()),
-                      ("ord", pa.int64()), ("n", pa.int32()), ("toks", pa.list_(pa.string())),
-                      ("occ", pa.list_(pa.string())), ("pkeys", pa.list_(pa.string()))])
+    from filters.rouge import indexed_filter
 
-
-_KEYS_SCHEMA = ("lang string, key string, id long, kind int, ord long, n int, toks array<string>, "
-                "occ array<string>, pkeys array<string>")
-
-
-def _score_batch(batch):
-    """Arrow batch ``(lang, a, b, ka, ta, tb)`` -> ``(lang, a, b, ka, f)``, exact Rouge-L F."""
-    import pyarrow as pa
-
-    from filters.rouge import rouge_l
-
-    ta = batch.column("ta").to_pylist()
-    tb = batch.column("tb").to_pylist()
-    f = [rouge_l(x, y) for x, y in zip(ta, tb)]
-    return pa.RecordBatch.from_arrays([batch.column("lang"), batch.column("a"), batch.column("b"),
-                                       batch.column("ka"), pa.array(f, pa.float64())],
-                                      names=["lang", "a", "b", "ka", "f"])
+    df = df.sort_values("ord", kind="stable")
+    surv = df[df["keep1"]]
+    _, _, nm = indexed_filter([], [list(t) for t in surv["toks"]], threshold, floor, grow=True)
+    new_max = dict(zip(surv["id"].tolist(), nm))
+    rows = []
+    for id_, pm, k1 in zip(df["id"].tolist(), df["pool_max"].tolist(), df["keep1"].tolist()):
+        if not k1:
+            rows.append((id_, False, "similar_to_pool", pm))
+            continue
+        mx = max(pm, new_max[id_])
+        if new_max[id_] >= threshold:
+            rows.append((id_, False, "similar_in_round", mx))
+        else:
+            rows.append((id_, True, None, mx if mx >= floor - 1e-12 and mx > 0 else None))
+    out = pd.DataFrame(rows, columns=["id", "keep", "reason", "rouge_max"])
+    out.insert(0, "lang", df["lang"].iloc[0] if len(df) else None)
+    return out
 
 
 def diversity_filter(spark, pool, candidates, threshold: float = DEFAULT_THRESHOLD,
-                     report_floor: float = 0.5, partitions: int | None = None):
+                     report_floor: float = 0.5, shards: int | None = None):
     """Exact sequential Rouge-L diversity filter on Spark (module docstring).
 
     Args:
         spark: SparkSession.
         pool: DataFrame ``(lang string, id long, text string)``: instructions in the pools.
         candidates: DataFrame ``(lang string, id long, ord long, text string)``; ``ord`` is
-            the generation order within the language (unique per language). Ids must not
-            collide with the pool's.
+            the generation order within the language (unique per language).
         threshold: Rouge-L F at which a candidate is a near duplicate.
         report_floor: pairs are scored exactly down to this F (``rouge_max`` exact above it).
-        partitions: shuffle width of the key join (default: the session's).
+        shards: step-1 tasks per language (default: ``spark.default.parallelism``).
 
     Returns:
         pandas DataFrame ``(lang, id, keep bool, reason str|None, rouge_max float|None)``, one
         row per candidate, ``reason`` in (``similar_to_pool``, ``similar_in_round``);
         ``rouge_max`` None when below ``report_floor``.
 
-    Spark work: one job counts the key frequencies (collected, broadcast: one entry per
-    distinct ``(lang, token, occurrence)``), one joins the prefix keys and scores the pairs
-    (the pairs with F >= ``report_floor`` are collected); the sequential resolution runs on the
-    driver over those pairs only.
+    Spark work, one job: tokenize (``mapInArrow``); step 1 cogroups each ``(lang, shard)``
+    block of candidates with the language's pool (the pool is replicated to the ``shards``
+    blocks: the tasks of one language run in parallel); step 2 groups by language (one task
+    per language) for the in-round pairs; only the decisions reach the driver.
     """
     from pyspark.sql import functions as F
 
     from pipeline.stage import map_arrow
 
     floor = float(report_floor)
-    docs = (pool.select("lang", F.col("id").cast("long"), F.lit(0).cast("int").alias("kind"),
-                        F.lit(-1).cast("long").alias("ord"), "text")
-            .unionByName(candidates.select("lang", F.col("id").cast("long"), F.lit(1).cast("int").alias("kind"),
-                                           F.col("ord").cast("long"), "text")))
-    schema = "lang string, id long, kind int, ord long, n int, toks array<string>, occ array<string>"
-    tok = map_arrow(docs, _tokenize_batch, schema).filter("n > 0").cache()
-    try:
-        cnt = (tok.select("lang", F.explode("occ").alias("key")).groupBy("lang", "key").count().collect())
-        dfreq: dict = defaultdict(dict)
-        for r in cnt:
-            dfreq[r["lang"]][r["key"]] = r["count"]
-        keys = map_arrow(tok, _PrefixKeys(dict(dfreq), floor), _KEYS_SCHEMA)
-        if partitions:
-            keys = keys.repartition(partitions, "lang", "key")
-        A = keys.select("lang", "key", F.col("id").alias("a"), F.col("kind").alias("ka"), F.col("ord").alias("oa"),
-                        F.col("n").alias("na"), F.col("toks").alias("ta"), F.col("occ").alias("oa_"),
-                        F.col("pkeys").alias("pa"))
-        B = keys.select("lang", "key", F.col("id").alias("b"), F.col("kind").alias("kb"), F.col("ord").alias("ob"),
-                        F.col("n").alias("nb"), F.col("toks").alias("tb"), F.col("occ").alias("ob_"),
-                        F.col("pkeys").alias("pb"))
-        # in the JVM: order (pool -> candidate, earlier -> later candidate), length filter,
-        # one row per pair (its first common key in the global order), overlap bound
-        pairs = (A.join(B, ["lang", "key"])
-                 .filter((F.col("kb") == 1) & ((F.col("ka") == 0) | ((F.col("ka") == 1) & (F.col("oa") < F.col("ob")))))
-                 .filter(F.lit(2.0) * F.least("na", "nb") / (F.col("na") + F.col("nb")) >= F.lit(floor - 1e-9))
-                 .filter(F.expr("element_at(filter(pa, x -> array_contains(pb, x)), 1)") == F.col("key"))
-                 .filter(F.size(F.array_intersect("oa_", "ob_"))
-                         >= F.ceil(F.lit(floor / 2.0) * (F.col("na") + F.col("nb")) - F.lit(1e-9))))
-        scored = map_arrow(pairs.select("lang", "a", "b", "ka", "ta", "tb"), _score_batch,
-                           "lang string, a long, b long, ka int, f double")
-        scored = scored.filter(F.col("f") >= F.lit(floor - 1e-12)).toPandas()
-        cand_pd = candidates.select("lang", F.col("id").cast("long"), F.col("ord").cast("long")).toPandas()
-    finally:
-        tok.unpersist()
-    return resolve_sequential(cand_pd, scored, threshold, floor)
+    shards = max(1, int(shards or spark.sparkContext.defaultParallelism))
+    ptok = map_arrow(pool.select("lang", F.col("id").cast("long"), F.lit(-1).cast("long").alias("ord"), "text"),
+                     _tokenize_batch, _TOK_SCHEMA)
+    ctok = map_arrow(candidates.select("lang", F.col("id").cast("long"), F.col("ord").cast("long"), "text"),
+                     _tokenize_batch, _TOK_SCHEMA)
+    cs = ctok.withColumn("shard", F.pmod(F.xxhash64("id"), F.lit(shards)))
+    ps = ptok.crossJoin(F.broadcast(spark.range(shards).withColumnRenamed("id", "shard")))
+    t = float(threshold)
 
+    def step1_fn(cand, pool):
+        return _against_pool(cand, pool, t, floor)
 
-def resolve_sequential(cand_pd, scored, threshold: float = DEFAULT_THRESHOLD, report_floor: float = 0.0):
-    """The sequential decisions from the scored pairs (driver side).
+    def step2_fn(df):
+        return _in_round(df, t, floor)
 
-    Args:
-        cand_pd: pandas ``(lang, id, ord)`` of every candidate.
-        scored: pandas ``(lang, a, b, ka, f)``: pairs ``a`` (pool when ``ka == 0``, else an
-            earlier candidate) -> candidate ``b`` with their Rouge-L F, every pair with F >= the
-            report floor included.
-        threshold: near-duplicate threshold.
-        report_floor: ``rouge_max`` below it is None (not every pair below it was scored).
-
-    Returns:
-        pandas ``(lang, id, keep, reason, rouge_max)`` as :func:`diversity_filter`.
-    """
-    import pandas as pd
-
-    pool_max: dict[tuple, float] = {}
-    by_b: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
-    for lang, a_, b_, ka, f in scored[["lang", "a", "b", "ka", "f"]].itertuples(index=False):
-        if ka == 0:
-            k = (lang, b_)
-            if f > pool_max.get(k, -1.0):
-                pool_max[k] = f
-        else:
-            by_b[(lang, b_)].append((a_, f))
-    rows = []
-    kept: set[tuple] = set()
-    for lang, id_, _ in sorted(cand_pd[["lang", "id", "ord"]].itertuples(index=False), key=lambda r: (r[0], r[2])):
-        key = (lang, int(id_))
-        pm = pool_max.get(key, 0.0)
-        if pm >= threshold:
-            rows.append((lang, key[1], False, "similar_to_pool", pm))
-            continue
-        mx, hit = pm, False
-        for a_, f in by_b.get(key, ()):
-            if (lang, a_) in kept:
-                mx = max(mx, f)
-                hit = hit or f >= threshold
-        if hit:
-            rows.append((lang, key[1], False, "similar_in_round", mx))
-        else:
-            kept.add(key)
-            rows.append((lang, key[1], True, None, mx if mx >= report_floor - 1e-12 and mx > 0 else None))
-    return pd.DataFrame(rows, columns=["lang", "id", "keep", "reason", "rouge_max"])
+    step1 = cs.groupBy("lang", "shard").cogroup(ps.groupBy("lang", "shard")).applyInPandas(step1_fn, _P1_SCHEMA)
+    out = step1.groupBy("lang").applyInPandas(step2_fn, _OUT_SCHEMA).toPandas()
+    out["rouge_max"] = out["rouge_max"].astype(object).where(out["rouge_max"].notna(), None)
+    return out
 
 
 # ------------------------------------------------------------------------------------ driver

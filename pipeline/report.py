@@ -6,6 +6,8 @@ langid on) and per source tables; every removal / quarantine reason with its cou
 truncated examples read from ``rejected/`` and ``quarantine/``; plots (matplotlib via
 :mod:`pipeline.plots`, embedded as PNG data URIs so the page is one self-contained file); the
 stages' raw figures stay in ``report.json`` (the HTML links it and keeps a collapsed excerpt).
+When ``<out>/instruct/stats.json`` exists (``make instruct``), a self-instruct section follows
+the reasons: per language generated, dropped by reason, kept (:func:`instruct_section`).
 
 Counting rule of the funnel: ingest knows only the *declared* language (``und`` for web pages),
 langid assigns the *detected* one, so per-language counts start at langid ("detected") and
@@ -239,8 +241,47 @@ def collect(spark, out: str, config: dict, examples: bool = True) -> dict:
     if manifest is not None:
         rep["corpus"] = {"totals": manifest.get("totals"), "per_lang": manifest.get("per_lang")}
     rep["examples"] = sample_examples(spark, out, stages) if examples and stages else {}
+    ip = f"{out}/instruct/stats.json"
+    if fs.exists(spark, ip):
+        rep["instruct"] = instruct_section(fs.read_json(spark, ip))
     rep["summary"] = _summary(rep)
     return rep
+
+
+def instruct_section(stats: dict) -> dict:
+    """The report's self-instruct section from ``instruct/stats.json`` (written by
+    :func:`pipeline.instruct.run_instruct`).
+
+    Returns:
+        dict with ``reasons`` (drop reasons that occur, in :data:`pipeline.instruct.CANDIDATE_REASONS`
+        order, unknown ones after), ``rows`` (per language: ``lang, generated, kept, kept_frac,
+        dropped`` (reason -> count), ``requests``, ``accounted`` = generated equals kept +
+        dropped), ``total`` (the same summed), ``seeds_dropped`` (reason -> count), ``status``,
+        ``threshold``.
+    """
+    from pipeline.instruct import CANDIDATE_REASONS
+
+    langs = stats.get("languages") or {}
+    seen = {r for v in langs.values() for r, n in (v.get("dropped") or {}).items() if n}
+    reasons = [r for r in CANDIDATE_REASONS if r in seen] + sorted(seen - set(CANDIDATE_REASONS))
+    rows = []
+    tot = {"lang": "all", "generated": 0, "kept": 0, "dropped": {r: 0 for r in reasons}, "requests": 0}
+    for lang in sorted(langs):
+        v = langs[lang]
+        g, k = int(v.get("generated", 0)), int(v.get("kept", 0))
+        d = {r: int((v.get("dropped") or {}).get(r, 0)) for r in reasons}
+        rows.append({"lang": lang, "generated": g, "kept": k, "kept_frac": k / g if g else None, "dropped": d,
+                     "requests": int(v.get("requests", 0)), "accounted": g == k + sum(d.values())})
+        tot["generated"] += g
+        tot["kept"] += k
+        tot["requests"] += rows[-1]["requests"]
+        for r in reasons:
+            tot["dropped"][r] += d[r]
+    tot["kept_frac"] = tot["kept"] / tot["generated"] if tot["generated"] else None
+    tot["accounted"] = all(r["accounted"] for r in rows)
+    return {"reasons": reasons, "rows": rows, "total": tot,
+            "seeds_dropped": dict((stats.get("seeds") or {}).get("dropped_by_reason") or {}),
+            "status": stats.get("status"), "threshold": stats.get("threshold")}
 
 
 def _summary(rep: dict) -> dict:
@@ -397,6 +438,14 @@ pre.json{max-height:30em;overflow:auto;background:#f7f7f7;padding:.5em;font-size
 {% else %}<span class="muted">no example read</span>{% endif %}</td></tr>
 {% endfor %}</table>{% endif %}
 
+{% if instruct %}<h2>Self-instruct (MultiAlpaca)</h2>
+<p class="muted">Generated instruction tasks per language (<code>instruct/stats.json</code>; status {{ instruct.status }}): dropped by the format checks and the Rouge-L diversity filter (F &ge; {{ instruct.threshold }} against the pool as it stands), kept = written to <code>instruct/lang=xx/</code>.{% if instruct.seeds_dropped %} Seed tasks dropped before translation: {% for r, n in instruct.seeds_dropped.items() %}{{ r }} {{ n }}{{ ", " if not loop.last }}{% endfor %}.{% endif %}</p>
+<table><tr><th class="l">lang</th><th>requests</th><th>generated</th>{% for r in instruct.reasons %}<th>{{ r }}</th>{% endfor %}<th>kept</th><th>kept %</th></tr>
+{% for r in instruct.rows + [instruct.total] %}<tr><td class="l"><b>{{ r.lang }}</b></td><td>{{ "{:,}".format(r.requests) }}</td><td>{{ "{:,}".format(r.generated) }}</td>
+{% for x in instruct.reasons %}<td>{{ "{:,}".format(r.dropped[x]) }}</td>{% endfor %}<td class="{{ '' if r.accounted else 'bad' }}">{{ "{:,}".format(r.kept) }}</td><td>{{ pct(r.kept_frac) }}</td></tr>
+{% endfor %}</table>
+{% if not instruct.total.accounted %}<p class="bad">Counts do not add up: generated != kept + dropped for some language.</p>{% endif %}{% endif %}
+
 {% if plots %}<h2>Plots</h2>
 {% for title, caption, src in plots %}<figure><h3>{{ title }}</h3><img src="{{ src }}" alt="{{ title }}">{% if caption %}<figcaption>{{ caption }}</figcaption>{% endif %}</figure>
 {% endfor %}{% endif %}
@@ -471,7 +520,7 @@ def render_html(rep: dict) -> str:
         per_source=rep["per_source"], source_stages=source_stages, reason_rows=reason_rows,
         n_examples=EXAMPLES_PER_REASON, n_chars=EXAMPLE_CHARS, plots=plots, extras=extras,
         final_label="in the corpus" if rep.get("corpus") or not rep["chain"] else f"kept after {rep['chain'][-1]}",
-        corpus_totals=corpus_totals, pct=_fmt_pct, dur=_fmt_dur, oneline=_oneline,
+        corpus_totals=corpus_totals, instruct=rep.get("instruct"), pct=_fmt_pct, dur=_fmt_dur, oneline=_oneline,
         mb=lambda b: f"{b / 1e6:,.2f}" if b else "", num=lambda v: f"{v:,}" if isinstance(v, int) else (v or ""))
 
 

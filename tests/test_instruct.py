@@ -133,6 +133,10 @@ def test_spark_diversity_filter_equals_sequential(spark):
     P = spark.createDataFrame(pool_rows, "lang string, id long, text string")
     C = spark.createDataFrame(cand_rows, "lang string, id long, ord long, text string")
     res = diversity_filter(spark, P, C, threshold=0.7, report_floor=0.5)
+    # the step against the pool cut into 3 shards per language: the same decisions
+    res3 = diversity_filter(spark, P, C, threshold=0.7, report_floor=0.5, shards=3)
+    pd.testing.assert_frame_equal(res.sort_values("id").reset_index(drop=True),
+                                  res3.sort_values("id").reset_index(drop=True))
     for lang, (keep, best) in expect.items():
         r = res[res.lang == lang].sort_values("id")
         assert list(r.keep) == keep, lang

@@ -129,3 +129,36 @@ def test_per_source_final_counts_skip_a_stage_without_per_source():
     b.pop("per_source")
     (row,) = R._per_source_rows([a, b])
     assert (row["source"], row["read"], row["final"], row["removed_by_stage"]) == ("web", 10, 7, {"dedup": 3})
+
+
+def test_self_instruct_section_in_headless_chromium(spark, small_build, tmp_path):
+    """With instruct/stats.json (make instruct) the report gets a self-instruct section: per
+    language generated, dropped by reason, kept, a total row; the page renders in Chromium.
+    Without the file there is no section."""
+    out, config = small_build
+    assert "instruct" not in R.collect(spark, out, config, examples=False)
+    stats = {"status": "complete", "threshold": 0.7,
+             "languages": {"ja": {"generated": 17, "kept": 10, "dropped": {"similar_in_round": 7}, "requests": 1},
+                           "de": {"generated": 34, "kept": 20, "requests": 2,
+                                  "dropped": {"similar_to_pool": 9, "wrong_language": 3, "cut_by_length_limit": 2}}},
+             "seeds": {"dropped": 14, "dropped_by_reason": {"code": 13, "idiom": 1}}}
+    os.makedirs(os.path.join(out, "instruct"))
+    with open(os.path.join(out, "instruct", "stats.json"), "w") as f:
+        json.dump(stats, f)
+    sec = R.collect(spark, out, config, examples=False)["instruct"]
+    assert sec["reasons"] == ["cut_by_length_limit", "wrong_language", "similar_to_pool", "similar_in_round"]
+    assert [r["lang"] for r in sec["rows"]] == ["de", "ja"] and all(r["accounted"] for r in sec["rows"])
+    t = sec["total"]
+    assert (t["generated"], t["kept"], t["requests"], t["dropped"]["similar_to_pool"]) == (51, 30, 3, 9)
+    stats["languages"]["ja"]["kept"] = 11  # counts that do not add up are flagged
+    assert not R.instruct_section(stats)["total"]["accounted"]
+    if find_chromium() is None:
+        pytest.fail("no chromium on PATH: run `bash scripts/system_deps.sh` (apt-get install chromium)")
+    path = tmp_path / "report.html"
+    path.write_text(R.render_html(R.collect(spark, out, config, examples=False)))
+    page = render(str(path))
+    assert page["console_errors"] == []
+    assert "Self-instruct (MultiAlpaca)" in page["headings"]
+    text = page["text"]
+    assert "similar_to_pool" in text and "cut_by_length_limit" in text and "code 13" in text
+    assert "Counts do not add up" not in text

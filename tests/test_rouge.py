@@ -9,7 +9,7 @@ from rouge_score import rouge_scorer
 
 from filters.rouge import (RougeTokenizer, length_compatible, lcs_length, min_overlap,
                            occurrence_tokens, prefix_tokens, rouge_l, rouge_l_text, rouge_tokens,
-                           sequential_filter)
+                           sequential_filter, indexed_filter)
 
 SAME = {
     "zh": "请为下面的句子写一个简短的摘要。",
@@ -122,3 +122,66 @@ def test_sequential_filter_against_pool_as_it_stands():
     keep, best = sequential_filter(pool, cands)
     assert keep == [False, True, False, True]
     assert best[0] >= 0.7 and best[2] >= 0.7 and best[1] < 0.7 and best[3] < 0.7
+
+
+def _perturbed(rng, n_base=25, n=600, vocab="abcdefghijklmnopqrstuvwxyz"):
+    base = [[rng.choice(vocab) for _ in range(rng.randint(1, 16))] for _ in range(n_base)]
+    out = []
+    for _ in range(n):
+        w = list(rng.choice(base))
+        for _ in range(rng.randint(0, 4)):
+            op = rng.random()
+            if op < 0.3 and w:
+                w.pop(rng.randrange(len(w)))
+            elif op < 0.7:
+                w.insert(rng.randint(0, len(w)), rng.choice(vocab))
+            elif w:
+                w[rng.randrange(len(w))] = rng.choice(vocab)
+        out.append(w)
+    return base, out
+
+
+@pytest.mark.parametrize("floor", [0.5, 0.6, 0.7])
+def test_indexed_filter_equals_the_plain_filter(floor):
+    """The pruned filter decides exactly as the plain one (pool as it stands), and its maxima
+    equal the exhaustive maxima wherever they reach the floor."""
+    rng = random.Random(7)
+    base, cands = _perturbed(rng)
+    cands += [[], ["a"], base[0]]  # empty (kept, never indexed), 1 token, an exact copy
+    pool = base[:8]
+    keep, _ = sequential_filter(pool, cands)
+    k2, pool_max, new_max = indexed_filter(pool, cands, 0.7, floor)
+    assert k2 == keep
+    assert 100 < sum(keep) < len(keep) - 100  # both decisions well represented
+    cur = [list(p) for p in pool]
+    for c, k, pm, nm in zip(cands, keep, pool_max, new_max):
+        ex_pool = max((rouge_l(p, c) for p in pool), default=0.0)
+        ex_new = max((rouge_l(p, c) for p in cur[len(pool):]), default=0.0)
+        assert (pm == ex_pool) if ex_pool >= floor else pm < floor
+        assert (nm == ex_new) if ex_new >= floor else nm < floor
+        if k:
+            cur.append(c)
+    # grow=False: every candidate against the initial pool only
+    k3, pm3, nm3 = indexed_filter(pool, cands, 0.7, floor, grow=False)
+    assert k3 == [max((rouge_l(p, c) for p in pool), default=0.0) < 0.7 for c in cands]
+    assert set(nm3) == {0.0}
+    with pytest.raises(ValueError):
+        indexed_filter(pool, cands, 0.7, 0.8)
+
+
+def test_indexed_filter_prunes_pairs():
+    """The index scores far fewer pairs exactly than the plain filter (the speed comes from
+    there), on inputs where most pairs share some tokens."""
+    rng = random.Random(3)
+    base, cands = _perturbed(rng, n_base=40, n=800, vocab=[f"w{i}" for i in range(300)])
+    calls = [0]
+
+    def counted(a, b):
+        calls[0] += 1
+        return lcs_length(a, b)
+
+    keep, _ = sequential_filter(base, cands, lcs=counted)
+    plain = calls[0]
+    calls[0] = 0
+    assert indexed_filter(base, cands, 0.7, 0.5, lcs=counted)[0] == keep
+    assert calls[0] * 20 < plain, (calls[0], plain)

@@ -191,3 +191,84 @@ def test_sft_from_dcp_checkpoint_and_bad_config(base, tmp_path, capsys):
     assert main([f"--set=base.path={base['hf']}", f"--set=data.instruct_dir={tmp_path / 'none'}",
                  "--set=training.device=cpu", "--set=data.seq_len=64"]) == 2
     assert "make instruct" in capsys.readouterr().err
+
+
+def test_packed_rows_compute_each_example_as_alone(base):
+    """Packed rows (several examples per row, segment ids): each example's logits and per-token
+    losses equal those of the example run alone; labels are -100 exactly on prompt positions
+    and padding. The same row without segment ids (attention and positions leaking across
+    examples) does not match, so the check can fail."""
+    import sentencepiece as spm
+
+    from training.model import segment_attention_mask, segment_positions
+    from training.sft import SFTDataset
+
+    sp = spm.SentencePieceProcessor(model_file=str(base["spm"]))
+    cfg = base["cfg"]
+    model = PolyLM(cfg)
+    model.init_weights(seed=3)
+    model.eval()
+    ds = SFTDataset(_instructions(), sp.encode, eos_id=3, pad_id=0, seq_len=64, seed=1, packing=True)
+    x, y, seg, lid, pad_frac, n_ex = ds.packed_batch(0, global_batch=4, micro_batch=2)
+    assert x.shape[:2] == (2, 2) and 0 <= pad_frac < 1
+    rows = ds.packed_rows(0, 4)
+    assert n_ex == sum(len(r) for r in rows) > 4  # several examples per row
+    # every example appears once per epoch, in the epoch's permutation order
+    ep = [i for r in ds.epoch_rows(0) for i in r]
+    assert sorted(ep) == list(range(16)) and ep == ds.indices(0, 16).tolist()
+    assert segment_positions(torch.tensor([[1, 1, 1, 2, 2, 0]])).tolist() == [[0, 1, 2, 0, 1, 0]]
+    m = segment_attention_mask(torch.tensor([[1, 1, 2]]))[0, 0]
+    assert m.tolist() == [[True, False, False], [True, True, False], [False, False, True]]
+    checked = leaked = later = 0
+    with torch.no_grad():
+        for impl in ("sdpa", "eager"):
+            for blk in model.layers:
+                blk.attn.impl = impl
+            for a in range(2):
+                for b in range(2):
+                    xr, yr, sr = x[a, b:b + 1], y[a, b:b + 1], seg[a, b:b + 1]
+                    logits = model(xr, segment_ids=sr)
+                    tok = model(xr, yr, loss_reduction="none", segment_ids=sr)
+                    plain = model(xr)  # no segment ids: one sequence
+                    at = 0
+                    for s_, i in enumerate(rows[a * 2 + b], start=1):
+                        k = len(ds.input_ids[i])
+                        xi = torch.from_numpy(ds.input_ids[i])[None]
+                        yi = torch.from_numpy(ds.labels[i])[None]
+                        assert (sr[0, at:at + k] == s_).all()
+                        assert yr[0, at:at + k].tolist() == ds.labels[i].tolist()  # -100 on the prompt
+                        alone = model(xi)
+                        torch.testing.assert_close(logits[:, at:at + k], alone, rtol=1e-5, atol=1e-5)
+                        torch.testing.assert_close(tok[:, at:at + k], model(xi, yi, loss_reduction="none"),
+                                                   rtol=1e-5, atol=1e-5)
+                        assert (tok[0, at:at + k][yi[0] == IGNORE_INDEX] == 0).all()  # prompt: no loss
+                        if at > 0:
+                            later += 1
+                            leaked += not torch.allclose(plain[:, at:at + k], alone, rtol=1e-3, atol=1e-3)
+                        checked += 1
+                        at += k
+                    assert (sr[0, at:] == 0).all() and (yr[0, at:] == IGNORE_INDEX).all()
+        for blk in model.layers:
+            blk.attn.impl = cfg.attention
+    assert checked == 2 * n_ex and leaked == later > 0
+
+
+def test_packed_sft_resume_is_exact(base, tmp_path):
+    """With packing (the make sft config): stop at 3, resume to 7 = an uninterrupted 7-step run,
+    losses and final weights bit-equal; rows hold several examples."""
+    from safetensors.torch import load_file
+
+    from jobs.sft import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    extra = ("--set", "checkpoint.interval=0", "--set", "data.packing=true", "--set", "training.global_batch_size=2",
+             "--set", "training.micro_batch_size=1")
+    assert main(_args(base, a, 7, *extra)) == 0
+    assert main(_args(base, b, 7, *extra, "--stop-at-step", "3")) == 0
+    assert main(_args(base, b, 7, *extra)) == 0
+    la, lb = _losses(a), _losses(b)
+    assert sorted(lb) == list(range(1, 8)) and all(la[s] == lb[s] for s in la), (la, lb)
+    wa, wb = load_file(str(a / "hf" / "model.safetensors")), load_file(str(b / "hf" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    rec = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["examples"] > 2 for r in rec if r.get("kind", "train") == "train")

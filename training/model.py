@@ -265,25 +265,38 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``attn_mask``: optional bool ``[B, 1, T, T]``, True = may attend (already causal;
+        :func:`segment_attention_mask`); ``None`` = plain causal attention."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
-        if self.impl == "sdpa":
+        if attn_mask is not None:  # packed sequences (SFT): block-diagonal causal
+            if self.impl == "sdpa":
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+            else:
+                y = eager_attention(q, k, v, dropout_p=p, attn_mask=attn_mask)
+        elif self.impl == "sdpa":
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         else:
             y = eager_attention(q, k, v, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
 
 
-def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
+                    attn_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Reference causal attention with the softmax computed in fp32.
 
-    Args: ``q, k, v`` ``[B, H, T, hd]`` in any float dtype. Returns ``[B, H, T, hd]`` in ``v.dtype``.
+    Args: ``q, k, v`` ``[B, H, T, hd]`` in any float dtype; ``attn_mask`` optional bool
+    ``[B, 1, T, T]`` (True = may attend) replacing the causal mask. Returns ``[B, H, T, hd]`` in
+    ``v.dtype``.
     """
     T = q.shape[-2]
     scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1)
+    if attn_mask is None:
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1)
+    else:
+        mask = ~attn_mask
     scores = scores.masked_fill(mask, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     if dropout_p > 0:
@@ -319,14 +332,14 @@ class Block(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.activation_checkpointing = False
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.resid_dropout(self.attn(self.ln_1(x)))
+    def _forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.resid_dropout(self.attn(self.ln_1(x), attn_mask))
         return x + self.resid_dropout(self.mlp(self.ln_2(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.activation_checkpointing and torch.is_grad_enabled():
-            return _checkpoint(self._forward, x, use_reentrant=False)
-        return self._forward(x)
+            return _checkpoint(self._forward, x, attn_mask, use_reentrant=False)
+        return self._forward(x, attn_mask)
 
 
 # =========================================================================== model
@@ -409,8 +422,13 @@ class PolyLM(nn.Module):
             _init_param(p, fn, seed=(seed * 1_000_003 + zlib.crc32(_clean_fqn(name).encode())) % (2**63))
 
     # --------------------------------------------------------------- forward
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Final-LayerNorm output ``[B, T, d]`` for ``input_ids`` ``LongTensor[B, T]``.
+
+        ``segment_ids`` (optional ``LongTensor[B, T]``, packed sequences): consecutive runs of
+        equal ids are separate examples; each gets positions from 0 and attends only inside
+        itself (:func:`segment_attention_mask`), so a packed example computes what it computes
+        alone. ``None``: one sequence per row (the pretraining path, unchanged).
 
         Raises:
             ValueError: ``T > max_seq_len`` or ids outside ``[0, vocab_size)`` (on an accelerator
@@ -425,10 +443,18 @@ class PolyLM(nn.Module):
         if not _check_ids(in_range, f"input_ids must be in [0, {self.cfg.vocab_size})"):
             raise ValueError(f"input_ids must be in [0, {self.cfg.vocab_size}); got range "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
-        pos = torch.arange(T, device=input_ids.device)
+        if segment_ids is None:
+            pos = torch.arange(T, device=input_ids.device)
+            x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
+            for layer in self.layers:
+                x = layer(x)
+            return self.ln_f(x)
+        if segment_ids.shape != input_ids.shape:
+            raise ValueError(f"segment_ids {tuple(segment_ids.shape)} must match input_ids {tuple(input_ids.shape)}")
+        pos, mask = segment_positions(segment_ids), segment_attention_mask(segment_ids)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, mask)
         return self.ln_f(x)
 
     def _output_weight(self) -> torch.Tensor:
@@ -442,6 +468,7 @@ class PolyLM(nn.Module):
         labels: torch.Tensor | None = None,
         loss_reduction: str = "mean",
         loss_chunk_tokens: int | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits or loss.
 
@@ -452,13 +479,15 @@ class PolyLM(nn.Module):
             loss_reduction: ``"mean"`` (over non-ignored tokens), ``"sum"``, ``"none"`` or
                 ``"sum_and_none"`` (see :func:`fused_linear_cross_entropy`).
             loss_chunk_tokens: override ``cfg.loss_chunk_tokens``.
+            segment_ids: optional ``LongTensor[B, T]`` for packed rows (see
+                :meth:`hidden_states`); ``None`` = one sequence per row.
 
         Returns:
             ``labels is None``: logits ``[B, T, vocab_size]`` in the compute dtype (padding
             columns removed). Otherwise the fp32 loss (scalar, or ``[B, T]`` for ``"none"``, or
             ``(scalar, [B, T] detached)`` for ``"sum_and_none"``).
         """
-        h = self.hidden_states(input_ids)
+        h = self.hidden_states(input_ids) if segment_ids is None else self.hidden_states(input_ids, segment_ids)
         w = self._output_weight()
         if labels is None:
             return F.linear(h, w)
@@ -475,6 +504,28 @@ class PolyLM(nn.Module):
         ``__call__`` so FSDP2's pre/post-forward hooks (all-gather, reshard) run.
         """
         return self(input_ids, labels, loss_reduction="none")
+
+
+# ---------------------------------------------------------------- packed sequences
+def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Position of each token inside its segment: ``LongTensor[B, T]``, 0 at every segment start
+    (a segment = a maximal run of equal ids in ``segment_ids`` ``[B, T]``)."""
+    B, T = segment_ids.shape
+    ar = torch.arange(T, device=segment_ids.device).expand(B, T)
+    start = torch.ones_like(segment_ids, dtype=torch.bool)
+    start[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    return ar - torch.cummax(torch.where(start, ar, 0), dim=1).values
+
+
+def segment_attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal causal mask of packed rows: bool ``[B, 1, T, T]``, ``[b, 0, i, j]`` True
+    iff ``j <= i`` and ``i``, ``j`` are in the same segment (run of equal ids) of
+    ``segment_ids`` ``[B, T]``. Every row has its diagonal, so no softmax row is empty."""
+    B, T = segment_ids.shape
+    run = torch.cumsum(torch.cat([torch.zeros(B, 1, dtype=torch.long, device=segment_ids.device),
+                                  (segment_ids[:, 1:] != segment_ids[:, :-1]).long()], dim=1), dim=1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril_()
+    return ((run[:, :, None] == run[:, None, :]) & causal)[:, None]
 
 
 # ------------------------------------------------------------------- init helpers

@@ -13,10 +13,21 @@ no BOS, as in pretraining) and concatenated.
 
 Loss on response tokens only: ``labels`` (next-token targets aligned with ``input_ids``, the
 convention of ``PolyLM.forward``) are -100 at every position whose target is a prompt token,
-and at padding. Attention stays inside each example: one example per row, right-padded to the
-longest example of the step's global batch (rounded up to 8); with causal attention a real
-token never sees padding. Cost of not packing: the padding positions are computed and thrown
-away; the fraction is logged per step as ``pad_frac`` (tokens_per_sec counts real tokens only).
+and at padding. Attention stays inside each example, in one of two layouts (``data.packing``):
+
+* packed (``make sft``'s config): several examples per row of ``data.seq_len`` tokens, filled
+  in data order (next fit: an example that does not fit starts the next row), with per-token
+  ``segment_ids`` (1, 2, ... per example, 0 = padding). The model gets them
+  (``PolyLM.forward(segment_ids=...)``): positions restart at 0 for each example and the
+  attention mask is block-diagonal causal (``training.model.segment_attention_mask``), so each
+  example computes exactly what it computes alone. ``training.global_batch_size`` counts rows;
+  an epoch's rows are a pure function of ``(data.seed, epoch)``, so step ``s`` takes rows
+  ``[s*G, (s+1)*G)`` of the concatenated epochs and resuming needs only the step;
+* padded (``data.packing: false``): one example per row, right-padded to the longest example of
+  the step's global batch (rounded up to 8); ``global_batch_size`` counts examples.
+
+Either way the padding positions are computed and thrown away; their fraction is logged per
+step as ``pad_frac`` (``tokens_per_sec`` counts real tokens only).
 
 Examples longer than ``data.seq_len`` tokens (prompt + response + EOS) are dropped and counted
 (``too_long``), never cut silently; so are examples with an empty instruction or output.
@@ -52,7 +63,7 @@ from training.train_config import (CheckpointSection, MetricsSection, OptimSecti
 
 log = logging.getLogger("training.sft")
 
-__all__ = ["format_prompt", "encode_example", "SFTDataset", "SFTConfig", "load_sft_config",
+__all__ = ["format_prompt", "encode_example", "SFTDataset", "forward_backward_packed", "SFTConfig", "load_sft_config",
            "polylm_state_from_hf", "train_sft"]
 
 PAD_MULTIPLE = 8
@@ -97,6 +108,7 @@ class SFTDataset:
         seq_len: maximum tokens per example (``input_ids`` length); longer ones are dropped.
         languages: keep only these ISO 639-1 codes (``None``: all found).
         seed: shuffle seed; epoch ``e`` uses permutation ``default_rng([seed, e])``.
+        packing: also serve packed rows (:meth:`packed_batch`, module docstring).
 
     Attributes: ``input_ids``/``labels`` (lists of int64 arrays), ``lang_ids`` (int64 array),
     ``languages`` (sorted codes), ``counts`` (``{"rows", "kept", "too_long", "empty"}``,
@@ -109,7 +121,9 @@ class SFTDataset:
 
     def __init__(self, instruct_dir: str | Path | Sequence[dict], encode: Callable[[str], list[int]], *,
                  eos_id: int, pad_id: int, seq_len: int, languages: Sequence[str] | None = None,
-                 seed: int = 1234):
+                 seed: int = 1234, packing: bool = False):
+        self.packing = bool(packing)
+        self._epoch_rows: list[list[list[int]]] = []  # packed rows of each epoch, computed lazily
         rows = self._read(instruct_dir) if isinstance(instruct_dir, (str, Path)) else list(instruct_dir)
         if languages:
             rows = [r for r in rows if r.get("lang") in set(languages)]
@@ -203,6 +217,99 @@ class SFTDataset:
         return x, y, lid, pad_frac
 
 
+    def epoch_rows(self, epoch: int) -> list[list[int]]:
+        """Packed rows of epoch ``epoch``: example indices in the epoch's permutation order,
+        cut into rows of at most ``seq_len`` tokens (next fit). Cached; a pure function of
+        ``(seed, epoch)``."""
+        while len(self._epoch_rows) <= epoch:
+            e = len(self._epoch_rows)
+            rows: list[list[int]] = []
+            cur: list[int] = []
+            fill = 0
+            for i in np.random.default_rng([self.seed, e]).permutation(len(self)).tolist():
+                k = len(self.input_ids[i])
+                if cur and fill + k > self.seq_len:
+                    rows.append(cur)
+                    cur, fill = [], 0
+                cur.append(i)
+                fill += k
+            rows.append(cur)
+            self._epoch_rows.append(rows)
+        return self._epoch_rows[epoch]
+
+    def packed_rows(self, step: int, global_batch: int) -> list[list[int]]:
+        """Rows ``[step * G, (step + 1) * G)`` of the concatenated epochs' packed rows."""
+        out: list[list[int]] = []
+        pos, epoch = step * global_batch, 0
+        while len(self.epoch_rows(epoch)) <= pos:
+            pos -= len(self.epoch_rows(epoch))
+            epoch += 1
+        while len(out) < global_batch:
+            rows = self.epoch_rows(epoch)
+            take = min(global_batch - len(out), len(rows) - pos)
+            out.extend(rows[pos:pos + take])
+            pos, epoch = 0, epoch + 1
+        return out
+
+    def packed_batch(self, step: int, *, global_batch: int, micro_batch: int, rank: int = 0, world: int = 1
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, int]:
+        """This rank's share of step ``step`` in packed rows: ``(input_ids, labels,
+        segment_ids, lang_ids)`` int64 ``[grad_accum, micro_batch, T]`` (``segment_ids`` 1, 2,
+        ... per example in the row, 0 on padding; ``lang_ids`` per token), the padding fraction
+        of the global batch and its number of examples. ``T`` = fullest row of the global batch
+        rounded up to 8 (at most ``seq_len``). Rows are assigned to ranks as in :meth:`batch`."""
+        rows = self.packed_rows(step, global_batch)
+        fills = [sum(len(self.input_ids[i]) for i in r) for r in rows]
+        T = min(int(math.ceil(max(fills) / PAD_MULTIPLE) * PAD_MULTIPLE), self.seq_len)
+        pad_frac = 1.0 - sum(fills) / (T * len(rows))
+        ga = global_batch // (micro_batch * world)
+        x = torch.full((ga, micro_batch, T), self.pad_id, dtype=torch.int64)
+        y = torch.full((ga, micro_batch, T), IGNORE_INDEX, dtype=torch.int64)
+        seg = torch.zeros((ga, micro_batch, T), dtype=torch.int64)
+        lid = torch.zeros((ga, micro_batch, T), dtype=torch.int64)
+        for m in range(ga):
+            for b in range(micro_batch):
+                at = 0
+                for s_, i in enumerate(rows[m * micro_batch * world + rank * micro_batch + b], start=1):
+                    k = len(self.input_ids[i])
+                    x[m, b, at:at + k] = torch.from_numpy(self.input_ids[i])
+                    y[m, b, at:at + k] = torch.from_numpy(self.labels[i])
+                    seg[m, b, at:at + k] = s_
+                    lid[m, b, at:at + k] = int(self.lang_ids[i])
+                    at += k
+        return x, y, seg, lid, pad_frac, sum(len(r) for r in rows)
+
+
+def forward_backward_packed(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seg: torch.Tensor,
+                            lang_ids: torch.Tensor, *, world: int, n_languages: int, distributed: bool,
+                            accumulate_unsharded_grads: bool = False) -> torch.Tensor:
+    """``training.train.forward_backward`` for packed rows: ``x, y, seg, lang_ids`` int64
+    ``[grad_accum, micro_batch, T]`` (``seg``/``lang_ids`` per token, :meth:`SFTDataset.packed_batch`).
+    Same loss scaling (mean over the global batch's label tokens at any world size) and the
+    same float64 ``[2 + 2L]`` all-reduced statistics, per-language sums taken per token."""
+    from training.train import all_reduce_sum_
+
+    device = x.device
+    L = n_languages
+    n_valid = (y != IGNORE_INDEX).sum(dtype=torch.float64).reshape(1)
+    all_reduce_sum_(n_valid, device)
+    scale = (world / n_valid[0]).to(torch.float32)
+    stats = torch.zeros(2 + 2 * L, dtype=torch.float64, device=device)
+    for m in range(x.shape[0]):
+        if distributed and accumulate_unsharded_grads:
+            model.set_requires_gradient_sync(m == x.shape[0] - 1)
+        total, tok = model(x[m], y[m], loss_reduction="sum_and_none", segment_ids=seg[m])
+        (total * scale).backward()
+        with torch.no_grad():
+            valid = (y[m] != IGNORE_INDEX).to(torch.float64).flatten()
+            lt = tok.double().flatten() * valid
+            stats[0] += lt.sum()
+            stats[1] += valid.sum()
+            stats[2:2 + L].index_add_(0, lang_ids[m].flatten(), lt)
+            stats[2 + L:].index_add_(0, lang_ids[m].flatten(), valid)
+    return all_reduce_sum_(stats, device)
+
+
 # --------------------------------------------------------------------------------- config
 @dataclass
 class BaseSection:
@@ -220,13 +327,16 @@ class BaseSection:
 @dataclass
 class SFTDataSection:
     """``instruct_dir``: output of ``make instruct``; ``seq_len``: max tokens per example
-    (longer ones dropped and counted); ``languages``: ISO 639-1 codes to keep (null = all);
-    ``seed``: data order."""
+    (longer ones dropped and counted) and, when packing, per row; ``languages``: ISO 639-1
+    codes to keep (null = all); ``seed``: data order; ``packing``: several examples per row
+    with attention kept inside each (module docstring; ``training.global_batch_size`` then
+    counts rows of ``seq_len`` tokens), false = one padded example per row."""
 
     instruct_dir: str = "build/sample/instruct"
     seq_len: int = 512
     languages: list[str] | None = None
     seed: int = 1234
+    packing: bool = False
 
 
 @dataclass
@@ -406,7 +516,8 @@ def train_sft(cfg: SFTConfig, mcfg: ModelConfig, base_state: dict[str, torch.Ten
         raise ValueError(f"tokenizer {tokenizer_path} has no EOS piece; SFT ends every response with EOS")
     pad = sp.pad_id() if sp.pad_id() >= 0 else eos
     ds = SFTDataset(rows if rows is not None else cfg.data.instruct_dir, sp.encode, eos_id=eos, pad_id=pad,
-                    seq_len=cfg.data.seq_len, languages=cfg.data.languages, seed=cfg.data.seed)
+                    seq_len=cfg.data.seq_len, languages=cfg.data.languages, seed=cfg.data.seed,
+                    packing=cfg.data.packing)
     languages = ds.languages
 
     model = build_model(mcfg, cfg, device, distributed)  # reads cfg.training only
@@ -447,12 +558,22 @@ def train_sft(cfg: SFTConfig, mcfg: ModelConfig, base_state: dict[str, torch.Ten
     first = last = None
     for step in range(start, end):
         ts = time.perf_counter()
-        x, y, lid, pad_frac = ds.batch(step, global_batch=tcfg.global_batch_size,
-                                       micro_batch=tcfg.micro_batch_size, rank=rank, world=world)
         lr = scheduler.current_lr()
-        stats = forward_backward(model, to_device(x, device), to_device(y, device), to_device(lid, device),
-                                 world=world, n_languages=L, distributed=distributed,
-                                 accumulate_unsharded_grads=tcfg.accumulate_unsharded_grads)
+        if ds.packing:
+            x, y, seg, lid, pad_frac, n_ex = ds.packed_batch(step, global_batch=tcfg.global_batch_size,
+                                                             micro_batch=tcfg.micro_batch_size, rank=rank,
+                                                             world=world)
+            stats = forward_backward_packed(model, to_device(x, device), to_device(y, device),
+                                            to_device(seg, device), to_device(lid, device), world=world,
+                                            n_languages=L, distributed=distributed,
+                                            accumulate_unsharded_grads=tcfg.accumulate_unsharded_grads)
+        else:
+            x, y, lid, pad_frac = ds.batch(step, global_batch=tcfg.global_batch_size,
+                                           micro_batch=tcfg.micro_batch_size, rank=rank, world=world)
+            n_ex = tcfg.global_batch_size
+            stats = forward_backward(model, to_device(x, device), to_device(y, device), to_device(lid, device),
+                                     world=world, n_languages=L, distributed=distributed,
+                                     accumulate_unsharded_grads=tcfg.accumulate_unsharded_grads)
         norm, params = _grad_norm(model)
         torch.nn.utils.clip_grads_with_norm_(params, o.grad_clip, norm, foreach=True)
         optimizer.step()
@@ -468,6 +589,7 @@ def train_sft(cfg: SFTConfig, mcfg: ModelConfig, base_state: dict[str, torch.Ten
         metrics.log(step + 1, {
             "loss": loss, "lang_loss": {languages[i]: v[2 + i] / v[2 + L + i] for i in range(L) if v[2 + L + i] > 0},
             "grad_norm": float(norm), "lr": lr, "label_tokens": int(v[1]), "seq_len": T, "pad_frac": pad_frac,
+            "examples": n_ex,
             "tokens_per_sec": tps, "mfu": mfu(tps, mcfg.flops_per_token(T), world, peak), "step_time_s": dt})
         done = step + 1
         if ckpt is not None and cfg.checkpoint.interval > 0 and done % cfg.checkpoint.interval == 0:
