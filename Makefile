@@ -131,8 +131,9 @@ gpu-check: setup  ## on CUDA: small config bf16+NCCL (torchrun, all GPUs) vs CPU
 INSTRUCT_CONFIG ?= configs/instruct.yaml
 INSTRUCT_ARGS ?= --canned-server
 
-instruct: setup  ## self-instruct rounds -> $(OUT)/instruct/lang=xx + stats.json (default: canned test server; INSTRUCT_ARGS="--set generator.base_url=URL" for a model)
+instruct: setup  ## self-instruct rounds -> $(OUT)/instruct/lang=xx + stats.json (+ the report section when a corpus report exists) (default: canned test server; INSTRUCT_ARGS="--set generator.base_url=URL" for a model)
 	$(PY) -m jobs.instruct --out $(OUT) --config $(INSTRUCT_CONFIG) --data-root $(DATA) $(INSTRUCT_ARGS)
+	@if [ -f $(OUT)/report.json ]; then $(PY) -m jobs.report $(STAGE_ARGS); fi  # the report's self-instruct section
 
 bench-instruct: setup  ## diversity filter: Spark job vs the plain sequential Rouge-L filter on 20,000 synthetic instructions
 	$(PY) bench/bench_instruct.py
