@@ -12,7 +12,8 @@ _disposition, reason)``; then each stage, in order, accounts, runs its ``after_w
 publishes from its own ``_stage=<name>/`` directory exactly as the staged runner does
 (:meth:`pipeline.stage.Stage._finish`): the same ``<stage>/`` output and ``_SUCCESS`` (with the
 same fingerprint), ``rejected/stage=<name>/reason=.../``, ``stats/<name>.json`` (plus
-``"fused": [stages]``) and plots. The accounting check stays per stage: a stage's documents in
+``"fused": [stages]``; the first stage's ``seconds`` include the fused pass, a later
+stage's only its own accounting and publishing, so they add up to the wall time) and plots. The accounting check stays per stage: a stage's documents in
 (the fused pass's input for the first, the previous stage's kept total for the next) must equal
 what its rows account for.
 
@@ -200,12 +201,14 @@ def _fused(stages, ctxs, df_in, n_in: int, fns: list, out_schema, t0: float) -> 
     log(f"[{'+'.join(names)}] fused pass written in {time.time() - t0:.1f}s; accounting and publishing each stage")
     stats = {}
     stage_schema = StructType([f for f in frame.schema.fields if f.name != "_stage"])
-    n = n_in
+    n, t_stage = n_in, t0
     for st, ctx in zip(stages, ctxs):
         ctx.fused = names
         log(f"[{st.name}] {n} documents in (fused pass)")
-        stats[st.name] = st._finish(ctx, f"{tmp}/_stage={st.name}", stage_schema, n, t0)
-        n = stats[st.name]["totals"]["kept"]
+        # seconds: the first stage's include the fused pass, a later one's its own accounting,
+        # stats and publishing, so that the stages' seconds add up to the wall time
+        stats[st.name] = st._finish(ctx, f"{tmp}/_stage={st.name}", stage_schema, n, t_stage)
+        n, t_stage = stats[st.name]["totals"]["kept"], time.time()
     fs.delete(spark, tmp)
     if not fs.list_dir(spark, ctx0.path("_tmp")):
         fs.delete(spark, ctx0.path("_tmp"))
