@@ -130,6 +130,12 @@ class _Fusable(Stage):
         keep = [f for f in schema.fields if f.name not in ("reason", "detail")]
         return type(self).fn, StructType(keep + [StructField("reason", StringType()), StructField("detail", StringType())])
 
+    def transform(self, df, ctx):
+        from pipeline.stage import map_arrow
+
+        fn, schema = self.batch_plan(ctx, df.schema)
+        return map_arrow(df, fn, schema)
+
 
 class MarkOdd(_Fusable):
     name = "markodd"
@@ -154,3 +160,22 @@ def test_fused_pass_detects_lost_documents(spark, tmp_path):
         run_group([MarkOdd(), LoseHalf()], ctxs)
     assert os.path.exists(out + "/markodd/_SUCCESS")  # the first stage accounted and published
     assert not os.path.exists(out + "/losehalf/_SUCCESS")
+
+
+# --- stage runner overheads: the input count comes from the input's _SUCCESS ------------------
+def test_input_count_comes_from_the_marker_and_is_checked(spark, tmp_path):
+    """A published output's ``_SUCCESS`` records its documents (``rows``); the next stage takes
+    that as its documents in instead of a count job, so a marker that disagrees with the files
+    it lists is an AccountingError, not a silent difference."""
+    out = str(tmp_path)
+    spark.createDataFrame([(f"d{i:03d}", "s", f"text {i}") for i in range(40)],
+                          "id string, source string, text string").write.parquet(out + "/prev")
+    files = [f for f in os.listdir(out + "/prev") if f.endswith(".parquet")]
+    write_success(spark, out + "/prev", "fp", files, rows=40)
+    ctx = StageContext(spark=spark, out=out, config={}, input_stage="prev")
+    stats = MarkOdd().run(ctx)
+    assert stats["documents_in"] == 40 and stats["totals"]["kept"] == 20
+    assert json.loads(open(out + "/markodd/_SUCCESS").read())["rows"] == 20  # for the next stage
+    write_success(spark, out + "/prev", "fp2", files, rows=41)
+    with pytest.raises(AccountingError, match="41 documents in"):
+        MarkOdd().run(StageContext(spark=spark, out=out, config={}, input_stage="prev", force=True))
