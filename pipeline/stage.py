@@ -9,8 +9,11 @@ for ingest, every record read) with two extra columns:
 
 and optionally ``_disposition`` (``kept`` / ``rejected`` / ``quarantine``); without it a
 non-null reason means ``rejected``. The runner writes that frame **once** to a temporary
-directory partitioned by ``(_disposition, reason)``, counts it per language and source, checks
-that ``documents in = kept + removed + quarantined``, and then publishes:
+directory partitioned by ``(_disposition, reason)``, counts it per language and source (one
+aggregate job, whose groups also serve the stage's :meth:`Stage.after_write` through
+:meth:`Stage.account_keys`), checks that ``documents in = kept + removed + quarantined`` (documents
+in: the ``rows`` the input stage recorded in its ``_SUCCESS``, else a count of the input), and
+then publishes:
 
 * kept      -> ``<out>/<stage>/`` + ``_SUCCESS``
 * rejected  -> ``<out>/rejected/stage=<stage>/reason=<reason>/``
@@ -21,8 +24,8 @@ Publishing first removes the old ``_SUCCESS``, then swaps directories, and write
 ``_SUCCESS`` last, so a run killed at any point leaves no ``_SUCCESS`` and the next run of
 that stage redoes it; a rerun replaces only its own stage's directories.
 
-``_SUCCESS`` is a small JSON record (:func:`write_success`): the stage's **fingerprint** and the
-**files** it published. On an object store a directory "rename" is a copy plus deletes, not
+``_SUCCESS`` is a small JSON record (:func:`write_success`): the stage's **fingerprint**, the
+**files** it published and their **rows** (documents kept). On an object store a directory "rename" is a copy plus deletes, not
 atomic, so the runner never trusts a directory listing there: ``_SUCCESS`` is one object written
 last (a single PUT is atomic), and the next stage reads exactly the files it lists
 (:meth:`Stage.read_input`), never stray files of an interrupted earlier publish.
@@ -94,7 +97,10 @@ class Stage:
     """Base class of a pipeline stage; subclasses set ``name`` and implement ``transform``.
 
     Stages with a different output shape (``shard``) override :meth:`_run` instead (it runs
-    inside :class:`SparkProgress`; write temporary output under :meth:`tmp_path`).
+    inside :class:`SparkProgress`; write temporary output under :meth:`tmp_path`). Stages whose
+    work is one per-batch callable (``langid``, ``rules``) also define ``batch_plan(ctx,
+    schema) -> (fn, out_schema)``; consecutive such stages run as one fused pass
+    (:mod:`pipeline.fused`).
     """
 
     name: str = ""
