@@ -179,3 +179,22 @@ def test_input_count_comes_from_the_marker_and_is_checked(spark, tmp_path):
     write_success(spark, out + "/prev", "fp2", files, rows=41)
     with pytest.raises(AccountingError, match="41 documents in"):
         MarkOdd().run(StageContext(spark=spark, out=out, config={}, input_stage="prev", force=True))
+
+
+def test_groups_fuse_consecutive_per_document_stages_only():
+    from pipeline.fused import groups
+
+    chain = ["ingest", "langid", "rules", "quality", "dedup", "shard"]
+    assert groups(chain, chain) == [["ingest"], ["langid", "rules"], ["quality"], ["dedup"], ["shard"]]
+    assert groups(chain, chain, fuse=False) == [[s] for s in chain]
+    assert groups(["rules"], chain) == [["rules"]]  # one stage at a time (debugging) stays staged
+    assert groups(["langid", "quality"], ["ingest", "langid", "quality"]) == [["langid"], ["quality"]]
+
+
+def test_fuse_setting_is_strict(shared_data):
+    from pipeline.config import ConfigError
+
+    assert load_config(None, str(shared_data))["fuse"] is True  # the default build is fused
+    assert load_config(None, str(shared_data), overrides=["fuse=false"])["fuse"] is False
+    with pytest.raises(ConfigError, match="fuse must be true or false"):
+        load_config(None, str(shared_data), overrides=["fuse=sometimes"])
