@@ -146,6 +146,8 @@ def run_group(stages: list[Stage], ctxs: list[StageContext]) -> dict:
     for i, (st, ctx) in enumerate(zip(stages, ctxs)):
         fp = st.fingerprint(ctx) if i == 0 else st.fingerprint_from(ctx, fp)
         ctx.fingerprint = fp
+    # a fused run killed before publishing left its temporary output: removed whichever way we run
+    clear_stale_tmp(ctxs[0], "fused-" + "-".join(s.name for s in stages))
     if any(_would_skip(st, ctx) for st, ctx in zip(stages, ctxs)):
         log(f"[{'+'.join(s.name for s in stages)}] not fused: a stage of the group is already published "
             f"for the same input and config; running them one by one")
@@ -189,7 +191,6 @@ def _fused(stages, ctxs, df_in, n_in: int, fns: list, out_schema, t0: float) -> 
     spark = ctx0.spark
     names = [s.name for s in stages]
     tmp_name = "fused-" + "-".join(names)
-    clear_stale_tmp(ctx0, tmp_name)
     tmp = ctx0.path("_tmp", f"{tmp_name}-{uuid.uuid4().hex[:12]}")
     cols = [f.name for f in out_schema.fields if f.name != "_disposition"]
     base = StructType([f for f in out_schema.fields if f.name != "_disposition"])

@@ -160,6 +160,15 @@ def test_fused_pass_detects_lost_documents(spark, tmp_path):
         run_group([MarkOdd(), LoseHalf()], ctxs)
     assert os.path.exists(out + "/markodd/_SUCCESS")  # the first stage accounted and published
     assert not os.path.exists(out + "/losehalf/_SUCCESS")
+    left = os.listdir(out + "/_tmp")
+    assert len(left) == 1 and left[0].startswith("fused-markodd-losehalf-")
+    # the next run removes the failed run's temporary output (and leaves only its own)
+    for c in ctxs:
+        c.fingerprint = None
+    with pytest.raises(AccountingError):
+        run_group([MarkOdd(), LoseHalf()], ctxs)
+    again = os.listdir(out + "/_tmp")
+    assert len(again) == 1 and again != left
 
 
 # --- stage runner overheads: the input count comes from the input's _SUCCESS ------------------
