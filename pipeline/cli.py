@@ -153,19 +153,22 @@ def run_stages(spark, out: str, config: dict, stages: list[str], force: bool | l
 
     A stage already published for the same input and config (fingerprint in its ``_SUCCESS``)
     is skipped (its stats get ``"skipped": True``) unless ``force`` is True or names it.
+    Consecutive per-document stages (``langid``, ``rules``) run as one fused pass when
+    ``config["fuse"]`` is true (the default; :mod:`pipeline.fused`), with the same outputs.
 
     Returns:
         dict stage name -> stats dict.
     """
+    from pipeline.fused import groups, run_group
     from pipeline.registry import get_stage
 
     results = {}
-    for name in stages:
-        stage = get_stage(name)
-        ctx = StageContext(spark=spark, out=out, config=config,
-                           input_stage=input_stage_for(name, config["stages"]),
-                           force=force is True or (isinstance(force, (list, tuple, set)) and name in force))
-        results[name] = stage.run(ctx)
+    for group in groups(list(stages), list(config["stages"]), fuse=bool(config.get("fuse", True))):
+        ctxs = [StageContext(spark=spark, out=out, config=config,
+                             input_stage=input_stage_for(name, config["stages"]),
+                             force=force is True or (isinstance(force, (list, tuple, set)) and name in force))
+                for name in group]
+        results.update(run_group([get_stage(n) for n in group], ctxs))
     return results
 
 
@@ -216,12 +219,17 @@ def build_main(argv: list[str] | None = None) -> int:
                       "Your own files: --input 'data/*.jsonl.gz' --format jsonl (no YAML needed).")
     p.add_argument("--stages", default=None,
                    help="comma-separated subset of the configured stages to run (default: all)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="run langid and rules as separate passes (each reads the previous one's parquet) "
+                        "instead of one fused pass; the outputs are the same (same as --set fuse=false)")
     p.add_argument("--from-stage", default=None,
                    help="start the chain at this stage and redo it and every later one (the earlier "
                         "ones must be published)")
     args = p.parse_args(argv)
     try:
         config = config_from_args(args)
+        if args.no_fuse:
+            config["fuse"] = False
         chain = list(config["stages"])
         if args.stages:
             want = [s.strip() for s in args.stages.split(",") if s.strip()]

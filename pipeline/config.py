@@ -44,7 +44,7 @@ TARGET_LANGS = ("zh", "en", "ru", "es", "fr", "pt", "de", "it", "nl", "pl",
 STAGES = tuple(_REGISTRY)
 
 #: Top-level keys besides the stage sections and the keys of ``configs/pipeline.yaml``.
-TOP_LEVEL_KEYS = {"include", "sources_file", "sources", "data_root", "languages", "stages"}
+TOP_LEVEL_KEYS = {"include", "sources_file", "sources", "data_root", "languages", "stages", "fuse"}
 #: Keys of each section besides those present in ``configs/pipeline.yaml`` (which are known
 #: by being there: a key added to the shipped config is accepted everywhere).
 SECTION_KEYS = {
@@ -422,6 +422,8 @@ def validate(cfg: dict, where: str) -> dict:
         raise ConfigError(f"{where}: stages {stages}: the chain must start with ingest and name each stage "
                           f"once, in the order {list(STAGES)} (leave stages out to skip them)")
     cfg["stages"] = stages
+    if not isinstance(cfg.get("fuse", True), bool):
+        raise ConfigError(f"{where}: fuse must be true or false, got {cfg['fuse']!r}")
     tiers = (cfg.get("rules") or {}).get("tiers")
     if tiers is not None:
         from pipeline.readers import TIERS

@@ -60,7 +60,12 @@ class LangIDStage(Stage):
 
     name = "langid"
 
-    def transform(self, df, ctx: StageContext):
+    def batch_plan(self, ctx: StageContext, schema):
+        """``(fn, out_schema)``: the per-batch callable (:class:`LangIDBatch`) that takes Arrow
+        batches of ``schema`` (a pyspark StructType; ``lang``/``lang_score``/``reason``/``detail``
+        columns of the input are dropped) and the StructType of its output: the input's other
+        columns + ``lang`` (string), ``lang_score`` (float32), ``reason``, ``detail``. Ships the
+        model. Used by :meth:`transform` and by the fused pass (:mod:`pipeline.fused`)."""
         from pyspark.sql.types import FloatType, StringType, StructField, StructType
 
         cfg = ctx.stage_config("langid")
@@ -68,10 +73,23 @@ class LangIDStage(Stage):
         ship(ctx.spark, model)
         fn = LangIDBatch(model, int(cfg.get("max_chars", 20000)), list(ctx.config["languages"]),
                          float(cfg.get("default_threshold", 0.5)), cfg.get("thresholds") or {})
-        keep = [f for f in df.schema.fields if f.name not in ("lang", "lang_score", "reason", "detail")]
-        schema = StructType(keep + [StructField("lang", StringType()), StructField("lang_score", FloatType()),
-                                    StructField("reason", StringType()), StructField("detail", StringType())])
-        return map_arrow(df.select([f.name for f in keep]), fn, schema, count_docs=True)
+        keep = [f for f in schema.fields if f.name not in ("lang", "lang_score", "reason", "detail")]
+        return fn, StructType(keep + [StructField("lang", StringType()), StructField("lang_score", FloatType()),
+                                      StructField("reason", StringType()), StructField("detail", StringType())])
+
+    def transform(self, df, ctx: StageContext):
+        fn, schema = self.batch_plan(ctx, df.schema)
+        keep = [n for n in df.columns if n not in ("lang", "lang_score", "reason", "detail")]
+        return map_arrow(df.select(keep), fn, schema, count_docs=True)
+
+    def account_keys(self, cols: list[str]) -> dict:
+        """The declared language and whether langid agrees with it, so that :meth:`after_write`
+        takes the declared-vs-predicted agreement from the accounting job."""
+        from pyspark.sql import functions as F
+
+        if "lang_declared" not in cols:
+            return {}
+        return {"_decl": F.col("lang_declared"), "_agree": F.col("lang") == F.col("lang_declared")}
 
     def after_write(self, written, ctx: StageContext) -> None:
         """The minimum lid score used per language (``extra.thresholds``) and the declared-vs-
@@ -85,10 +103,15 @@ class LangIDStage(Stage):
         ctx.extra["thresholds"] = {lang: per.get(lang, default) for lang in ctx.config["languages"]}
         if "lang_declared" not in written.columns:
             return
-        rows = (written.where(F.col("lang_declared").isNotNull())
-                .groupBy("lang_declared").agg(F.count("*").alias("n"),
-                                              F.sum((F.col("lang") == F.col("lang_declared")).cast("int")).alias("agree"))
-                .collect())
+        # from the accounting job's groups (Stage.account_keys), not another pass over the output
+        agg: dict = {}
+        for r in getattr(self, "_account_rows", None) or ():
+            if r["_decl"] is None:
+                continue
+            a = agg.setdefault(r["_decl"], [0, 0])
+            a[0] += r["count"]
+            if r["_agree"]:
+                a[1] += r["count"]
         ctx.extra["declared_agreement"] = {
-            r["lang_declared"]: {"documents": r["n"], "agree": r["agree"],
-                                 "accuracy": round(r["agree"] / r["n"], 4)} for r in sorted(rows, key=lambda r: r[0])}
+            d: {"documents": n, "agree": agree, "accuracy": round(agree / n, 4)}
+            for d, (n, agree) in sorted(agg.items())}

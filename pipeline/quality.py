@@ -316,7 +316,12 @@ def choose_cutoffs(langs, *, fixed: dict, run: dict, unseen: dict, recorded: set
 
 
 class QualityStage(Stage):
-    """KenLM perplexity + fastText quality classifier (see module docstring)."""
+    """KenLM perplexity + fastText quality classifier (see module docstring).
+
+    Not fused with ``langid``/``rules`` (:mod:`pipeline.fused`): missing models are trained from
+    the published ``langid/`` output (all of it), and ``ppl_bucket`` cut-offs are percentiles of
+    this run's scores, so the decision needs the scored rows of the whole run first.
+    """
 
     name = "quality"
 

@@ -96,6 +96,8 @@ class RulesBatch:
             reasons.append(res.reason)
             details.append(res.detail_json())
         cols = [c for c in names if c not in ("reason", "detail")]
+        if "meta" not in cols:  # the stage's output always has meta (the rule metrics)
+            cols.append("meta")
         arrays = []
         for c in cols:
             if c == "text":
@@ -113,24 +115,39 @@ class RulesStage(Stage):
 
     name = "rules"
 
-    def transform(self, df, ctx: StageContext):
+    def batch_plan(self, ctx: StageContext, schema):
+        """``(fn, out_schema)``: the per-batch callable (:class:`RulesBatch`) for Arrow batches of
+        ``schema`` (a pyspark StructType with ``text``; ``reason``/``detail`` of the input are
+        dropped, a missing ``meta`` is added as the last column) and the StructType of its output
+        (+ ``reason``, ``detail``). Validates and ships ``rules.filters``.
+
+        Raises:
+            ValueError: no ``text`` column, or a bad filters config.
+        """
         from pyspark.sql.types import StringType, StructField, StructType
 
         cfg = ctx.stage_config("rules")
         path = repo_path(cfg.get("filters") or "configs/filters.yaml")
         load_filter_config(path)  # validate on the driver: a bad config fails before any work
         ship(ctx.spark, path)
-        if "text" not in df.columns:
+        if "text" not in schema.names:
             raise ValueError("rules stage input has no `text` column")
-        if "meta" not in df.columns:
-            from pyspark.sql import functions as F
+        keep = [f for f in schema.fields if f.name not in ("reason", "detail")]
+        if "meta" not in schema.names:
+            keep.append(StructField("meta", StringType()))
+        return RulesBatch(path, cfg.get("tiers")), StructType(
+            keep + [StructField("reason", StringType()), StructField("detail", StringType())])
 
-            df = df.withColumn("meta", F.lit(None).cast("string"))
-        keep = [f for f in df.schema.fields if f.name not in ("reason", "detail")]
-        schema = StructType(keep + [StructField("reason", StringType()),
-                                    StructField("detail", StringType())])
-        fn = RulesBatch(path, cfg.get("tiers"))
-        return map_arrow(df.select([f.name for f in keep]), fn, schema, count_docs=True)
+    def transform(self, df, ctx: StageContext):
+        fn, schema = self.batch_plan(ctx, df.schema)
+        return map_arrow(df.select([n for n in df.columns if n not in ("reason", "detail")]), fn, schema,
+                         count_docs=True)
+
+    def account_keys(self, cols: list[str]) -> dict:
+        """The language as :meth:`after_write` groups removals (``und`` when null)."""
+        from pyspark.sql import functions as F
+
+        return {"_rl": F.coalesce(F.col("lang"), F.lit("und")) if "lang" in cols else F.lit("und")}
 
     def after_write(self, written, ctx: StageContext) -> None:
         """Per-language metric quantiles (all documents, kept and removed) into
@@ -151,11 +168,11 @@ class RulesStage(Stage):
                 m: dict(zip(("p5", "p25", "p50", "p75", "p95"), [round(x, 4) for x in r[m]]))
                 for m in MAIN_METRICS if r[m]}}
         ctx.extra["metrics_per_lang"] = per_lang
-        removed = (written.where(F.col("reason").isNotNull())
-                   .groupBy(lang_col.alias("l"), "reason").count().collect())
-        rem: dict = {}
-        for r in removed:
-            rem.setdefault(r["l"], {})[r["reason"]] = r["count"]
+        rem: dict = {}  # from the accounting job's groups (account_keys), not another pass
+        for r in getattr(self, "_account_rows", None) or ():
+            if r["reason"] is not None:
+                d = rem.setdefault(r["_rl"], {})
+                d[r["reason"]] = d.get(r["reason"], 0) + r["count"]
         ctx.extra["removed_per_lang"] = {k: dict(sorted(v.items())) for k, v in sorted(rem.items())}
         try:
             self._plots(ctx, per_lang, rem)

@@ -88,7 +88,7 @@ class ShardStage(Stage):
         if target <= 0:
             raise ValueError("shard.target_shard_bytes must be > 0")
         df = self.read_input(ctx)
-        n_in = df.count()
+        n_in = self.input_count(df)
         log(f"[shard] {n_in} documents in from {ctx.input_stage}")
         df = df.withColumn("_bytes", F.octet_length("text")).withColumn("_chars", F.length("text"))
         sizes = df.groupBy("lang", "source").agg(F.count("*").alias("documents"), F.sum("_bytes").alias("bytes"),

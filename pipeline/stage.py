@@ -9,8 +9,11 @@ for ingest, every record read) with two extra columns:
 
 and optionally ``_disposition`` (``kept`` / ``rejected`` / ``quarantine``); without it a
 non-null reason means ``rejected``. The runner writes that frame **once** to a temporary
-directory partitioned by ``(_disposition, reason)``, counts it per language and source, checks
-that ``documents in = kept + removed + quarantined``, and then publishes:
+directory partitioned by ``(_disposition, reason)``, counts it per language and source (one
+aggregate job, whose groups also serve the stage's :meth:`Stage.after_write` through
+:meth:`Stage.account_keys`), checks that ``documents in = kept + removed + quarantined`` (documents
+in: the ``rows`` the input stage recorded in its ``_SUCCESS``, else a count of the input), and
+then publishes:
 
 * kept      -> ``<out>/<stage>/`` + ``_SUCCESS``
 * rejected  -> ``<out>/rejected/stage=<stage>/reason=<reason>/``
@@ -21,8 +24,8 @@ Publishing first removes the old ``_SUCCESS``, then swaps directories, and write
 ``_SUCCESS`` last, so a run killed at any point leaves no ``_SUCCESS`` and the next run of
 that stage redoes it; a rerun replaces only its own stage's directories.
 
-``_SUCCESS`` is a small JSON record (:func:`write_success`): the stage's **fingerprint** and the
-**files** it published. On an object store a directory "rename" is a copy plus deletes, not
+``_SUCCESS`` is a small JSON record (:func:`write_success`): the stage's **fingerprint**, the
+**files** it published and their **rows** (documents kept). On an object store a directory "rename" is a copy plus deletes, not
 atomic, so the runner never trusts a directory listing there: ``_SUCCESS`` is one object written
 last (a single PUT is atomic), and the next stage reads exactly the files it lists
 (:meth:`Stage.read_input`), never stray files of an interrupted earlier publish.
@@ -67,6 +70,7 @@ class StageContext:
         config: the loaded pipeline configuration (``configs/pipeline.yaml``).
         input_stage: name of the stage whose output this stage reads, or None.
         extra: stage-specific values for the stats file (histograms, cut-offs...).
+        fused: names of the stages of the fused pass this stage runs in, or None.
     """
 
     spark: Any
@@ -77,6 +81,8 @@ class StageContext:
     plots: list = field(default_factory=list)
     force: bool = False
     fingerprint: str | None = None
+    #: the stages of the fused pass this stage ran in (:mod:`pipeline.fused`), or None (staged)
+    fused: list | None = None
 
     def path(self, *parts: str) -> str:
         """Join ``parts`` under the output root."""
@@ -91,7 +97,10 @@ class Stage:
     """Base class of a pipeline stage; subclasses set ``name`` and implement ``transform``.
 
     Stages with a different output shape (``shard``) override :meth:`_run` instead (it runs
-    inside :class:`SparkProgress`; write temporary output under :meth:`tmp_path`).
+    inside :class:`SparkProgress`; write temporary output under :meth:`tmp_path`). Stages whose
+    work is one per-batch callable (``langid``, ``rules``) also define ``batch_plan(ctx,
+    schema) -> (fn, out_schema)``; consecutive such stages run as one fused pass
+    (:mod:`pipeline.fused`).
     """
 
     name: str = ""
@@ -128,9 +137,19 @@ class Stage:
             raise StageInputMissing(
                 f"stage {self.name!r} reads {src}, which has no _SUCCESS marker: run stage "
                 f"{ctx.input_stage!r} first (e.g. `make {ctx.input_stage}`)")
+        rows = rec.get("rows")
+        self._input_rows = int(rows) if isinstance(rows, int) and not isinstance(rows, bool) else None
         if rec.get("files"):
             return ctx.spark.read.parquet(*[f"{src}/{f}" for f in rec["files"]])
         return ctx.spark.read.parquet(src)
+
+    def input_count(self, df) -> int:
+        """Documents in ``df`` (what :meth:`read_input` returned): the row count the input stage
+        recorded in its ``_SUCCESS`` (``rows``: its kept total, counted from its written output
+        when it accounted), else ``df.count()`` (a marker of another writer or an older runner).
+        Saves a Spark job that reads every input file's footer."""
+        rows = getattr(self, "_input_rows", None)
+        return rows if rows is not None else df.count()
 
     def output_path(self, ctx: StageContext) -> str:
         """Where the stage publishes its kept documents (``<out>/<stage>``)."""
@@ -147,7 +166,11 @@ class Stage:
     def fingerprint(self, ctx: StageContext) -> str | None:
         """sha256 (32 hex) of the stage name, its config section (local files it names hashed
         by content), ``languages`` and :meth:`input_fingerprint`; None if the input's is unknown."""
-        upstream = self.input_fingerprint(ctx)
+        return self.fingerprint_from(ctx, self.input_fingerprint(ctx))
+
+    def fingerprint_from(self, ctx: StageContext, upstream: str | None) -> str | None:
+        """:meth:`fingerprint` for the input fingerprint ``upstream`` (a fused pass knows the
+        fingerprint its first stage will publish before publishing it)."""
         if upstream is None:
             return None
         doc = {"stage": self.name, "config": config_digest(ctx.config.get(self.name)),
@@ -157,7 +180,8 @@ class Stage:
     def skip_if_published(self, ctx: StageContext) -> dict | None:
         """The published stats when this exact stage (same fingerprint) is already published
         and ``ctx.force`` is off, else None. Sets ``ctx.fingerprint``."""
-        ctx.fingerprint = self.fingerprint(ctx)
+        if ctx.fingerprint is None:
+            ctx.fingerprint = self.fingerprint(ctx)
         if ctx.force or ctx.fingerprint is None:
             return None
         rec = published(ctx.spark, self.output_path(ctx))
@@ -196,13 +220,11 @@ class Stage:
         return ctx.path("_tmp", f"{self.name}-{uuid.uuid4().hex[:12]}")
 
     def _run(self, ctx: StageContext, t0: float) -> dict:
-        from pyspark.sql import functions as F
-
         spark = ctx.spark
         n_in = None
         if self.reads_input:
             df_in = self.read_input(ctx)
-            n_in = df_in.count()
+            n_in = self.input_count(df_in)
             set_progress_total(n_in)
             log(f"[{self.name}] {n_in} documents in")
         else:
@@ -213,33 +235,45 @@ class Stage:
             ctx.extra["empty_input"] = True
         else:
             out = self.transform(df_in, ctx)
-        if "_disposition" not in out.columns:
-            out = out.withColumn(
-                "_disposition",
-                F.when(F.col("reason").isNull(), F.lit(KEPT)).otherwise(F.lit(REJECTED)))
-        out = out.withColumn("reason", F.when(F.col("_disposition") == KEPT, F.lit(None).cast("string"))
-                             .otherwise(F.coalesce(F.col("reason"), F.lit("unspecified"))))
+        out = with_disposition(out)
         tmp = self.tmp_path(ctx)
         out.write.mode("overwrite").partitionBy("_disposition", "reason").parquet(tmp)
-        written = read_partitioned(spark, tmp, out.schema)
+        return self._finish(ctx, tmp, out.schema, n_in, t0)
+
+    def _finish(self, ctx: StageContext, tmp: str, schema, n_in: int | None, t0: float) -> dict:
+        """Account, run :meth:`after_write` and publish the output written to ``tmp``
+        (partitioned by ``_disposition`` and ``reason``; ``schema`` is the frame's that was
+        written, with those two columns). Returns the stats."""
+        written = read_partitioned(ctx.spark, tmp, schema)
         stats = self._account(written, n_in)
         self.after_write(written, ctx)
         stats.update({"stage": self.name, "input": ctx.input_stage, "extra": ctx.extra,
                       "plots": ctx.plots})
-        kept_schema = out.drop("_disposition", "reason").schema
+        if ctx.fused:
+            stats["fused"] = list(ctx.fused)
+        kept_schema = _drop_fields(schema, ("_disposition", "reason"))
         self._publish(ctx, tmp, kept_schema, stats, t0)
         tot = stats["totals"]
         log(f"[{self.name}] done in {stats['seconds']:.1f}s: in={tot['in']} kept={tot['kept']} "
             f"removed={sum(tot['removed'].values())} quarantined={sum(tot['quarantined'].values())}")
         return stats
 
+    def account_keys(self, cols: list[str]) -> dict:
+        """Extra group-by keys ``{alias: pyspark Column}`` of the accounting job (over the written
+        output's columns ``cols``), so that :meth:`after_write` can take its counts from
+        ``self._account_rows`` (one Row per group, with ``l``, ``s``, ``_disposition``,
+        ``reason``, ``count`` and these aliases) instead of another pass over the output."""
+        return {}
+
     def _account(self, written, n_in: int | None) -> dict:
         from pyspark.sql import functions as F
 
         cols = written.columns
         lang_expr = [F.col(c) for c in ("lang", "lang_declared") if c in cols] + [F.lit("und")]
+        extra = [c.alias(k) for k, c in self.account_keys(cols).items()]
         rows = (written.groupBy(F.coalesce(*lang_expr).alias("l"), F.col("source").alias("s"),
-                                "_disposition", "reason").count().collect())
+                                "_disposition", "reason", *extra).count().collect())
+        self._account_rows = rows
         per_lang: dict[str, dict] = {}
         per_source: dict[str, dict] = {}
         totals = _empty_counts()
@@ -280,7 +314,8 @@ class Stage:
         fs.mkdirs(spark, ctx.path("stats"))
         fs.write_json(spark, ctx.path("stats", f"{self.name}.json"), stats)
         write_success(spark, dest, ctx.fingerprint,
-                      [f for f in fs.list_dir(spark, dest) if f.endswith(".parquet")])
+                      [f for f in fs.list_dir(spark, dest) if f.endswith(".parquet")],
+                      rows=stats["totals"]["kept"])
 
 
 #: Completion-marker names: ``_SUCCESS`` (Spark's) for stage outputs, and the hidden
@@ -304,14 +339,18 @@ def published(spark, dest: str) -> dict | None:
     return rec if isinstance(rec, dict) else {}
 
 
-def write_success(spark, dest: str, fingerprint: str | None, files: list[str], marker: str = "_SUCCESS") -> None:
+def write_success(spark, dest: str, fingerprint: str | None, files: list[str], marker: str = "_SUCCESS",
+                  rows: int | None = None) -> None:
     """Write ``<dest>/<marker>`` last (``_SUCCESS``, or ``.SUCCESS`` for loader-facing folders):
-    JSON ``{"fingerprint", "files", "published"}`` where ``files`` are the published data files
-    relative to ``dest``; one object, written once."""
+    JSON ``{"fingerprint", "files", "published"}`` (+ ``"rows"`` when given: the documents
+    published, which the next stage takes as its input count instead of counting) where
+    ``files`` are the published data files relative to ``dest``; one object, written once."""
     if marker not in SUCCESS_NAMES:
         raise ValueError(f"marker must be one of {SUCCESS_NAMES}, got {marker!r}")
     rec = {"fingerprint": fingerprint, "files": sorted(files),
            "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if rows is not None:
+        rec["rows"] = int(rows)
     fs.write_text(spark, dest.rstrip("/") + "/" + marker, json.dumps(rec, indent=1) + "\n")
 
 
@@ -352,6 +391,26 @@ def read_partitioned(spark, path: str, schema):
     parts = ("_disposition", "reason")
     fields = [f for f in schema.fields if f.name not in parts] + [schema[p] for p in parts]
     return spark.createDataFrame([], StructType(fields))
+
+
+def with_disposition(out):
+    """The runner's bookkeeping on a stage's output frame: ``_disposition`` from ``reason`` when
+    the stage did not set it (null reason = kept, else rejected), ``reason`` null for kept
+    documents and ``unspecified`` for a removal without one."""
+    from pyspark.sql import functions as F
+
+    if "_disposition" not in out.columns:
+        out = out.withColumn(
+            "_disposition",
+            F.when(F.col("reason").isNull(), F.lit(KEPT)).otherwise(F.lit(REJECTED)))
+    return out.withColumn("reason", F.when(F.col("_disposition") == KEPT, F.lit(None).cast("string"))
+                          .otherwise(F.coalesce(F.col("reason"), F.lit("unspecified"))))
+
+
+def _drop_fields(schema, names):
+    from pyspark.sql.types import StructType
+
+    return StructType([f for f in schema.fields if f.name not in names])
 
 
 def _empty_counts() -> dict:
