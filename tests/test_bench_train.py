@@ -12,7 +12,8 @@ def test_rounds_interleave_one_step_at_a_time_and_flip_the_order():
     fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
     secs = bench_train.interleaved_rounds(fns, rounds=2, steps=3)
     assert calls == list("ab" "ba" "ab" "ba" "ab" "ba")
-    assert {k: len(v) for k, v in secs.items()} == {"a": 2, "b": 2}
+    assert {c: {k: len(v) for k, v in s.items()} for c, s in secs.items()} == {
+        "wall": {"a": 2, "b": 2}, "cpu": {"a": 2, "b": 2}}
     with pytest.raises(ValueError, match="two"):
         bench_train.interleaved_rounds({"a": fns["a"]}, rounds=1, steps=1)
 
@@ -32,8 +33,8 @@ def test_ratio_is_the_median_of_same_round_ratios():
         load[0] = 10.0 if r % 2 == 0 else 1.0
 
     secs = bench_train.interleaved_rounds({"ours": step(2.0), "peer": step(1.0)}, rounds=5, steps=2,
-                                          clock=lambda: now[0], on_round=on_round)
-    res = bench_train.summarise(secs, tokens_per_round=100, ours="ours", peer="peer")
+                                          clocks={"fake": lambda: now[0]}, on_round=on_round)
+    res = bench_train.summarise(secs["fake"], tokens_per_round=100, ours="ours", peer="peer")
     assert res["ratios"] == pytest.approx([0.5] * 5)
     assert res["ratio"] == pytest.approx(0.5)
     assert res["tokens_per_sec"] == pytest.approx({"ours": 25.0, "peer": 50.0})  # 3 of 5 rounds unloaded
@@ -53,7 +54,7 @@ def test_small_real_run_prints_both_rates_and_the_ratio(capsys):
     out = capsys.readouterr().out
     assert "5 interleaved rounds x 1 steps" in out and "1 threads (both)" in out
     assert "tokens_per_sec (median of 5 rounds): polylm" in out
-    assert "target >= 1.0x" in out
+    assert "target >= 1.0x" in out and "CPU seconds of this process" in out
     line = next(x for x in out.splitlines() if "first-step loss" in x)
     a, b = (float(line.split(k)[1].split()[0].rstrip(",")) for k in ("polylm ", "gpt2-hf "))
     assert a == pytest.approx(b, abs=1e-5)  # same weights, data and targets
