@@ -118,8 +118,9 @@ model-summary: setup  ## parameters, FLOPs/token of polylm-1.7b / 13b; per-GPU m
 export: setup  ## export the newest `make train` checkpoint to a HF GPT2LMHeadModel + tokenizer in $(OUT)/hf
 	$(PY) -m jobs.export --config $(TRAIN_CONFIG) --set data.tokens_dir=$(OUT)/tokens --out $(EXPORT_OUT) $(EXPORT_ARGS)
 
-bench-train: setup  ## training tokens/s on CPU: PolyLM vs transformers GPT2LMHeadModel of the same shape
-	$(PY) bench/bench_train.py
+BENCH_TRAIN_ARGS ?=
+bench-train: setup  ## training tokens/s on CPU: PolyLM vs transformers GPT2LMHeadModel of the same shape, interleaved rounds (BENCH_TRAIN_ARGS: e.g. --threads 2 --profile 3)
+	$(PY) bench/bench_train.py $(BENCH_TRAIN_ARGS)
 
 .PHONY: gpu-check
 GPU_CHECK_ARGS ?=

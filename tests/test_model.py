@@ -336,3 +336,71 @@ def test_training_step_reduces_loss():
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < 0.5 * first
+
+
+# ------------------------------------------------------------------ loss: speed and memory
+def test_fused_loss_on_the_padded_weight_with_n_classes():
+    """``n_classes``: the padded tied embedding goes in whole; loss and gradients equal those of
+    ``weight[:V]``, padding rows get an exact zero gradient (no slice backward needed)."""
+    g = torch.Generator().manual_seed(5)
+    V, Vp, d = 300, 384, 16
+    h = torch.randn(2, 11, d, generator=g, requires_grad=True)
+    w = torch.randn(Vp, d, generator=g, requires_grad=True)
+    y = torch.randint(0, V, (2, 11), generator=g)
+    y[1, 2] = IGNORE_INDEX
+    for red in ("mean", "sum", "none", "sum_and_none"):
+        for chunk in (4, 64):
+            out = fused_linear_cross_entropy(h, w, y, chunk_tokens=chunk, reduction=red, n_classes=V)
+            ref = F.cross_entropy(F.linear(h, w[:V]).reshape(-1, V), y.reshape(-1), reduction="none").view(2, 11)
+            loss, ref_s = (out[0], ref.sum()) if red == "sum_and_none" else (out, ref)
+            if red == "mean":
+                ref_s = ref.sum() / (y != IGNORE_INDEX).sum()
+            elif red == "sum":
+                ref_s = ref.sum()
+            wt = torch.linspace(0.5, 1.5, 22).view(2, 11) if red == "none" else 1.0
+            torch.testing.assert_close(loss, ref_s, rtol=1e-5, atol=1e-5)
+            gh, gw = torch.autograd.grad((loss * wt).sum(), (h, w))
+            rh, rw = torch.autograd.grad((ref_s * wt).sum(), (h, w))
+            torch.testing.assert_close(gh, rh, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(gw, rw, rtol=1e-4, atol=1e-6)
+            assert gw.shape == (Vp, d) and torch.count_nonzero(gw[V:]) == 0
+    with pytest.raises(ValueError, match="n_classes"):
+        fused_linear_cross_entropy(h, w, y, n_classes=Vp + 1)
+    with pytest.raises(ValueError, match="labels must be in"):
+        fused_linear_cross_entropy(h, w, torch.full_like(y, V), n_classes=V)
+
+
+class _CountNewBuffers(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts op outputs with at least ``numel`` elements in fresh storage (not a view or an
+    in-place result of an input)."""
+
+    def __init__(self, numel: int):
+        super().__init__()
+        self.numel, self.n = numel, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        ins = {a.untyped_storage().data_ptr() for a in list(args) + list(kwargs.values())
+               if isinstance(a, torch.Tensor)}
+        for o in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(o, torch.Tensor) and o.numel() >= self.numel \
+                    and o.untyped_storage().data_ptr() not in ins:
+                self.n += 1
+        return out
+
+
+def test_fused_loss_writes_the_weight_gradient_once():
+    """Issue 19: the tied embedding's gradient from the loss is written once, full-shape (the
+    old code made an fp32 zero accumulator, the GEMM output, a scaled copy in the backward and
+    the padded slice's zero-filled gradient: 7 buffers of ``[V, d]`` or more per step, each a
+    fresh page-faulted allocation on CPU). The softmax and its gradient are computed in place in
+    each chunk's logits."""
+    cfg = _tiny(vocab_size=4000, d_model=16, n_heads=2, d_ff=32, n_layers=1, loss_chunk_tokens=64)
+    m = PolyLM(cfg)  # 4096 padded embedding rows
+    x = torch.randint(0, 4000, (2, 32))
+    count = _CountNewBuffers(cfg.vocab_size * cfg.d_model)
+    with count:
+        m(x, x).backward()
+    # the chunk's logits, the loss's dW, the embedding's dense gradient and their sum
+    assert count.n == 4

@@ -33,9 +33,12 @@ every micro-batch):
   without the attention-score term that flash attention removes);
 * the loss head of ``training.model.fused_linear_cross_entropy`` (gradients computed chunk by
   chunk in the forward, chunk ``c = loss_chunk_tokens``): the fp32 weight-gradient accumulator
-  ``4 V d``, per chunk the bf16 logits ``2 c V`` and either the fp32 log-sum-exp temporaries
-  ``8 c V`` or the weight-gradient GEMM output in bf16 plus its fp32 upcast ``6 V d`` (the larger
-  of the two moments); at 13B the loss head, not the transformer, is the largest transient;
+  ``4 V d`` (with one chunk there is none: the GEMM writes the bf16 gradient, ``2 V d``), and the
+  largest of three moments: a chunk's bf16 logits and their fp32 copy ``6 c V`` (softmax and its
+  gradient are computed in place in that copy), the bf16 logit gradient ``2 c V`` with the
+  weight-gradient GEMM's bf16 output ``2 V d`` (added into the accumulator), or the final cast of
+  the accumulator to bf16 ``2 V d``; at 13B the loss head, not the transformer, is the largest
+  transient;
 * backward: the tied embedding's bf16 gradient is held from the loss backward until the embedding
   backward (``2 V d``), then summed with it (two more ``2 V d``); the root's fp32 reduce-scatter
   input (``4 x root``) while its bf16 unsharded gradient still exists;
@@ -182,9 +185,12 @@ def estimate_memory(
         acts = L * 17 * N * d * p + 3 * N * d * p
         per_block_recompute = 0
     f32_copy = 4 if p != 4 else 0           # .float() of an fp32 tensor is the tensor itself
-    head_lse = 4 * V * d + p * c * V + f32_copy * c * V + 4 * c * V
-    head_wgrad = 4 * V * d + p * V * d + f32_copy * V * d + 2 * p * c * V
-    loss_head = max(head_lse, head_wgrad)
+    multi = N > c                           # more than one chunk: an fp32 dW accumulator
+    acc = 4 * Vp * d if multi else p * Vp * d
+    head_lse = acc + p * c * V + f32_copy * c * V    # logits + fp32 copy (softmax, grad in place)
+    head_wgrad = acc + p * c * V + (p * V * d if multi and p != 4 else 0)  # dlogits + dW GEMM out
+    head_cast = acc + (p * Vp * d if multi and p != 4 else 0)  # fp32 dW -> compute dtype
+    loss_head = max(head_lse, head_wgrad, head_cast)
 
     fwd = dict(static)
     if accumulate_unsharded_grads:  # sharded grads appear only in the last micro-batch's backward

@@ -99,13 +99,58 @@ def _check_labels(labels: torch.Tensor, vocab_size: int) -> None:
             f"labels must be in [0, {vocab_size}) or {IGNORE_INDEX}; got e.g. {bad[:5].tolist()}")
 
 
-class _FusedLinearCESum(torch.autograd.Function):
-    """sum_t CE(h_t @ W^T, y_t) with gradients computed chunk by chunk during the forward.
+def _ce_chunk(x: torch.Tensor, labels: torch.Tensor,
+              want_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-token fp32 cross-entropy of one chunk of fp32 logits ``x``, consumed (used in place).
 
-    Memory: one chunk of fp32 logits at a time, plus grad buffers ``[N, d]`` and ``[V, d]``
-    (kept in the dtype of ``h``/``W``; accumulated in fp32). No recomputation: same FLOPs as
-    the unfused head (logits GEMM + two gradient GEMMs). Valid because the upstream gradient of a
-    scalar sum is a scalar, which only scales the precomputed gradients.
+    The softmax is evaluated once, in place: ``m = max``, ``e = exp(x - m)``, ``s = sum e``,
+    ``lse = log s + m`` (the steps of ``torch.logsumexp``, so the loss is the same), and the
+    gradient reuses ``e``: ``d loss / d logits = e / s - onehot``, zero on ignored rows. No
+    other ``[n, V]`` temporary is allocated (each fresh ``[n, V]`` buffer costs page faults on
+    CPU and memory on GPU). Callers pass ``F.linear(...).float()``: fp32 logits are used as
+    they are; bf16 logits are freed as soon as their fp32 copy exists.
+
+    Args:
+        x: ``[n, V]`` fp32 logits; overwritten.
+        labels: ``[n]`` int64, ``IGNORE_INDEX`` to skip a position.
+        want_grad: also return the gradient.
+
+    Returns:
+        ``(loss [n] fp32 (0 at ignored rows), lse [n] fp32, grad [n, V] fp32 (``x`` itself)
+        or None)``.
+    """
+    valid = labels != IGNORE_INDEX
+    safe = torch.where(valid, labels, torch.zeros_like(labels)).unsqueeze(-1)
+    tgt = x.gather(-1, safe).squeeze(-1)
+    m = x.amax(-1, keepdim=True)
+    m = m.masked_fill(m.abs() == math.inf, 0.0)  # as torch.logsumexp: no inf - inf
+    e = x.sub_(m).exp_()
+    s = e.sum(-1, keepdim=True)
+    lse = (s.log() + m).squeeze(-1)
+    loss = torch.where(valid, lse - tgt, torch.zeros_like(lse))
+    if not want_grad:
+        return loss, lse, None
+    validf = valid.unsqueeze(-1).to(e.dtype)
+    e.mul_(validf / s)  # softmax on valid rows, 0 on ignored ones
+    e.scatter_add_(-1, safe, validf.neg())
+    return loss, lse, e
+
+
+class _FusedLinearCESum(torch.autograd.Function):
+    """sum_t CE(h_t @ W[:V]^T, y_t) with gradients computed chunk by chunk during the forward.
+
+    Memory: one chunk of logits at a time (fp32: the logits buffer itself holds the softmax and
+    its gradient; bf16: plus one fp32 copy), plus grad buffers ``[N, d]`` and ``[V_pad, d]``
+    (kept in the dtype of ``h``/``W``; accumulated in fp32 when there is more than one chunk,
+    written straight from the GEMM when there is one). No recomputation: same FLOPs as the
+    unfused head (logits GEMM + two gradient GEMMs). Valid because the upstream gradient of a
+    scalar sum is a scalar, which only scales the precomputed gradients (in place: the
+    backward runs once; ``retain_graph`` double backward is refused by autograd's saved-tensor
+    version check).
+
+    ``weight`` may have more rows than ``n_classes`` (the padded tied embedding): only the first
+    ``n_classes`` rows give logits; the gradient has ``weight``'s full shape with zero padding
+    rows, so autograd needs no slice backward (a zero-filled ``[V_pad, d]`` plus a copy).
 
     Outputs ``(total fp32 scalar, per_token fp32 [N])``; ``per_token`` holds each token's loss
     from the same logits (0 at ignored positions), is not differentiable and is empty (shape
@@ -114,34 +159,44 @@ class _FusedLinearCESum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, labels, chunk, keep_tokens=False):  # type: ignore[override]
+    def forward(ctx, h, weight, labels, chunk, keep_tokens=False, n_classes=None):  # type: ignore[override]
         N = h.shape[0]
+        V = weight.shape[0] if n_classes is None else n_classes
+        w = weight if V == weight.shape[0] else weight[:V]
         need_h = ctx.needs_input_grad[0]
         need_w = ctx.needs_input_grad[1]
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         per_token = torch.empty(N if keep_tokens else 0, dtype=torch.float32, device=h.device)
         gh = torch.empty_like(h) if need_h else None
-        gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        one_chunk = N <= chunk
+        gw = None
+        if need_w:  # one chunk: the GEMM writes the gradient; more: an fp32 accumulator
+            gw = torch.empty(weight.shape, dtype=weight.dtype if one_chunk else torch.float32,
+                             device=weight.device)
+            gw[V:].zero_()
         for s in range(0, N, chunk):
             e = min(N, s + chunk)
             hc, yc = h[s:e], labels[s:e]
-            logits = F.linear(hc, weight)
-            loss, lse = cross_entropy_fp32(logits, yc)
+            loss, _, g = _ce_chunk(F.linear(hc, w).float(), yc, need_h or need_w)
             total += loss.sum()
             if keep_tokens:
                 per_token[s:e] = loss
             if need_h or need_w:
-                valid = yc != IGNORE_INDEX
-                safe = torch.where(valid, yc, torch.zeros_like(yc))
-                # d loss / d logits = softmax - onehot (fp32), zero for ignored positions
-                g = logits.float().sub_(lse.unsqueeze(-1)).exp_()
-                g.scatter_add_(-1, safe.unsqueeze(-1), torch.full_like(lse, -1.0).unsqueeze(-1))
-                g.mul_(valid.unsqueeze(-1).to(g.dtype))
                 g = g.to(h.dtype)
                 if need_h:
-                    gh[s:e] = g @ weight
+                    torch.mm(g, w, out=gh[s:e])
                 if need_w:
-                    gw += (g.t() @ hc).float()
+                    acc = gw[:V]
+                    if g.dtype == acc.dtype:
+                        if s == 0:
+                            torch.mm(g.t(), hc, out=acc)
+                        else:
+                            acc.addmm_(g.t(), hc)
+                    elif s == 0:
+                        acc.copy_(g.t() @ hc)
+                    else:
+                        acc.add_(g.t() @ hc)
+                del g  # not alive while the next chunk's logits are made
         ctx.save_for_backward(gh if need_h else None, gw.to(weight.dtype) if need_w else None)
         ctx.mark_non_differentiable(per_token)
         return total, per_token
@@ -149,31 +204,37 @@ class _FusedLinearCESum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, _grad_tokens=None):  # type: ignore[override]
         gh, gw = ctx.saved_tensors
-        dh = gh * grad_out.to(gh.dtype) if gh is not None else None
-        dw = gw * grad_out.to(gw.dtype) if gw is not None else None
-        return dh, dw, None, None, None
+        # in place: these buffers exist only for this backward (no second [V_pad, d] copy)
+        dh = gh.mul_(grad_out.to(gh.dtype)) if gh is not None else None
+        dw = gw.mul_(grad_out.to(gw.dtype)) if gw is not None else None
+        return dh, dw, None, None, None, None
 
 
 class _ChunkedLinearCENone(torch.autograd.Function):
-    """Per-token CE(h_t @ W^T, y_t) -> ``[N]`` fp32, chunked; the backward recomputes each chunk's
-    logits (one extra logits GEMM) because per-token upstream gradients are arbitrary."""
+    """Per-token CE(h_t @ W[:V]^T, y_t) -> ``[N]`` fp32, chunked; the backward recomputes each
+    chunk's logits (one extra logits GEMM) because per-token upstream gradients are arbitrary.
+    ``n_classes`` as in :class:`_FusedLinearCESum`."""
 
     @staticmethod
-    def forward(ctx, h, weight, labels, chunk):  # type: ignore[override]
+    def forward(ctx, h, weight, labels, chunk, n_classes=None):  # type: ignore[override]
         N = h.shape[0]
+        V = weight.shape[0] if n_classes is None else n_classes
+        w = weight if V == weight.shape[0] else weight[:V]
         out = torch.empty(N, dtype=torch.float32, device=h.device)
         lses = torch.empty(N, dtype=torch.float32, device=h.device)
         for s in range(0, N, chunk):
             e = min(N, s + chunk)
-            out[s:e], lses[s:e] = cross_entropy_fp32(F.linear(h[s:e], weight), labels[s:e])
+            out[s:e], lses[s:e], _ = _ce_chunk(F.linear(h[s:e], w).float(), labels[s:e], False)
         ctx.chunk = chunk
+        ctx.n_classes = V
         ctx.save_for_backward(h, weight, labels, lses)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         h, weight, labels, lses = ctx.saved_tensors
-        chunk = ctx.chunk
+        chunk, V = ctx.chunk, ctx.n_classes
+        w = weight if V == weight.shape[0] else weight[:V]
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gh = torch.empty_like(h) if need_h else None
         gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
@@ -182,15 +243,18 @@ class _ChunkedLinearCENone(torch.autograd.Function):
             hc, yc = h[s:e], labels[s:e]
             valid = yc != IGNORE_INDEX
             safe = torch.where(valid, yc, torch.zeros_like(yc))
-            g = F.linear(hc, weight).float().sub_(lses[s:e].unsqueeze(-1)).exp_()
+            g = F.linear(hc, w).float().sub_(lses[s:e].unsqueeze(-1)).exp_()
             g.scatter_add_(-1, safe.unsqueeze(-1), torch.full_like(lses[s:e], -1.0).unsqueeze(-1))
             g.mul_((grad_out[s:e].float() * valid).unsqueeze(-1))
             g = g.to(h.dtype)
             if need_h:
-                gh[s:e] = g @ weight
+                torch.mm(g, w, out=gh[s:e])
             if need_w:
-                gw += (g.t() @ hc).float()
-        return gh, (gw.to(weight.dtype) if need_w else None), None, None
+                if g.dtype == gw.dtype:
+                    gw[:V].addmm_(g.t(), hc)
+                else:
+                    gw[:V].add_(g.t() @ hc)
+        return gh, (gw.to(weight.dtype) if need_w else None), None, None, None
 
 
 def fused_linear_cross_entropy(
@@ -200,8 +264,9 @@ def fused_linear_cross_entropy(
     *,
     chunk_tokens: int = 2048,
     reduction: str = "mean",
+    n_classes: int | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy of ``h @ weight.T`` against ``labels``, fp32 softmax, chunked over tokens.
+    """Cross-entropy of ``h @ weight[:n_classes].T`` against ``labels``, fp32 softmax, chunked over tokens.
 
     The logits GEMM runs in the dtype of ``h``/``weight`` (bf16 under mixed precision); each chunk
     of logits is upcast to fp32 before log-sum-exp, so at most ``chunk_tokens x V`` fp32 logits
@@ -209,7 +274,8 @@ def fused_linear_cross_entropy(
 
     Args:
         h: ``[..., d]`` final hidden states (after the final LayerNorm).
-        weight: ``[V, d]`` output projection (the tied token embedding, padding rows removed).
+        weight: ``[V_pad, d]`` output projection (the tied token embedding; rows from
+            ``n_classes`` on are padding and give no logits).
         labels: ``[...]`` int64 targets (already shifted: ``labels[t]`` is the token after
             position ``t``), ``IGNORE_INDEX`` (-100) to skip a position.
         chunk_tokens: tokens per chunk (>= 1).
@@ -219,13 +285,17 @@ def fused_linear_cross_entropy(
             differentiable sum (as ``"sum"``, gradients computed in the forward) together with
             the detached per-token losses shaped like ``labels`` from the same logits -- one
             output-projection GEMM per chunk in all (the trainer's per-language loss).
+        n_classes: ``V``, the number of classes (default: all rows of ``weight``). Passing the
+            padded weight with ``n_classes`` (rather than ``weight[:V]``) lets the loss write
+            the full-shape gradient itself, zero on padding rows.
 
     Returns:
         fp32 scalar; fp32 ``labels.shape`` tensor for ``reduction="none"``; a tuple
         ``(sum scalar, per-token tensor)`` for ``"sum_and_none"``.
 
     Raises:
-        ValueError: bad reduction / chunk size, shape mismatch, or labels outside ``[0, V)``.
+        ValueError: bad reduction / chunk size / ``n_classes``, shape mismatch, or labels
+            outside ``[0, V)``.
     """
     if reduction not in ("mean", "sum", "none", "sum_and_none"):
         raise ValueError(f"reduction must be 'mean', 'sum', 'none' or 'sum_and_none', got {reduction!r}")
@@ -233,15 +303,18 @@ def fused_linear_cross_entropy(
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     if h.shape[:-1] != labels.shape:
         raise ValueError(f"h {tuple(h.shape)} and labels {tuple(labels.shape)} disagree")
-    _check_labels(labels, weight.shape[0])
+    V = weight.shape[0] if n_classes is None else int(n_classes)
+    if not 1 <= V <= weight.shape[0]:
+        raise ValueError(f"n_classes must be in [1, {weight.shape[0]}] (rows of weight), got {n_classes}")
+    _check_labels(labels, V)
     hf = h.reshape(-1, h.shape[-1])
     yf = labels.reshape(-1).long()
     if reduction == "none":
-        return _ChunkedLinearCENone.apply(hf, weight, yf, int(chunk_tokens)).view(labels.shape)
+        return _ChunkedLinearCENone.apply(hf, weight, yf, int(chunk_tokens), V).view(labels.shape)
     if reduction == "sum_and_none":
-        total, per_token = _FusedLinearCESum.apply(hf, weight, yf, int(chunk_tokens), True)
+        total, per_token = _FusedLinearCESum.apply(hf, weight, yf, int(chunk_tokens), True, V)
         return total, per_token.view(labels.shape)
-    total, _ = _FusedLinearCESum.apply(hf, weight, yf, int(chunk_tokens), False)
+    total, _ = _FusedLinearCESum.apply(hf, weight, yf, int(chunk_tokens), False, V)
     if reduction == "sum":
         return total
     n = (yf != IGNORE_INDEX).sum().clamp(min=1).to(total.dtype)
@@ -488,14 +561,15 @@ class PolyLM(nn.Module):
             ``(scalar, [B, T] detached)`` for ``"sum_and_none"``).
         """
         h = self.hidden_states(input_ids) if segment_ids is None else self.hidden_states(input_ids, segment_ids)
-        w = self._output_weight()
         if labels is None:
-            return F.linear(h, w)
+            return F.linear(h, self._output_weight())
         if labels.shape != input_ids.shape:
             raise ValueError(f"labels {tuple(labels.shape)} must match input_ids {tuple(input_ids.shape)}")
+        # the whole (padded) tied embedding with n_classes: the loss writes its full-shape
+        # gradient (zero padding rows), no slice backward
         return fused_linear_cross_entropy(
-            h, w, labels, chunk_tokens=loss_chunk_tokens or self.cfg.loss_chunk_tokens,
-            reduction=loss_reduction)
+            h, self.tok_emb.weight, labels, chunk_tokens=loss_chunk_tokens or self.cfg.loss_chunk_tokens,
+            reduction=loss_reduction, n_classes=self.cfg.vocab_size)
 
     def per_token_loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-token fp32 cross-entropy ``[B, T]`` (0 where ``labels == -100``); differentiable.
