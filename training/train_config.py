@@ -306,13 +306,16 @@ _SCALAR_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (
 def _typed(key: str, ftype: str, value: Any) -> Any:
     """``value`` checked against the scalar field type ``ftype`` (``"int"``, ``"float | None"``,
     ...; other types pass through). Floats also accept numeric strings (YAML reads ``1e-4`` as a
-    string). Raises ``ValueError`` naming the key, the expected type and the value given, e.g.
+    string; a string field given a YAML 1.1 boolean gets ``"on"``/``"off"``, so ``spike_guard: off``
+    works). Raises ``ValueError`` naming the key, the expected type and the value given, e.g.
     ``training.steps: expected an integer, got 'abc'``."""
     base, optional = ftype, False
     if ftype.endswith(" | None"):
         base, optional = ftype[: -len(" | None")], True
     if base not in _SCALAR_TYPES or (optional and value is None):
         return value
+    if base == "str" and isinstance(value, bool):
+        return "on" if value else "off"  # YAML 1.1 reads a bare on/off (yes/no) as a boolean
     if base == "float" and isinstance(value, str):
         try:
             return float(value)
