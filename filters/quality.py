@@ -60,6 +60,11 @@ _END_CHARS = ('.', '!', '?', '"', "'", ')', ']', '\u061f', '\u0964', '\u06d4')
 # and Japanese put no space after a full stop; "data.wien.gv.at" or "3.5" do not count).
 _SENT_RE = re.compile(r"[.!?\u061f\u0964\u06d4]+[\"')\]]*(?:\s+(?=\S)|(?=[^\x00-\x7f\s]))")
 _URL_RE = re.compile(r"https?:|www\.|[a-z0-9-]\.(?:com|net|org|info|html?|php|aspx?)\b|\S@\S")
+# The same test as ``_URL_RE.search`` in pieces that start with a literal (which ``re`` scans
+# for quickly) instead of one alternation tried at every position (:func:`has_url`).
+_TLD_RE = re.compile(r"\.(?:com|net|org|info|html?|php|aspx?)\b")
+_AT_RE = re.compile(r"\S@\S")
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 # Tiers of the quality models' training data (pipeline/quality_models.py): positives and LM
@@ -220,7 +225,7 @@ class PieceTokenizer:
             raise FileNotFoundError(f"quality model file not found: {sp_model}")
         self.sp = spm.SentencePieceProcessor(model_file=sp_model)
         self.num_threads = max(1, int(num_threads))
-        table = [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
+        table = list(self.sp.id_to_piece(list(range(self.sp.get_piece_size()))))
         self.vocab = frozenset(table)
         self.unk_id = self.sp.unk_id()
         # id -> piece, with the unknown id mapped to "\n": paragraphs never contain a newline,
@@ -461,6 +466,19 @@ def _bucket(x: float, edges: tuple) -> int:
     return len(edges)
 
 
+def has_url(paragraph: str) -> bool:
+    """Whether ``_URL_RE`` matches somewhere in ``paragraph`` (a URL, ``www.``, a domain ending
+    in a common TLD, or an e-mail-like ``x@y``); same answer, several times faster on text
+    without URLs."""
+    if "http:" in paragraph or "https:" in paragraph or "www." in paragraph:
+        return True
+    if "." in paragraph:
+        for m in _TLD_RE.finditer(paragraph):
+            if m.start() > 0 and paragraph[m.start() - 1] in _HOST_CHARS:
+                return True
+    return "@" in paragraph and _AT_RE.search(paragraph) is not None
+
+
 def sentence_count(paragraph: str) -> int:
     """Sentences in one normalised paragraph: 1 + the sentence boundaries inside it (terminal
     punctuation followed by more text, see ``_SENT_RE``). A heuristic, never 0."""
@@ -524,7 +542,7 @@ def _structure(paragraphs: list[str], sents: list[int], ends: list[bool]) -> lis
         f"__s_short{_bucket(sum(1 for x in lens if x < 30) / n, (0.05, 0.15, 0.3, 0.5, 0.7))}__",
         f"__s_endp{_bucket(sum(ends) / n, (0.3, 0.5, 0.7, 0.85, 0.95))}__",
         f"__s_dig{_bucket(sum(p.count('0') for p in paragraphs) / chars, (0.005, 0.01, 0.02, 0.05, 0.1))}__",
-        f"__s_url{_bucket(sum(1 for p in paragraphs if _URL_RE.search(p)), (1, 2, 5))}__",
+        f"__s_url{_bucket(sum(1 for p in paragraphs if has_url(p)), (1, 2, 5))}__",
         f"__s_pipe{_bucket(sum(p.count('|') for p in paragraphs), (1, 3, 10))}__",
         f"__s_multi{_bucket(sum(1 for x in sents if x > 1) / n, (0.05, 0.2, 0.4, 0.6, 0.8))}__",
         f"__s_sps{_bucket(sum(sents) / n, (1.05, 1.3, 1.7, 2.5, 4))}__",

@@ -171,3 +171,23 @@ def test_score_batch_mixed_languages(models, shared_data, tmp_path):
         _, _, sp, lm = models[lang]
         rp, rn, _, _ = _reference_score(sp, lm, text, Q.DEFAULT_CLASSIFIER_MAX_TOKENS)
         assert ntok[i] == rn and (ppl[i] is None if rp is None else ppl[i] == pytest.approx(rp, rel=1e-9)), i
+
+
+def test_has_url_equals_the_url_pattern(shared_data):
+    """The structure token's URL test (:func:`filters.quality.has_url`) answers as the pattern
+    it replaces (``_URL_RE.search``) on real web text, reference text and edge cases."""
+    import gzip
+
+    pars = []
+    for f in sorted((shared_data / "web-html").glob("*.html"))[:40]:
+        pars += [p for p in normalize(f.read_text(encoding="utf-8", errors="replace")).split("\n") if p]
+    for f in sorted((shared_data / "dolma-tests").glob("*.json*.gz")):
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            pars += [p for line in fh for p in normalize(json.loads(line)["text"]).split("\n") if p]
+    pars += [p for p in normalize((shared_data / "leipzig-sentences" / "ja.txt").read_text(encoding="utf-8"))
+             .split("\n") if p]
+    pars += ["a.com", ".com", "-.com", "x.comx", "x.com.", "mail a@b", "@b", "a@", "http:x", "www.", "A.com",
+             "é.com", "x.html", "x.htm", "x.aspx", "x.asp", "3.5 percent", "see data.wien.gv.at"]
+    got = [Q.has_url(p) for p in pars]
+    assert got == [Q._URL_RE.search(p) is not None for p in pars]
+    assert 20 < sum(got) < len(pars)
