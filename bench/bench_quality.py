@@ -11,9 +11,10 @@ times do not.
   on the normalised paragraphs of the input, one call per language (tokens = pieces).
 * raw KenLM: ``kenlm.Model.score(s, bos=True, eos=True)`` on each paragraph's pieces joined by
   spaces (tokens = pieces + ``</s>``).
-* our SentencePiece step: :meth:`filters.quality.PieceTokenizer.encode_joined` on the same
-  paragraphs (batch encode to ids, KenLM strings built by one join per paragraph, unknown
-  pieces split into characters), as tokens/s and as a share of raw.
+* our SentencePiece step: :meth:`filters.quality.PieceTokenizer.iter_joined` on the same
+  paragraphs, as the scorer consumes it (one batch encode to ids, then each paragraph's KenLM
+  string built by one join over the piece table, unknown pieces split into characters), as
+  tokens/s and as a share of raw: the share counts building the KenLM strings too.
 * our scoring per core: :class:`pipeline.quality.QualityScoreBatch` (normalisation,
   SentencePiece, KenLM, classifier features and fastText predict) on Arrow batches of 10,000
   rows in this process.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+from collections import deque
 import json
 import os
 import statistics
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
     def our_sp() -> float:
         t = time.perf_counter()
         for lang, ps in pars.items():
-            models[lang].tokenizer.encode_joined(ps, num_threads=1)
+            deque(models[lang].tokenizer.iter_joined(ps, num_threads=1), maxlen=0)
         return time.perf_counter() - t
 
     def raw_lm() -> float:

@@ -252,35 +252,43 @@ class PieceTokenizer:
                 fixed.extend(p)
         return fixed
 
-    def encode_joined(self, paragraphs: list[str], num_threads: int | None = None) -> tuple[list[str], list[int]]:
-        """KenLM input of each paragraph: its pieces (unknown ones split into characters)
-        joined by single spaces, and its piece count.
+    def iter_joined(self, paragraphs: list[str], num_threads: int | None = None):
+        """KenLM input of each paragraph, in order: its pieces (unknown ones split into
+        characters) joined by single spaces, and its piece count.
+
+        All paragraphs are encoded to ids in one SentencePiece batch call; the strings are built
+        one paragraph at a time as the caller consumes them (so a batch's strings need not all
+        be held at once).
 
         Args:
             paragraphs: normalised, non-empty paragraphs without newlines (list[str]).
             num_threads: SentencePiece threads for this call (default: the constructor's).
 
-        Returns:
-            (joined: list[str], n_pieces: list[int]), both ``len(paragraphs)`` long; a
-            paragraph without pieces gives ``""`` and 0.
+        Yields:
+            (joined: str, n_pieces: int) per paragraph; a paragraph without pieces gives ``""``, 0.
         """
         if not paragraphs:
-            return [], []
+            return
         ids_per_par = self.sp.encode(paragraphs, out_type=int,
                                      num_threads=int(num_threads or self.num_threads))
         get = self._table.__getitem__
-        unk = self.unk_id
-        joined: list[str] = []
-        counts: list[int] = []
+        sentinel, unk = self._sentinel, self.unk_id
         for par, ids in zip(paragraphs, ids_per_par):
             s = " ".join(map(get, ids))
-            if ("\n" in s) if self._sentinel else (unk in ids):
+            if ("\n" in s) if sentinel else (unk in ids):  # rare: pieces outside the vocabulary
                 pieces = self._fix(self.sp.encode(par, out_type=str))
-                joined.append(" ".join(pieces))
-                counts.append(len(pieces))
+                yield " ".join(pieces), len(pieces)
             else:
-                joined.append(s)
-                counts.append(len(ids))
+                yield s, len(ids)
+
+    def encode_joined(self, paragraphs: list[str], num_threads: int | None = None) -> tuple[list[str], list[int]]:
+        """:meth:`iter_joined` as two lists: (joined strings, piece counts), ``len(paragraphs)``
+        long each."""
+        joined: list[str] = []
+        counts: list[int] = []
+        for s_, c in self.iter_joined(paragraphs, num_threads):
+            joined.append(s_)
+            counts.append(c)
         return joined, counts
 
     def encode(self, paragraphs: list[str]) -> list[list[str]]:
@@ -377,7 +385,7 @@ class PerplexityModel:
         :meth:`perplexity` and ``classifier_line(features, max_tokens)`` per document.
 
         All paragraphs of ``texts`` go to SentencePiece in one batch call
-        (:meth:`PieceTokenizer.encode_joined`, ``num_threads`` threads), KenLM scores each
+        (:meth:`PieceTokenizer.iter_joined`, ``num_threads`` threads), KenLM scores each
         paragraph's joined pieces as one string (``<s>``/``</s>`` included), and the classifier
         line is assembled from those strings (:func:`classifier_line_joined`), with no loop over
         tokens in Python. Per-document log10 sums add the paragraphs in order, as
@@ -392,24 +400,25 @@ class PerplexityModel:
             :class:`BatchScores` with lists of ``len(texts)``.
         """
         pars_per_doc = [self.paragraphs(t or "") for t in texts]
-        flat = [p for ps in pars_per_doc for p in ps]
-        joined, counts = self.tokenizer.encode_joined(flat, num_threads)
+        it = self.tokenizer.iter_joined([p for ps in pars_per_doc for p in ps], num_threads)
         score = self.lm.score
-        lps = [score(s, bos=True, eos=True) for s in joined]
         ppl, lp_out, ntok, npar, lines = [], [], [], [], []
-        i = 0
         for pars in pars_per_doc:
             k = len(pars)
+            joined: list[str] = []
+            counts: list[int] = []
             lp = 0.0
-            for x in lps[i:i + k]:
-                lp += x
-            n = sum(counts[i:i + k]) + k
+            for _ in range(k):
+                s_, c = next(it)
+                lp += score(s_, bos=True, eos=True)
+                joined.append(s_)
+                counts.append(c)
+            n = sum(counts) + k
             ppl.append(ppl_from_log10(lp, n))
             lp_out.append(lp)
             ntok.append(n)
             npar.append(k)
-            lines.append(classifier_line_joined(pars, joined[i:i + k], counts[i:i + k], max_tokens))
-            i += k
+            lines.append(classifier_line_joined(pars, joined, counts, max_tokens))
         return BatchScores(ppl, lp_out, ntok, npar, lines)
 
 

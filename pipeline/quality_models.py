@@ -92,6 +92,12 @@ Recipe (CCNet, Wenzek et al. 2020 sec. 3.3; PolyLM, arXiv 2307.06018 sec. 3.1):
   its scores are lower than out-of-fold and the classifier removes more than ``web_drop`` of
   them; on new web text the out-of-fold share applies. Override the thresholds per language
   in ``quality.thresholds``.
+* Parallel (issue 19): the languages are independent jobs (SentencePiece, KenLM, scoring of the
+  language's documents) run in a pool of spawned processes sized to the CPUs available
+  (``workers``); then the shipped classifier and the ``cv_folds`` cross-fitting classifiers are
+  fitted concurrently in one pool (each fit in a fresh process). Every job has the same inputs
+  and seeds as in one process, so the models are the same files (the SentencePiece ``.model``
+  records the path of its training text, which lives in a fresh temporary folder on every run).
 * Input (:func:`load_docs`): the langid output is streamed in record batches and at most
   ``--max-docs`` documents per language and label (reference / web / other) are kept, the
   bottom-k of a salted hash of the split key (deterministic, independent of file order and of

@@ -191,3 +191,36 @@ def test_has_url_equals_the_url_pattern(shared_data):
     got = [Q.has_url(p) for p in pars]
     assert got == [Q._URL_RE.search(p) is not None for p in pars]
     assert 20 < sum(got) < len(pars)
+
+
+def test_parallel_training_gives_the_same_models(tmp_path, shared_data):
+    """Languages trained in a pool of 2 processes (classifier and cv folds fitted concurrently)
+    give the same model files and manifest figures as one after the other in this process.
+    (A SentencePiece .model records the path of its training text, which lives in each run's own
+    temporary folder; its pieces and scores are compared instead of its bytes.)"""
+    import sentencepiece as spm
+
+    from pipeline.quality_models import train_quality_models
+    from tests.test_quality import _ref_docs, _web_docs_en
+
+    docs = _ref_docs(shared_data, "en", "eng")[:120] + _ref_docs(shared_data, "de", "deu")[:100] \
+        + _web_docs_en(shared_data)[:30]
+    runs = {}
+    for workers in (1, 2):
+        d = str(tmp_path / f"w{workers}")
+        runs[workers] = (d, train_quality_models([dict(x) for x in docs], d, vocab_size=1000, cv_folds=2,
+                                                 workers=workers, input_desc="test"))
+    (d1, m1), (d2, m2) = runs[1], runs[2]
+    assert m1["languages"] == m2["languages"] and m1["classifier"] == m2["classifier"]
+    assert m1["classifier"]["train_neg"] > 0 and set(m1["languages"]) == {"en", "de"}
+    names = sorted(os.listdir(d1))
+    assert names == sorted(os.listdir(d2)) and "quality-classifier.bin" in names
+    for name in names:
+        a, b = os.path.join(d1, name), os.path.join(d2, name)
+        if name.endswith(".sp.model"):
+            sa, sb = spm.SentencePieceProcessor(model_file=a), spm.SentencePieceProcessor(model_file=b)
+            assert [(sa.id_to_piece(i), sa.get_score(i)) for i in range(sa.get_piece_size())] == \
+                [(sb.id_to_piece(i), sb.get_score(i)) for i in range(sb.get_piece_size())]
+        elif name != "manifest.json":
+            with open(a, "rb") as fa, open(b, "rb") as fb:
+                assert fa.read() == fb.read(), name
