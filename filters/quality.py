@@ -60,6 +60,11 @@ _END_CHARS = ('.', '!', '?', '"', "'", ')', ']', '\u061f', '\u0964', '\u06d4')
 # and Japanese put no space after a full stop; "data.wien.gv.at" or "3.5" do not count).
 _SENT_RE = re.compile(r"[.!?\u061f\u0964\u06d4]+[\"')\]]*(?:\s+(?=\S)|(?=[^\x00-\x7f\s]))")
 _URL_RE = re.compile(r"https?:|www\.|[a-z0-9-]\.(?:com|net|org|info|html?|php|aspx?)\b|\S@\S")
+# The same test as ``_URL_RE.search`` in pieces that start with a literal (which ``re`` scans
+# for quickly) instead of one alternation tried at every position (:func:`has_url`).
+_TLD_RE = re.compile(r"\.(?:com|net|org|info|html?|php|aspx?)\b")
+_AT_RE = re.compile(r"\S@\S")
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 # Tiers of the quality models' training data (pipeline/quality_models.py): positives and LM
@@ -194,44 +199,123 @@ class PieceTokenizer:
     Pieces outside the SentencePiece vocabulary (runs of characters the model does not cover,
     e.g. Chinese text given to the English model) are split into single characters, so every
     unknown character is one KenLM token: otherwise a whole run of foreign text would count as
-    one token and look deceptively likely.
+    one token and look deceptively likely. (A piece that starts with the word-boundary mark
+    ``\u2581`` keeps it as a token of its own before the characters.)
+
+    Fast path (:meth:`encode_joined`): the paragraphs of a whole batch are encoded to ids in one
+    call of SentencePiece's batch API (``num_threads`` threads in C++), and the KenLM input of a
+    paragraph is built by one C-level ``" ".join`` over a piece table indexed by id. Only a
+    paragraph with an unknown id (``unk_id``) is re-encoded to piece strings for the
+    character split above; the result is the same token sequence as encoding every paragraph
+    to pieces and checking each piece against the vocabulary.
 
     Args:
         sp_model: path of a SentencePiece ``.model``.
+        num_threads: default SentencePiece threads per batch call (int >= 1; one Spark task per
+            core wants 1).
 
     Raises:
         FileNotFoundError: ``sp_model`` missing. OSError: not a SentencePiece model.
     """
 
-    def __init__(self, sp_model: str):
+    def __init__(self, sp_model: str, num_threads: int = 1):
         import sentencepiece as spm
 
         if not os.path.exists(sp_model):
             raise FileNotFoundError(f"quality model file not found: {sp_model}")
         self.sp = spm.SentencePieceProcessor(model_file=sp_model)
-        self.vocab = frozenset(self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size()))
+        self.num_threads = max(1, int(num_threads))
+        table = list(self.sp.id_to_piece(list(range(self.sp.get_piece_size()))))
+        self.vocab = frozenset(table)
+        self.unk_id = self.sp.unk_id()
+        # id -> piece, with the unknown id mapped to "\n": paragraphs never contain a newline,
+        # so "\n" in a joined paragraph marks an unknown piece exactly (checked here: no real
+        # piece contains one; otherwise the ids are searched for unk_id instead)
+        self._sentinel = not any("\n" in p for i, p in enumerate(table) if i != self.unk_id)
+        if 0 <= self.unk_id < len(table):
+            table[self.unk_id] = "\n"
+        self._table = table
+
+    def _fix(self, pieces: list[str]) -> list[str]:
+        """Split the pieces outside the vocabulary into characters (class docstring)."""
+        vocab = self.vocab
+        if vocab.issuperset(pieces):
+            return pieces
+        fixed = []
+        for p in pieces:
+            if p in vocab:
+                fixed.append(p)
+            else:
+                if p.startswith("\u2581") and len(p) > 1:
+                    fixed.append("\u2581")
+                    p = p[1:]
+                fixed.extend(p)
+        return fixed
+
+    def iter_joined(self, paragraphs: list[str], num_threads: int | None = None):
+        """KenLM input of each paragraph, in order: its pieces (unknown ones split into
+        characters) joined by single spaces, and its piece count.
+
+        All paragraphs are encoded to ids in one SentencePiece batch call; the strings are built
+        one paragraph at a time as the caller consumes them (so a batch's strings need not all
+        be held at once).
+
+        Args:
+            paragraphs: normalised, non-empty paragraphs without newlines (list[str]).
+            num_threads: SentencePiece threads for this call (default: the constructor's).
+
+        Yields:
+            (joined: str, n_pieces: int) per paragraph; a paragraph without pieces gives ``""``, 0.
+        """
+        if not paragraphs:
+            return
+        ids_per_par = self.sp.encode(paragraphs, out_type=int,
+                                     num_threads=int(num_threads or self.num_threads))
+        get = self._table.__getitem__
+        sentinel, unk = self._sentinel, self.unk_id
+        for par, ids in zip(paragraphs, ids_per_par):
+            s = " ".join(map(get, ids))
+            if ("\n" in s) if sentinel else (unk in ids):  # rare: pieces outside the vocabulary
+                pieces = self._fix(self.sp.encode(par, out_type=str))
+                yield " ".join(pieces), len(pieces)
+            else:
+                yield s, len(ids)
+
+    def encode_joined(self, paragraphs: list[str], num_threads: int | None = None) -> tuple[list[str], list[int]]:
+        """:meth:`iter_joined` as two lists: (joined strings, piece counts), ``len(paragraphs)``
+        long each."""
+        joined: list[str] = []
+        counts: list[int] = []
+        for s_, c in self.iter_joined(paragraphs, num_threads):
+            joined.append(s_)
+            counts.append(c)
+        return joined, counts
 
     def encode(self, paragraphs: list[str]) -> list[list[str]]:
         """Pieces (list of str) of each paragraph; unknown pieces split into characters."""
-        if not paragraphs:
-            return []
-        vocab = self.vocab
-        out = []
-        for pieces in self.sp.encode(paragraphs, out_type=str, num_threads=1):
-            if all(p in vocab for p in pieces):
-                out.append(pieces)
-                continue
-            fixed = []
-            for p in pieces:
-                if p in vocab:
-                    fixed.append(p)
-                else:
-                    if p.startswith("\u2581") and len(p) > 1:
-                        fixed.append("\u2581")
-                        p = p[1:]
-                    fixed.extend(p)
-            out.append(fixed)
-        return out
+        joined, _ = self.encode_joined(paragraphs)
+        return [s.split(" ") if s else [] for s in joined]
+
+
+@dataclass
+class BatchScores:
+    """Scores of a list of documents of one language (:meth:`PerplexityModel.score_texts`).
+
+    Attributes:
+        ppl: list[float | None], CCNet perplexity per document (None: no tokens).
+        log10_prob: list[float], sum of KenLM ``log10 p`` per document.
+        n_tokens: list[int], pieces + one ``</s>`` per paragraph.
+        n_paragraphs: list[int].
+        lines: list[str], the classifier input line of each document
+            (:func:`classifier_line` of :func:`classifier_tokens`, at most ``max_tokens`` tokens;
+            ``""`` for a document without paragraphs).
+    """
+
+    ppl: list
+    log10_prob: list
+    n_tokens: list
+    n_paragraphs: list
+    lines: list
 
 
 class PerplexityModel:
@@ -261,9 +345,13 @@ class PerplexityModel:
     def paragraphs(self, text: str) -> list[str]:
         """Normalised, non-empty paragraphs of ``text`` (long ones chunked)."""
         out: list[str] = []
+        mx = self.max_paragraph_chars
         for par in normalize(text).split("\n"):
             if par:
-                out.extend(chunk_paragraph(par, self.max_paragraph_chars))
+                if len(par) <= mx:
+                    out.append(par)
+                else:
+                    out.extend(chunk_paragraph(par, mx))
         return out
 
     def tokenize(self, paragraphs: list[str]) -> list[list[str]]:
@@ -290,6 +378,48 @@ class PerplexityModel:
         toks = self.tokenize(pars)
         lp, n = self.score_pieces(toks)
         return PplResult(ppl_from_log10(lp, n), lp, n, len(pars), classifier_tokens(pars, toks))
+
+    def score_texts(self, texts: list, max_tokens: int = DEFAULT_CLASSIFIER_MAX_TOKENS,
+                    num_threads: int | None = None) -> BatchScores:
+        """Perplexity and classifier line of many documents at once; the same figures as
+        :meth:`perplexity` and ``classifier_line(features, max_tokens)`` per document.
+
+        All paragraphs of ``texts`` go to SentencePiece in one batch call
+        (:meth:`PieceTokenizer.iter_joined`, ``num_threads`` threads), KenLM scores each
+        paragraph's joined pieces as one string (``<s>``/``</s>`` included), and the classifier
+        line is assembled from those strings (:func:`classifier_line_joined`), with no loop over
+        tokens in Python. Per-document log10 sums add the paragraphs in order, as
+        :meth:`score_pieces` does, so ``ppl`` is bit-identical.
+
+        Args:
+            texts: raw documents (str or None).
+            max_tokens: classifier tokens per line (:data:`DEFAULT_CLASSIFIER_MAX_TOKENS`).
+            num_threads: SentencePiece threads (default: the tokenizer's).
+
+        Returns:
+            :class:`BatchScores` with lists of ``len(texts)``.
+        """
+        pars_per_doc = [self.paragraphs(t or "") for t in texts]
+        it = self.tokenizer.iter_joined([p for ps in pars_per_doc for p in ps], num_threads)
+        score = self.lm.score
+        ppl, lp_out, ntok, npar, lines = [], [], [], [], []
+        for pars in pars_per_doc:
+            k = len(pars)
+            joined: list[str] = []
+            counts: list[int] = []
+            lp = 0.0
+            for _ in range(k):
+                s_, c = next(it)
+                lp += score(s_, bos=True, eos=True)
+                joined.append(s_)
+                counts.append(c)
+            n = sum(counts) + k
+            ppl.append(ppl_from_log10(lp, n))
+            lp_out.append(lp)
+            ntok.append(n)
+            npar.append(k)
+            lines.append(classifier_line_joined(pars, joined, counts, max_tokens))
+        return BatchScores(ppl, lp_out, ntok, npar, lines)
 
 
 class QualityClassifier:
@@ -343,6 +473,19 @@ def _bucket(x: float, edges: tuple) -> int:
         if x < e:
             return i
     return len(edges)
+
+
+def has_url(paragraph: str) -> bool:
+    """Whether ``_URL_RE`` matches somewhere in ``paragraph`` (a URL, ``www.``, a domain ending
+    in a common TLD, or an e-mail-like ``x@y``); same answer, several times faster on text
+    without URLs."""
+    if "http:" in paragraph or "https:" in paragraph or "www." in paragraph:
+        return True
+    if "." in paragraph:
+        for m in _TLD_RE.finditer(paragraph):
+            if m.start() > 0 and paragraph[m.start() - 1] in _HOST_CHARS:
+                return True
+    return "@" in paragraph and _AT_RE.search(paragraph) is not None
 
 
 def sentence_count(paragraph: str) -> int:
@@ -408,7 +551,7 @@ def _structure(paragraphs: list[str], sents: list[int], ends: list[bool]) -> lis
         f"__s_short{_bucket(sum(1 for x in lens if x < 30) / n, (0.05, 0.15, 0.3, 0.5, 0.7))}__",
         f"__s_endp{_bucket(sum(ends) / n, (0.3, 0.5, 0.7, 0.85, 0.95))}__",
         f"__s_dig{_bucket(sum(p.count('0') for p in paragraphs) / chars, (0.005, 0.01, 0.02, 0.05, 0.1))}__",
-        f"__s_url{_bucket(sum(1 for p in paragraphs if _URL_RE.search(p)), (1, 2, 5))}__",
+        f"__s_url{_bucket(sum(1 for p in paragraphs if has_url(p)), (1, 2, 5))}__",
         f"__s_pipe{_bucket(sum(p.count('|') for p in paragraphs), (1, 3, 10))}__",
         f"__s_multi{_bucket(sum(1 for x in sents if x > 1) / n, (0.05, 0.2, 0.4, 0.6, 0.8))}__",
         f"__s_sps{_bucket(sum(sents) / n, (1.05, 1.3, 1.7, 2.5, 4))}__",
@@ -438,6 +581,38 @@ def classifier_line(pieces: list[str], max_tokens: int = DEFAULT_CLASSIFIER_MAX_
     """The classifier's input line for one document: its first ``max_tokens`` tokens
     (:func:`classifier_tokens`, structure tokens first) joined by spaces."""
     return " ".join(pieces[:max_tokens])
+
+
+def classifier_line_joined(paragraphs: list[str], joined: list[str], n_pieces: list[int],
+                           max_tokens: int = DEFAULT_CLASSIFIER_MAX_TOKENS) -> str:
+    """``classifier_line(classifier_tokens(paragraphs, pieces), max_tokens)`` from each
+    paragraph's pieces already joined by spaces (:meth:`PieceTokenizer.encode_joined`):
+    the joined strings are concatenated whole, and only the paragraph where ``max_tokens`` is
+    reached is split (pieces never contain a space). Same string, no loop over tokens.
+
+    Args:
+        paragraphs: normalised paragraphs; joined: their pieces joined by ``" "``;
+        n_pieces: their piece counts (same length); max_tokens: cap on tokens (int >= 0).
+    """
+    sents = [sentence_count(p) for p in paragraphs]
+    ends = [p.endswith(_END_CHARS) for p in paragraphs]
+    parts = _structure(paragraphs, sents, ends)[:max_tokens]
+    left = max_tokens - len(parts)
+    for par, s, c, ns, e in zip(paragraphs, joined, n_pieces, sents, ends):
+        if left <= 0:
+            break
+        if c:
+            if c <= left:
+                parts.append(s)
+                left -= c
+            else:
+                parts.append(" ".join(s.split(" ", left)[:left]))
+                break
+        if left <= 0:
+            break
+        parts.append(f"__p{_bucket(len(par), (10, 30, 80, 200))}{'e' if e else 'n'}{min(ns, 3)}__")
+        left -= 1
+    return " ".join(parts)
 
 
 @functools.lru_cache(maxsize=64)

@@ -56,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--web-fallback", action="store_true", default=argparse.SUPPRESS,
                    help="languages without reference-tier documents: train their KenLM on their own web documents "
                         "(default: config quality.web_fallback, else off)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes training the languages (and the classifier folds) in parallel "
+                        "(default: the CPUs available; 1: one after the other in this process)")
     args = p.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
     from pipeline.config import ConfigError, fail
 
     try:
@@ -82,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                              web_drop=opts["web_drop"], ppl_web_drop=opts["ppl_web_drop"],
                              lmplz=args.lmplz, build_binary=args.build_binary, input_desc=src,
                              input_counts=docs.counts, max_docs=docs.max_docs,
-                             web_fallback=bool(getattr(args, "web_fallback", qcfg.get("web_fallback", False))))
+                             web_fallback=bool(getattr(args, "web_fallback", qcfg.get("web_fallback", False))),
+                             workers=args.workers)
     print_table(m)
     print(f"models: {models_dir}")
     return 0

@@ -96,6 +96,7 @@ class QualityScoreBatch:
         self.max_paragraph_chars = int(max_paragraph_chars)
         self.classifier_max_tokens = int(classifier_max_tokens)
         self.lm_train = dict(lm_train) if lm_train else None
+        self.num_threads = None  # resolved on the worker (threads())
 
     def lm_seen(self, batch: pa.RecordBatch) -> list:
         """Per row: was the document training data of its language's KenLM (bool)?"""
@@ -122,29 +123,71 @@ class QualityScoreBatch:
                     seen[i] = not Q.is_heldout(key, float(frac))
         return seen
 
+    def threads(self) -> int:
+        """SentencePiece threads for this worker's batch calls: the CPUs Spark reserves per task
+        (``spark.task.cpus``, ``TaskContext.cpus()``; 1 by default, one task per executor core,
+        so the executor's cores are matched without oversubscription); 1 outside a Spark task.
+        """
+        if self.num_threads is None:
+            n = 1
+            try:
+                from pyspark import TaskContext
+
+                tc = TaskContext.get()
+                if tc is not None:
+                    n = int(tc.cpus())
+            except Exception:  # not in a Spark task, or an old PySpark: one thread
+                n = 1
+            self.num_threads = max(1, n)
+        return self.num_threads
+
     def score(self, langs: list, texts: list) -> tuple[list, list, list, list]:
-        """Score parallel lists of languages and texts -> (ppl, quality_score, n_tokens, error)."""
+        """Score parallel lists of languages and texts -> (ppl, quality_score, n_tokens, error).
+
+        The documents of one language are scored together (:meth:`filters.quality.PerplexityModel.score_texts`:
+        one SentencePiece batch call, KenLM per paragraph string, classifier lines without a loop
+        over tokens); the classifier predicts on all lines of the batch at once. If a language's
+        batch raises, its documents are scored one by one so only the failing ones are
+        quarantined (``_q_error``)."""
         n = len(texts)
         ppl: list = [None] * n
         qs: list = [None] * n
         ntok: list = [-1] * n
         err: list = [None] * n
+        rows_by_lang: dict = {}
+        for i, lang in enumerate(langs):
+            if lang in self.models:
+                rows_by_lang.setdefault(lang, []).append(i)
         lines, line_rows = [], []
-        for i, (lang, text) in enumerate(zip(langs, texts)):
-            paths = self.models.get(lang)
-            if paths is None:
-                continue
+        threads = self.threads()
+        for lang, rows in rows_by_lang.items():
+            paths = self.models[lang]
             try:
                 lm = Q.load_lm(resolve(paths[0]), resolve(paths[1]), self.max_paragraph_chars)
-                r = lm.perplexity(text or "")
-                ppl[i] = r.ppl
-                ntok[i] = r.n_tokens
-                if r.n_tokens > 0 and self.classifier:
-                    lines.append(Q.classifier_line(r.features, self.classifier_max_tokens))
-                    line_rows.append(i)
-            except Exception as e:  # a bad record never crashes the job: quarantined with the error
-                ntok[i] = 0
-                err[i] = f"{type(e).__name__}: {e}"[:500]
+                groups = [rows]
+                try:
+                    res = [lm.score_texts([texts[i] for i in rows], self.classifier_max_tokens, threads)]
+                except Exception:  # find the bad record(s): one document at a time
+                    groups, res = [], []
+                    for i in rows:
+                        try:
+                            res.append(lm.score_texts([texts[i]], self.classifier_max_tokens, threads))
+                            groups.append([i])
+                        except Exception as e:
+                            ntok[i] = 0
+                            err[i] = f"{type(e).__name__}: {e}"[:500]
+            except Exception as e:  # model failed to load: every document of the language
+                for i in rows:
+                    ntok[i] = 0
+                    err[i] = f"{type(e).__name__}: {e}"[:500]
+                continue
+            for g, r in zip(groups, res):
+                for j, i in enumerate(g):
+                    ppl[i] = r.ppl[j]
+                    ntok[i] = r.n_tokens[j]
+                    if r.n_tokens[j] > 0 and self.classifier:
+                        lines.append(r.lines[j])
+                        line_rows.append(i)
         if lines:
             clf = Q.load_classifier(resolve(self.classifier))
             for i, p in zip(line_rows, clf.predict_proba(lines)):

@@ -92,6 +92,12 @@ Recipe (CCNet, Wenzek et al. 2020 sec. 3.3; PolyLM, arXiv 2307.06018 sec. 3.1):
   its scores are lower than out-of-fold and the classifier removes more than ``web_drop`` of
   them; on new web text the out-of-fold share applies. Override the thresholds per language
   in ``quality.thresholds``.
+* Parallel (issue 19): the languages are independent jobs (SentencePiece, KenLM, scoring of the
+  language's documents) run in a pool of spawned processes sized to the CPUs available
+  (``workers``); then the shipped classifier and the ``cv_folds`` cross-fitting classifiers are
+  fitted concurrently in one pool (each fit in a fresh process). Every job has the same inputs
+  and seeds as in one process, so the models are the same files (the SentencePiece ``.model``
+  records the path of its training text, which lives in a fresh temporary folder on every run).
 * Input (:func:`load_docs`): the langid output is streamed in record batches and at most
   ``--max-docs`` documents per language and label (reference / web / other) are kept, the
   bottom-k of a salted hash of the split key (deterministic, independent of file order and of
@@ -331,6 +337,125 @@ def train_kenlm(pieces_file: str, out_binary: str, order: int, lmplz: str, build
 
 
 
+# ------------------------------------------------------------------ parallel training
+def _pool_size(workers: int | None, n_jobs: int) -> int:
+    """Processes for ``n_jobs`` independent jobs: ``workers`` if given, else the CPUs this
+    process may run on (``os.sched_getaffinity``), at most ``n_jobs`` and at least 1."""
+    if workers is None:
+        try:
+            workers = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            workers = os.cpu_count() or 1
+    return max(1, min(int(workers), n_jobs))
+
+
+def _map_jobs(fn, jobs: list, n_workers: int):
+    """``fn`` over ``jobs`` in order: in this process when ``n_workers == 1``, else in a pool of
+    ``n_workers`` spawned processes (fresh interpreters: no state from a Spark driver or torch is
+    inherited; see :func:`_train_fasttext_isolated`). Yields results in job order.
+
+    Raises:
+        whatever ``fn`` raised for the first failing job (the others are cancelled).
+    """
+    if n_workers <= 1:
+        for j in jobs:
+            yield fn(j)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context("spawn")) as ex:
+        futs = [ex.submit(fn, j) for j in jobs]
+        try:
+            for f in futs:
+                yield f.result()
+        except BaseException:
+            for f in futs:
+                f.cancel()
+            raise
+
+
+def _train_language(job: dict) -> dict:
+    """Train and evaluate the SentencePiece model and KenLM of one language (one pool job).
+
+    Args:
+        job: ``lang``, ``lm_label`` (``ref`` | ``web``: which documents the LM trains on),
+            ``docs`` (the language's labelled documents after :func:`assign_splits`), ``work``
+            (output folder), ``vocab_size``, ``seed``, ``order``, ``lmplz``, ``build_binary``,
+            ``reference_keep``, ``ppl_web_drop``, ``min_web_docs``, ``input_docs`` (or None).
+
+    Returns:
+        ``{"lang", "entry": manifest entry, "hashes": [text_hash of the LM training docs],
+        "lines": {doc id: classifier line (filters.quality.classifier_line_joined, default
+        cap)}, "log": progress line}``.
+    """
+    lang, lm_label, ld, work = job["lang"], job["lm_label"], job["docs"], job["work"]
+    order = job["order"]
+    train_ref = [d for d in ld if d["label"] == lm_label and d["split"] == "train"]
+    held_ref = [d for d in ld if d["label"] == lm_label and d["split"] == "heldout"]
+    web = [d for d in ld if d["label"] == "web"] if lm_label == "ref" else []
+    lt = time.time()
+    sp_prefix = os.path.join(work, f"quality-{lang}.sp")
+    lm_path = os.path.join(work, f"quality-{lang}.kenlm.binary")
+    txt = os.path.join(work, f"{lang}.train.txt")
+    n_par = 0
+    hashes = []
+    with open(txt, "w", encoding="utf-8") as f:
+        for d in train_ref:
+            hashes.append(text_hash(lang, d["text"]))
+            norm = normalize(d["text"])
+            if norm:
+                f.write(norm + "\n")
+                n_par += norm.count("\n") + 1
+    vs = train_sentencepiece(txt, sp_prefix, lang, job["vocab_size"], job["seed"])
+    tok = PieceTokenizer(sp_prefix + ".model")
+    pieces_txt = os.path.join(work, f"{lang}.train.pieces")
+    n_tok = 0
+    with open(txt, encoding="utf-8") as fin, open(pieces_txt, "w", encoding="utf-8") as fout:
+        lines = fin.read().split("\n")
+        joined, counts = tok.encode_joined([ln for ln in lines if ln])
+        for s_, c in zip(joined, counts):
+            fout.write(s_ + "\n")
+            n_tok += c + 1
+    train_kenlm(pieces_txt, lm_path, order, job["lmplz"], job["build_binary"])
+    os.remove(txt)
+    os.remove(pieces_txt)
+    # evaluate on unseen text: held-out reference and every web doc (never LM training data)
+    pm = PerplexityModel(sp_prefix + ".model", lm_path)
+    res = pm.score_texts([d["text"] for d in ld])
+    ppl = {d["id"]: p for d, p in zip(ld, res.ppl) if p is not None}
+    doc_lines = {d["id"]: line for d, line in zip(ld, res.lines)}
+    held_ppl = [ppl[d["id"]] for d in held_ref if d["id"] in ppl]
+    web_ppl = [ppl[d["id"]] for d in web if d["id"] in ppl]
+    train_ppl = [ppl[d["id"]] for d in train_ref if d["id"] in ppl]
+    entry = {
+        "sp_model": f"quality-{lang}.sp.model", "kenlm": f"quality-{lang}.kenlm.binary", "vocab_size": vs,
+        "lm_trained_on": "reference" if lm_label == "ref" else "web",
+        "train_docs": len(train_ref), "train_paragraphs": n_par, "train_tokens": n_tok,
+        "heldout_ref_docs": len(held_ref), "web_docs": len(web),
+        "train_ref_median_ppl": _r(median(train_ppl)),
+        "heldout_ref_median_ppl": _r(median(held_ppl)),
+        "web_median_ppl": _r(median(web_ppl)),
+        # every integer percentile 1..99 of held-out reference ppl: the quality stage's
+        # fallback ppl_bucket cut-offs for languages with too few unseen docs in a run
+        "heldout_ref_ppl_percentiles": {str(q): _r(quantile(held_ppl, q / 100))
+                                        for q in range(1, 100)} if held_ppl else {},
+    }
+    if job["input_docs"] is not None:
+        entry["input_docs"] = job["input_docs"]
+    # held-out documents only: training documents have memorised (low) ppl, a fence on them
+    # would remove clean unseen text
+    cal_ppl = calibrate_max_ppl(held_ppl, web_ppl, reference_keep=job["reference_keep"],
+                                ppl_web_drop=job["ppl_web_drop"], min_web_docs=job["min_web_docs"],
+                                ref_source="heldout_reference_ppl" if lm_label == "ref" else "heldout_web_ppl")
+    entry["max_ppl"] = cal_ppl["value"]
+    entry["thresholds_derivation"] = {"max_ppl": cal_ppl}
+    msg = (f"{lang}: sp vocab {vs}, {len(train_ref)} train docs, {n_tok} tokens; "
+           f"median ppl held-out ref {_r(median(held_ppl))} (n={len(held_ppl)}) vs web "
+           f"{_r(median(web_ppl))} (n={len(web_ppl)}) [{time.time() - lt:.1f}s]")
+    return {"lang": lang, "entry": entry, "hashes": hashes, "lines": doc_lines, "log": msg}
+
+
 # ------------------------------------------------------------------ main training
 def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[str] | None = None,
                          heldout_fraction: float = 0.2, vocab_size: int = 8000, order: int = 5,
@@ -341,7 +466,7 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                          seed: int = 0, lmplz: str | None = None,
                          build_binary: str | None = None, input_desc: str = "",
                          input_counts: dict | None = None, max_docs: int | None = None,
-                         web_fallback: bool = False) -> dict:
+                         web_fallback: bool = False, workers: int | None = None) -> dict:
     """Train every model from ``docs`` and write them plus ``manifest.json`` to ``models_dir``.
 
     A language with web documents but no reference-tier training documents (e.g. a user's
@@ -381,6 +506,11 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
         max_docs: the per-(language, label) sample size ``docs`` was drawn with (manifest).
         web_fallback: train the LM of a language without reference documents on its web
             documents (above); False: such languages get no models (``missing_model`` decides).
+        workers: processes that train the languages (one job per language: SentencePiece,
+            KenLM, evaluation) and then the classifier and its cross-fitting folds (one fastText
+            fit each) in parallel; default the CPUs available (``os.sched_getaffinity``), 1 runs
+            the languages in this process. The models are the same whatever the value (each job
+            has fixed inputs and seeds; fastText runs with ``thread=1``).
 
     Returns:
         The manifest dict; per language ``max_ppl`` / ``min_quality_score`` and
@@ -452,73 +582,26 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
             "languages": input_counts}
     feats: dict[str, list[str]] = {}   # doc id -> classifier tokens
     lm_train_hashes: list[int] = []
+    fit_pool = None
     try:
-        for i, lang in enumerate(langs, 1):
+        jobs = []
+        for lang in langs:
             ld = by_lang[lang]
             lm_label = "ref" if lang in ref_langs else "web"
-            train_ref = [d for d in ld if d["label"] == lm_label and d["split"] == "train"]
-            held_ref = [d for d in ld if d["label"] == lm_label and d["split"] == "heldout"]
-            web = [d for d in ld if d["label"] == "web"] if lm_label == "ref" else []
-            lt = time.time()
-            sp_prefix = os.path.join(work, f"quality-{lang}.sp")
-            lm_path = os.path.join(work, f"quality-{lang}.kenlm.binary")
-            txt = os.path.join(work, f"{lang}.train.txt")
-            n_par = 0
-            with open(txt, "w", encoding="utf-8") as f:
-                for d in train_ref:
-                    lm_train_hashes.append(text_hash(lang, d["text"]))
-                    norm = normalize(d["text"])
-                    if norm:
-                        f.write(norm + "\n")
-                        n_par += norm.count("\n") + 1
-            vs = train_sentencepiece(txt, sp_prefix, lang, vocab_size, seed)
-            tok = PieceTokenizer(sp_prefix + ".model")
-            pieces_txt = os.path.join(work, f"{lang}.train.pieces")
-            n_tok = 0
-            with open(txt, encoding="utf-8") as fin, open(pieces_txt, "w", encoding="utf-8") as fout:
-                lines = fin.read().split("\n")
-                for toks in tok.encode([ln for ln in lines if ln]):
-                    fout.write(" ".join(toks) + "\n")
-                    n_tok += len(toks) + 1
-            train_kenlm(pieces_txt, lm_path, order, lmplz, build_binary)
-            os.remove(txt)
-            os.remove(pieces_txt)
-            # evaluate on unseen text: held-out reference and every web doc (never LM training data)
-            pm = PerplexityModel(sp_prefix + ".model", lm_path)
-            ppl = {}
-            for d in ld:
-                r = pm.perplexity(d["text"])
-                feats[d["id"]] = r.features
-                if r.ppl is not None:
-                    ppl[d["id"]] = r.ppl
-            held_ppl = [ppl[d["id"]] for d in held_ref if d["id"] in ppl]
-            web_ppl = [ppl[d["id"]] for d in web if d["id"] in ppl]
-            train_ppl = [ppl[d["id"]] for d in train_ref if d["id"] in ppl]
-            manifest["languages"][lang] = {
-                "sp_model": f"quality-{lang}.sp.model", "kenlm": f"quality-{lang}.kenlm.binary", "vocab_size": vs,
-                "lm_trained_on": "reference" if lm_label == "ref" else "web",
-                "train_docs": len(train_ref), "train_paragraphs": n_par, "train_tokens": n_tok,
-                "heldout_ref_docs": len(held_ref), "web_docs": len(web),
-                "train_ref_median_ppl": _r(median(train_ppl)),
-                "heldout_ref_median_ppl": _r(median(held_ppl)),
-                "web_median_ppl": _r(median(web_ppl)),
-                # every integer percentile 1..99 of held-out reference ppl: the quality stage's
-                # fallback ppl_bucket cut-offs for languages with too few unseen docs in a run
-                "heldout_ref_ppl_percentiles": {str(q): _r(quantile(held_ppl, q / 100))
-                                                for q in range(1, 100)} if held_ppl else {},
-            }
-            if input_counts is not None:
-                manifest["languages"][lang]["input_docs"] = input_counts.get(lang, {})
-            # held-out documents only: training documents have memorised (low) ppl, a fence on them
-            # would remove clean unseen text
-            cal_ppl = calibrate_max_ppl(held_ppl, web_ppl, reference_keep=reference_keep,
-                                        ppl_web_drop=ppl_web_drop, min_web_docs=min_web_docs,
-                                        ref_source="heldout_reference_ppl" if lm_label == "ref" else "heldout_web_ppl")
-            manifest["languages"][lang]["max_ppl"] = cal_ppl["value"]
-            manifest["languages"][lang]["thresholds_derivation"] = {"max_ppl": cal_ppl}
-            log(f"[{i}/{len(langs)}] {lang}: sp vocab {vs}, {len(train_ref)} train docs, {n_tok} tokens; "
-                f"median ppl held-out ref {_r(median(held_ppl))} (n={len(held_ppl)}) vs web "
-                f"{_r(median(web_ppl))} (n={len(web_ppl)}) [{time.time() - lt:.1f}s]")
+            jobs.append({"lang": lang, "lm_label": lm_label, "docs": ld, "work": work, "vocab_size": vocab_size,
+                         "seed": seed, "order": order, "lmplz": lmplz, "build_binary": build_binary,
+                         "reference_keep": reference_keep, "ppl_web_drop": ppl_web_drop,
+                         "min_web_docs": min_web_docs,
+                         "input_docs": None if input_counts is None else input_counts.get(lang, {})})
+        n_workers = _pool_size(workers, len(jobs))
+        log(f"training {len(jobs)} languages in {n_workers} process{'es' if n_workers > 1 else ''}")
+        for i, res in enumerate(_map_jobs(_train_language, jobs, n_workers), 1):
+            lang = res["lang"]
+            manifest["languages"][lang] = res["entry"]
+            lm_train_hashes.extend(res["hashes"])
+            for doc_id, line in res["lines"].items():
+                feats[doc_id] = line.split(" ") if line else []
+            log(f"[{i}/{len(langs)}] {res['log']}")
         np.save(os.path.join(work, LM_TRAIN_HASHES), np.array(sorted(set(lm_train_hashes)), dtype=np.uint64))
         manifest["lm_train_hashes"] = {
             "path": LM_TRAIN_HASHES, "documents": len(set(lm_train_hashes)),
@@ -530,8 +613,15 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                   "bucket": 200000, "loss": "softmax", "seed": seed}
         labelled = [d for lang in langs for d in by_lang[lang] if feats.get(d["id"])]
         clf_path = os.path.join(work, "quality-classifier.bin")
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing as mp
+
+        # the shipped classifier and the cv folds are independent fastText fits: one pool for all
+        # (each fit in a fresh spawned process, as _train_fasttext_isolated does)
+        fit_pool = ProcessPoolExecutor(max_workers=_pool_size(workers, 1 + max(cv_folds, 0)),
+                                       mp_context=mp.get_context("spawn"), max_tasks_per_child=1)
         counts = _train_classifier([d for d in labelled if classifier_trainable(d)], feats, clf_path, params,
-                                   max_positives, classifier_train_tokens, seed)
+                                   max_positives, classifier_train_tokens, seed, executor=fit_pool)
         clf_info = {"path": "quality-classifier.bin", "kind": "multilingual", "labels": [LABEL_REF, LABEL_WEB],
                     "features_version": CLASSIFIER_FEATURES,
                     "features": "filters.quality.classifier_tokens: structure tokens, then the SentencePiece "
@@ -540,8 +630,15 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                     "train_set": "train-split reference documents (capped, evenly per language and source) and "
                                  "every web document (oversampled per language to its positive count)",
                     "params": params, "max_positives": max_positives, "max_tokens": classifier_train_tokens,
-                    **counts}
+                    **{k: v for k, v in counts.items() if k != "_fit"}}
+        ev: dict = {}
+        if counts["train_pos"] and counts["train_neg"] and cv_folds >= 2:
+            # the folds' fits join the shipped classifier's in the pool before anything waits
+            ev = evaluate_classifier(labelled, feats, work, params=params, max_positives=max_positives,
+                                     max_tokens=classifier_train_tokens, seed=seed, folds=cv_folds,
+                                     executor=fit_pool)
         if counts["train_pos"] and counts["train_neg"]:
+            counts["lr_used"] = clf_info["lr_used"] = counts.pop("_fit").result()
             log(f"classifier: {counts['train_pos']} reference vs {counts['train_neg']} web training docs "
                 f"(web oversampled per language), fastText wordNgrams=2 epoch={epoch}")
             clf = QualityClassifier(clf_path)
@@ -552,10 +649,7 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
                 ref_scores[lang] = [float(x) for x in clf.predict_proba([classifier_line(feats[d["id"]])
                                                                          for d in held])]
                 manifest["languages"][lang]["heldout_ref_median_quality_score"] = _r(median(ref_scores[lang]))
-            ev: dict = {}
             if cv_folds >= 2:
-                ev = evaluate_classifier(labelled, feats, work, params=params, max_positives=max_positives,
-                                         max_tokens=classifier_train_tokens, seed=seed, folds=cv_folds)
                 clf_info["evaluation"] = {
                     "method": "ROC AUC of held-out reference docs vs every web doc of the language, each doc "
                               "scored out-of-fold (cross-fitting by group key)", "folds": cv_folds}
@@ -590,6 +684,8 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
             log(f"classifier NOT trained: {counts['train_pos']} positive and {counts['train_neg']} negative "
                 f"training docs (needs both tiers); quality_score will be null")
             manifest["classifier"] = None
+        fit_pool.shutdown(wait=True)
+        fit_pool = None
         manifest["seconds"] = round(time.time() - t0, 1)
         with open(os.path.join(work, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, ensure_ascii=False)
@@ -602,6 +698,8 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
         else:
             os.rename(work, models_dir)
     except BaseException:
+        if fit_pool is not None:
+            fit_pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(work, ignore_errors=True)
         raise
     log(f"models written to {models_dir} in {manifest['seconds']}s")
@@ -609,7 +707,7 @@ def train_quality_models(docs: list[dict], models_dir: str, *, languages: list[s
 
 
 def _train_classifier(docs: list[dict], feats: dict, path: str, params: dict, max_positives: int,
-                      max_tokens: int, seed: int) -> dict:
+                      max_tokens: int, seed: int, executor=None) -> dict:
     """Train the fastText classifier on ``docs`` (``label`` ref/web) and save it to ``path``.
 
     Positives: at most ``max_positives``, spread evenly over languages and, within a language,
@@ -619,8 +717,15 @@ def _train_classifier(docs: list[dict], feats: dict, path: str, params: dict, ma
     Negatives: in each language with web documents they are oversampled to that language's
     positive count, so language identity alone does not predict the label there.
 
+    The fit runs in a fresh spawned process (:func:`_fit_retrying`); with ``executor`` (a
+    process pool) it is only submitted there and the call returns at once, so several fits run
+    in parallel.
+
     Returns:
-        counts: ``train_pos``, ``train_neg`` (distinct documents), ``train_lines``.
+        counts: ``train_pos``, ``train_neg`` (distinct documents), ``train_lines``, and
+        ``lr_used`` (the learning rate that trained without NaN) or, with ``executor`` and
+        something to train, ``_fit``: the future whose result is ``lr_used`` (the model is at
+        ``path`` once it is done).
     """
     rng = np.random.default_rng(seed)
     pos: dict[str, dict[str, list[str]]] = {}   # lang -> source -> lines
@@ -658,13 +763,30 @@ def _train_classifier(docs: list[dict], feats: dict, path: str, params: dict, ma
     with open(tmp, "w", encoding="utf-8") as f:
         for j in rng.permutation(len(lines)):
             f.write(lines[j] + "\n")
+    if executor is not None:
+        counts["_fit"] = executor.submit(_fit_retrying, tmp, params, path)
+    else:
+        counts["lr_used"] = _train_fasttext_isolated(tmp, params, path)
+    return counts
+
+
+def _fit_retrying(train_file: str, params: dict, path: str) -> float:
+    """Fit and save the fastText classifier, then delete ``train_file``.
+
+    fastText can hit NaN on small, oversampled data even with thread=1: retried with a smaller
+    learning rate (halved, at most 3 times).
+
+    Returns:
+        the learning rate that worked (float).
+
+    Raises:
+        RuntimeError: fastText's error other than NaN, or NaN at the last learning rate.
+    """
+    lr = params["lr"]
     try:
-        # fastText can hit NaN on small, oversampled data even with thread=1: retry with a
-        # smaller learning rate (halved, at most 3 times) and record the one that worked.
-        lr = params["lr"]
         for attempt in range(4):
             try:
-                _train_fasttext_isolated(tmp, {**params, "lr": lr}, path)
+                _fit_and_save(train_file, {**params, "lr": lr}, path)
                 break
             except RuntimeError as e:
                 if "NaN" not in str(e) or attempt == 3:
@@ -672,9 +794,8 @@ def _train_classifier(docs: list[dict], feats: dict, path: str, params: dict, ma
                 log(f"fastText hit NaN at lr={lr}; retrying with lr={lr / 2}")
                 lr /= 2
     finally:
-        os.remove(tmp)
-    counts["lr_used"] = lr
-    return counts
+        os.remove(train_file)
+    return lr
 
 
 def _fit_and_save(train_file: str, params: dict, path: str) -> None:
@@ -683,9 +804,9 @@ def _fit_and_save(train_file: str, params: dict, path: str) -> None:
     fasttext.train_supervised(input=train_file, verbose=0, **params).save_model(path)
 
 
-def _train_fasttext_isolated(train_file: str, params: dict, path: str) -> None:
-    """``fasttext.train_supervised(input=train_file, **params).save_model(path)`` in a fresh
-    (spawned) process.
+def _train_fasttext_isolated(train_file: str, params: dict, path: str) -> float:
+    """:func:`_fit_retrying` (fit, save, delete ``train_file``) in a fresh (spawned) process;
+    returns the learning rate used.
 
     In a process that had run torch (FSDP, torch.compile) first, fastText 0.9.3 reported
     "Encountered NaN" on data it trains on cleanly in a fresh process, and kept doing so at
@@ -698,7 +819,7 @@ def _train_fasttext_isolated(train_file: str, params: dict, path: str) -> None:
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(1) as pool:
-        pool.apply(_fit_and_save, (train_file, params, path))
+        return pool.apply(_fit_retrying, (train_file, params, path))
 
 
 def classifier_trainable(d: dict) -> bool:
@@ -720,7 +841,7 @@ def cv_fold(d: dict, k: int) -> int:
 
 
 def evaluate_classifier(docs: list[dict], feats: dict, work: str, *, params: dict, max_positives: int,
-                        max_tokens: int, seed: int, folds: int) -> dict[str, dict]:
+                        max_tokens: int, seed: int, folds: int, executor=None) -> dict[str, dict]:
     """Honest per-language ROC AUC of the classifier recipe, by cross-fitting.
 
     Each document gets a fold (:func:`cv_fold`). For each fold f a classifier is trained with
@@ -736,6 +857,8 @@ def evaluate_classifier(docs: list[dict], feats: dict, work: str, *, params: dic
         work: scratch directory for the fold models.
         params, max_positives, max_tokens, seed: as for the shipped classifier.
         folds: k (>= 2).
+        executor: a process pool to fit the k fold classifiers in parallel (None: one after
+            the other, each in a spawned process).
 
     Returns:
         ``{lang: {"auc": float | None, "n_ref": int, "n_web": int, "ref_scores": [...],
@@ -750,15 +873,20 @@ def evaluate_classifier(docs: list[dict], feats: dict, work: str, *, params: dic
     docs = [d for d in docs if feats.get(d["id"])]
     fold = {d["id"]: cv_fold(d, folds) for d in docs}
     oof: dict[str, float] = {}
-    path = os.path.join(work, "cv-classifier.bin")
+    pending = []
     for f in range(folds):
         test = [d for d in docs if fold[d["id"]] == f and classifier_evaluable(d)]
         if not test:
             continue
+        path = os.path.join(work, f"cv-classifier-{f}.bin")
         c = _train_classifier([d for d in docs if fold[d["id"]] != f and classifier_trainable(d)], feats, path,
-                              params, max_positives, max_tokens, seed)
+                              params, max_positives, max_tokens, seed, executor=executor)
         if not c["train_pos"] or not c["train_neg"]:
             continue
+        pending.append((test, path, c))
+    for test, path, c in pending:  # in fold order
+        if "_fit" in c:
+            c["lr_used"] = c.pop("_fit").result()
         clf = QualityClassifier(path)
         for d, s in zip(test, clf.predict_proba([classifier_line(feats[d["id"]]) for d in test])):
             oof[d["id"]] = float(s)
