@@ -335,8 +335,9 @@ def describe(gen: CrawlGenerator) -> str:
     other_d = sum(v["documents"] for k, v in p["per_lang"].items() if k != "en")
     other_c = sum(v["copies"] for k, v in p["per_lang"].items() if k != "en")
     return (f"SYNTHETIC crawl-like input (bench/crawl.py, seed {gen.seed}, mix {gen.mix}): {p['documents']} "
-            f"distinct documents mixed from each language's real sentences (NTREX-128, Leipzig, UD, UDHR), "
-            f"words perturbed, web-page lengths and furniture; PLANTED near-duplicates: {p['copies']} copies = "
+            f"documents; the originals are distinct, mixed from each language's real sentences (NTREX-128, "
+            f"Leipzig, UD, UDHR), words perturbed, web-page lengths and furniture; PLANTED near-duplicates: "
+            f"{p['copies']} copies = "
             f"{100 * p['share']:.1f}% (en {100 * en['copies'] / max(1, en['documents']):.1f}%, other languages "
             f"{100 * other_c / max(1, other_d):.1f}%; PolyLM removed 23.1% / 18.6%), largest cluster "
             f"{p['largest_cluster']}; {p['rewrites']} rewrites (hard non-duplicates)")

@@ -445,9 +445,18 @@ class DedupStage(Stage):
         detail = F.when(reason.isNotNull(), F.to_json(F.struct(
             cluster.alias("dup_cluster"), F.col("_survivor").alias("survivor"),
             F.col("_csize").alias("cluster_size"))))
+        # the survivor of a cluster of two or more carries the cluster size: one aggregate gives
+        # the counts by reason and the cluster-size distribution
+        surv_size = F.when((F.col("_nid") == F.col("_root")) & (F.col("_csize") > 1), F.col("_csize"))
         res = _cut(res.select("id", reason.alias("reason"), detail.alias("detail"),
-                              cluster.alias("dup_cluster")))
-        counts = {r["reason"]: r["count"] for r in res.groupBy("reason").count().collect()}
+                              cluster.alias("dup_cluster"), surv_size.alias("_ssize")))
+        counts: dict = {}
+        self._cluster_sizes: dict[int, int] = {}
+        for r in res.groupBy("reason", "_ssize").count().collect():
+            counts[r["reason"]] = counts.get(r["reason"], 0) + r["count"]
+            if r["_ssize"] is not None:
+                self._cluster_sizes[int(r["_ssize"])] = int(r["count"])
+        res = res.drop("_ssize")
         n_docs = sum(counts.values())
         log(f"[dedup] {n_docs} documents: {counts.get('dup_exact', 0)} exact and {counts.get('dup_near', 0)} "
             f"near duplicates")
@@ -489,8 +498,8 @@ class DedupStage(Stage):
         for table in rates.values():
             for t in table.values():
                 t["dup_rate"] = round((t["dup_exact"] + t["dup_near"]) / t["documents"], 4) if t["documents"] else 0.0
-        sizes = [r["count"] for r in written.where(F.col("dup_cluster").isNotNull())
-                 .groupBy("dup_cluster").count().collect()]
+        # cluster sizes counted in transform (one aggregate with the counts by reason)
+        sizes = [s for s, n in sorted(getattr(self, "_cluster_sizes", {}).items()) for _ in range(n)]
         edges = [2, 3, 4, 5, 10, 100, 1000, 10000]
         hist = {}
         for lo, hi in zip(edges, edges[1:] + [math.inf]):
