@@ -37,10 +37,13 @@ from filters.words import segmenter_name, words  # noqa: E402
 DT_VENV = REPO / "build" / "bench-venv"
 # datatrove's filters import `regex`; spaCy is its English word tokenizer (spacy.blank("en"))
 # and its per-language tokenizers (datatrove/assets/tokenizer_assignment.csv): jieba (zh),
-# SudachiPy + its core dictionary (ja, through spaCy), Kiwi (ko), PyThaiNLP (th), pyvi (vi)
+# SudachiPy + its core dictionary (ja, through spaCy), Kiwi (ko; 0.21: datatrove asks for its
+# "sbg" model, which kiwipiepy_model dropped in 0.22), PyThaiNLP (th), pyvi (vi)
 DT_PINS = ["datatrove==0.10.1", "spacy==3.8.18", "regex==2026.11.19", "jieba==0.42.1", "SudachiPy==0.7.0",
-           "sudachidict-core==20261015", "kiwipiepy==0.24.1", "pythainlp==5.4.0", "pyvi==0.1.1"]
-DT_CHECK = "import spacy, datatrove.pipeline.filters, jieba, sudachipy, kiwipiepy, pythainlp, pyvi"
+           "sudachidict-core==20261015", "kiwipiepy==0.21.0", "kiwipiepy_model==0.21.0", "pythainlp==5.4.0",
+           "pyvi==0.1.1"]
+DT_CHECK = ("import spacy, datatrove.pipeline.filters, jieba, sudachipy, pythainlp, pyvi; "
+            "from kiwipiepy import Kiwi; Kiwi(model_type='sbg')")
 
 # Runs inside the datatrove venv: reads [[lang, text], ...] from argv[1], prints JSON. Two
 # settings: "english" = every filter with its defaults (language="en": spaCy's English word
