@@ -190,5 +190,5 @@ cluster-submit: setup  ## submit the configured stages to MASTER with the shippe
 
 BENCH_SCALE_N ?= 1000000
 BENCH_SCALE_ARGS ?=
-bench-scale: setup  ## whole corpus build on BENCH_SCALE_N replicated+perturbed documents in local[2] (BENCH_SCALE_ARGS: more bench_scale.py options)
+bench-scale: setup  ## whole corpus build in local[2] on BENCH_SCALE_N/4 then BENCH_SCALE_N synthetic crawl-like documents with planted near-duplicates: per-stage times, docs/s per core, memory, growth (BENCH_SCALE_ARGS: more bench_scale.py options)
 	$(PY) bench/bench_scale.py --docs $(BENCH_SCALE_N) $(BENCH_SCALE_ARGS)

@@ -6,23 +6,30 @@ MinHashLSH. Here the steps are, with no single-machine step anywhere:
 1. **Signatures** (one pass over the documents, :class:`SignBatch` over Arrow batches): a hash of
    the normalised text (NFKC, lowercase, whitespace collapsed) for exact matching, the MinHash
    signature, its LSH band keys and (for ``verify: jaccard``) the sorted shingle-hash set; see
-   :mod:`filters.minhash`. The result is checkpointed so the text is read and hashed once.
+   :mod:`filters.minhash`.
 2. **Ranking.** Documents are sorted by the survivor rule and numbered in that order
    (``_nid``); the smallest number in a cluster is its survivor. The rule: highest
    ``quality_score`` (when the column exists; null last), then tier preference
    ``reference > book > parallel > web`` (others after), then the smallest ``id``.
 3. **Exact dedup**: documents with the same normalised-text hash in the same scope form a
-   cluster; all but its best-ranked document are ``dup_exact``.
+   cluster (``_xroot``: its smallest ``_nid``, a window over the hash); all but its best-ranked
+   document are ``dup_exact``. Steps 1-3 are one checkpoint: the text is read and hashed once.
 4. **Candidates** from LSH buckets (scope, band, key) of the exact survivors: every pair of a
    bucket with at most ``max_bucket_pairs`` members; in larger buckets each member is paired
    with the bucket's best-ranked member only (a star spans the bucket without the quadratic
-   number of pairs; the components are the same when every pair would be verified anyway).
+   number of pairs; the components are the same when every pair would be verified anyway), so
+   the number of candidates is at most ``bands * max_bucket_pairs / 2`` per document: linear.
 5. **Verification** (``verify``): ``jaccard`` keeps a candidate pair when the exact Jaccard
    similarity of the two shingle sets is >= ``threshold``; ``minhash`` uses the signature
-   estimate; ``none`` keeps every candidate (pure LSH, datasketch-style).
+   estimate; ``none`` keeps every candidate (pure LSH, datasketch-style). Candidates and their
+   similarity are one checkpoint; both counts come from one aggregate.
 6. **Connected components** of the verified pairs (:mod:`pipeline.components`, large-star /
    small-star until a fixed point). Every component keeps its best-ranked document; the others
-   are ``dup_near``.
+   are ``dup_near``. Cluster size and survivor are one window over the cluster.
+
+The stats (``extra``) give ``candidate_pairs``, ``verified_pairs``, ``components_rounds`` and,
+under ``steps``, the wall seconds and Spark jobs of each sub-step (``signatures_and_exact``,
+``candidates_and_verify``, ``components``, ``assign``).
 
 Scope: documents are compared only within their scope. Parallel-tier documents form their own
 scope (their text repeats reference text such as UD/NTREX by design) unless
@@ -259,6 +266,35 @@ class VerifyBatch:
 
 
 # --------------------------------------------------------------------------- driver side
+class StepClock:
+    """Wall seconds and Spark jobs of the dedup sub-steps, for the stats (``extra["steps"]``).
+
+    Spark jobs are counted from the job ids of the current job group
+    (``SparkContext.statusTracker``): ids grow by one per job, so the count of a step is the
+    growth of the largest id (robust to ``spark.ui.retainedJobs`` dropping old jobs)."""
+
+    def __init__(self, spark):
+        import time
+
+        self._time = time.perf_counter
+        self.sc = spark.sparkContext
+        self.steps: dict[str, dict] = {}
+        self._t, self._j = self._time(), self._last_job()
+
+    def _last_job(self) -> int:
+        try:
+            ids = self.sc.statusTracker().getJobIdsForGroup(self.sc.getLocalProperty("spark.jobGroup.id"))
+            return max(ids) if ids else -1
+        except Exception:  # a status tracker without jobs: counting is a nicety
+            return -1
+
+    def mark(self, step: str) -> None:
+        """Close ``step``: the time and jobs since the previous mark."""
+        t, j = self._time(), self._last_job()
+        self.steps[step] = {"seconds": round(t - self._t, 3), "spark_jobs": max(0, j - self._j)}
+        self._t, self._j = t, j
+
+
 def _cut(df):
     """Materialise ``df`` and cut its lineage (reliable checkpoint when a checkpoint dir is
     set, else a local checkpoint)."""
@@ -350,6 +386,7 @@ class DedupStage(Stage):
     name = "dedup"
 
     def transform(self, df, ctx: StageContext):
+        from pyspark.sql import Window
         from pyspark.sql import functions as F
 
         from pipeline.components import connected_components
@@ -366,55 +403,71 @@ class DedupStage(Stage):
         # columns this stage writes; a previous stage's kept rows may still carry its own
         # (null) reason/detail columns
         df = df.drop(*[c for c in ("reason", "detail", "_disposition", "dup_cluster") if c in df.columns])
+        clock = StepClock(df.sparkSession)
         # rows whose id is null or repeated cannot be matched back: quarantine them
         ids = df.groupBy("id").count()
         bad_ids = ids.where(F.col("id").isNull() | (F.col("count") > 1)).select("id")
         clean = df.join(bad_ids, "id", "left_anti") if "id" in df.columns else df
         clean = clean.where(F.col("id").isNotNull())
 
-        nodes = _cut(rank_nodes(signature_frame(prepare(clean, cfg), cfg)))
-        self._cached = [nodes]
-        n_docs = nodes.count()
-        log(f"[dedup] signatures for {n_docs} documents")
-        # exact duplicates
+        # one pass: signatures, ranking, and the exact-duplicate root of every document (the
+        # smallest _nid of its (scope, normalised-text hash) group, a window: no join)
+        ranked = rank_nodes(signature_frame(prepare(clean, cfg), cfg))
         if cfg.exact:
-            ex = nodes.groupBy("_scope", "_exact").agg(F.min("_nid").alias("_xroot"))
-            nodes2 = nodes.join(ex, ["_scope", "_exact"]).drop("_sig")
+            xroot = F.min("_nid").over(Window.partitionBy("_scope", "_exact"))
         else:
-            nodes2 = nodes.withColumn("_xroot", F.col("_nid")).drop("_sig")
-        reps = nodes.join(ex.select(F.col("_xroot").alias("_nid")), "_nid") if cfg.exact else nodes
-        reps = reps.where(F.col("_nsh") > 0)
-        cands = _cut(candidate_pairs(reps, cfg.max_bucket_pairs))
-        n_cands = cands.count()
-        verified = verify_pairs(cands, reps, cfg)
-        if cfg.verify != "none":
-            verified = verified.where(F.col("sim") >= F.lit(float(cfg.threshold)))
-        edges = _cut(verified)
-        n_edges = edges.count()
+            xroot = F.col("_nid")
+        nodes = _cut(ranked.withColumn("_xroot", xroot))
+        self._cached = [nodes]
+        clock.mark("signatures_and_exact")
+        reps = nodes.where((F.col("_nid") == F.col("_xroot")) & (F.col("_nsh") > 0))
+        # every candidate pair with its similarity, materialised once: both counts in one job
+        scored = _cut(verify_pairs(candidate_pairs(reps, cfg.max_bucket_pairs), reps, cfg))
+        keep = F.lit(True) if cfg.verify == "none" else F.col("sim") >= F.lit(float(cfg.threshold))
+        agg = scored.agg(F.count("*").alias("c"), F.count(F.when(keep, 1)).alias("e")).first()
+        n_cands, n_edges = int(agg["c"]), int(agg["e"])
+        edges = scored.where(keep)
+        clock.mark("candidates_and_verify")
         log(f"[dedup] {n_cands} candidate pairs, {n_edges} kept after verify={cfg.verify}")
         comps, rounds = connected_components(edges.select("u", "v"), max_iter=cfg.max_iter)
+        clock.mark("components")
         near = comps.select(F.col("node").alias("_xroot"), F.col("component").alias("_root"))
-        res = (nodes2.select("id", "_nid", "_xroot").join(near, "_xroot", "left")
+        res = (nodes.select("id", "_nid", "_xroot").join(near, "_xroot", "left")
                .withColumn("_root", F.coalesce("_root", "_xroot")))
-        sizes = res.groupBy("_root").agg(F.count("*").alias("_csize"))
-        surv = nodes.select(F.col("_nid").alias("_root"), F.col("id").alias("_survivor"))
-        res = res.join(sizes, "_root").join(surv, "_root")
+        # cluster size and survivor (the member with the smallest _nid, the root itself) in one
+        # window over the cluster: no aggregate + joins
+        w = Window.partitionBy("_root")
+        res = (res.withColumn("_csize", F.count("*").over(w))
+               .withColumn("_survivor", F.min(F.struct("_nid", "id")).over(w)["id"]))
         reason = (F.when(F.col("_nid") != F.col("_xroot"), F.lit("dup_exact"))
                   .when(F.col("_nid") != F.col("_root"), F.lit("dup_near")))
         cluster = F.when(F.col("_csize") > 1, F.col("_survivor"))
         detail = F.when(reason.isNotNull(), F.to_json(F.struct(
             cluster.alias("dup_cluster"), F.col("_survivor").alias("survivor"),
             F.col("_csize").alias("cluster_size"))))
+        # the survivor of a cluster of two or more carries the cluster size: one aggregate gives
+        # the counts by reason and the cluster-size distribution
+        surv_size = F.when((F.col("_nid") == F.col("_root")) & (F.col("_csize") > 1), F.col("_csize"))
         res = _cut(res.select("id", reason.alias("reason"), detail.alias("detail"),
-                              cluster.alias("dup_cluster")))
-        counts = {r["reason"]: r["count"] for r in res.groupBy("reason").count().collect()}
+                              cluster.alias("dup_cluster"), surv_size.alias("_ssize")))
+        counts: dict = {}
+        self._cluster_sizes: dict[int, int] = {}
+        for r in res.groupBy("reason", "_ssize").count().collect():
+            counts[r["reason"]] = counts.get(r["reason"], 0) + r["count"]
+            if r["_ssize"] is not None:
+                self._cluster_sizes[int(r["_ssize"])] = int(r["count"])
+        res = res.drop("_ssize")
+        n_docs = sum(counts.values())
+        log(f"[dedup] {n_docs} documents: {counts.get('dup_exact', 0)} exact and {counts.get('dup_near', 0)} "
+            f"near duplicates")
+        clock.mark("assign")
         ctx.extra.update({
             "params": {**{k: v for k, v in asdict(cfg).items()}, "bands": bands, "rows": rows},
             "lsh": lsh,
             "documents": n_docs, "exact_duplicates": counts.get("dup_exact", 0),
             "near_duplicates": counts.get("dup_near", 0), "candidate_pairs": n_cands,
-            "verified_pairs": n_edges, "components_rounds": rounds})
-        self._cached += [cands, edges, res]
+            "verified_pairs": n_edges, "components_rounds": rounds, "steps": clock.steps})
+        self._cached += [scored, res]
         out = (clean.join(res, "id", "left")
                .withColumn("_disposition", F.when(F.col("reason").isNull(), F.lit(KEPT))
                            .otherwise(F.lit(REJECTED))))
@@ -445,8 +498,8 @@ class DedupStage(Stage):
         for table in rates.values():
             for t in table.values():
                 t["dup_rate"] = round((t["dup_exact"] + t["dup_near"]) / t["documents"], 4) if t["documents"] else 0.0
-        sizes = [r["count"] for r in written.where(F.col("dup_cluster").isNotNull())
-                 .groupBy("dup_cluster").count().collect()]
+        # cluster sizes counted in transform (one aggregate with the counts by reason)
+        sizes = [s for s, n in sorted(getattr(self, "_cluster_sizes", {}).items()) for _ in range(n)]
         edges = [2, 3, 4, 5, 10, 100, 1000, 10000]
         hist = {}
         for lo, hi in zip(edges, edges[1:] + [math.inf]):

@@ -1,6 +1,7 @@
 """Stage `dedup` end to end on documents built from the real sample files (not the full build)."""
 from __future__ import annotations
 
+import collections
 import json
 import random
 import re
@@ -143,6 +144,17 @@ def test_sample_acceptance(spark, tmp_path, sample_docs):
     assert extra["lsh"]["recall_at_threshold"] >= 0.95 and extra["lsh"]["s_curve"]["0.80"] >= 0.95
     assert 0.6 < extra["dup_rates"]["per_lang"]["en"]["dup_rate"] <= 2 / 3
     assert extra["clusters"]["count"] >= len(ntrex_ids) + 3
+    # the cluster sizes counted inside the stage are those of the written output
+    sizes = collections.Counter(c for _, c, _ in res.values() if c is not None)
+    assert extra["clusters"]["count"] == len(sizes) and extra["clusters"]["max_size"] == max(sizes.values())
+    assert extra["clusters"]["documents_in_clusters"] == sum(sizes.values())
+    # seconds and Spark jobs per sub-step are in the stats; apart from the components rounds the
+    # stage needs few jobs (was 41 before the exact roots, candidates + verification and the
+    # cluster assignment each became one pass)
+    steps = extra["steps"]
+    assert list(steps) == ["signatures_and_exact", "candidates_and_verify", "components", "assign"]
+    assert all(v["seconds"] >= 0 for v in steps.values())
+    assert 0 < sum(v["spark_jobs"] for k, v in steps.items() if k != "components") <= 26
     assert Path(out, "stats", "plots", "dedup_cluster_sizes.png").exists()
     assert Path(out, "dedup", "_SUCCESS").exists()
 
