@@ -58,7 +58,7 @@ test-fast: setup  ## the tests not marked slow or cluster (unit tests and small 
 	$(VENV)/bin/pytest -q -m "not slow and not cluster" tests
 
 bench: setup  ## run every benchmark in bench/ except bench-scale (1M documents) and bench-instruct, print the figures
-	@set -e; for f in bench/bench_*.py; do case "$$f" in bench/bench_scale.py|bench/bench_instruct.py) continue;; esac; echo "=== $$f"; $(PY) $$f; done
+	@set -e; rm -f build/bench/ratios.jsonl; for f in bench/bench_*.py; do case "$$f" in bench/bench_scale.py|bench/bench_instruct.py) continue;; esac; echo "=== $$f"; $(PY) $$f; done; $(PY) bench/summary.py build/bench/ratios.jsonl
 
 .PHONY: eval-extract
 eval-extract: setup  ## HTML main-content extraction on web-html/evaldata.json: ours vs the library defaults

@@ -253,6 +253,11 @@ def cpu_bench(args) -> dict:
           f"{'met' if ok else 'NOT MET'})")
     print(f"  the same rounds in CPU seconds of this process (time.process_time, all threads): ratio "
           f"{cpu['ratio']:.2f}x (rounds {cpu['ratio_min']:.2f}-{cpu['ratio_max']:.2f}x)")
+    from bench.common import record_ratio
+    record_ratio("bench_train", "trainer, CPU (tokens_per_sec)", f"{med['polylm']:,.0f} tokens/s",
+                 f"GPT2LMHeadModel {med['gpt2-hf']:,.0f}", res["ratio"], TARGET_RATIO,
+                 note=f"median of {args.rounds} interleaved rounds x {args.steps} steps, "
+                      f"{torch.get_num_threads()} thread(s), warm-up excluded")
     if args.profile:
         _profile(fns, args.profile)
     return res

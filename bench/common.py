@@ -105,3 +105,37 @@ def short_sentences(split: str, root: str | os.PathLike | None = None) -> list[t
             if len(parts) >= 2 and parts[1].strip():
                 out.append((lang, parts[1].strip()))
     return out
+
+
+def ratios_path() -> Path:
+    """Where the benchmarks append their headline ratios: ``$BENCH_RATIOS`` or
+    ``build/bench/ratios.jsonl`` (``make bench`` empties it first, then prints it with
+    ``bench/summary.py``)."""
+    return Path(os.environ.get("BENCH_RATIOS") or REPO / "build" / "bench" / "ratios.jsonl")
+
+
+def record_ratio(bench: str, step: str, ours: str, reference: str, ratio: float, target: float,
+                 unit: str = "x", note: str = "") -> None:
+    """Append one headline ratio of a benchmark run to :func:`ratios_path` (one JSON line).
+
+    Args:
+        bench: the benchmark's file stem (``bench_quality``).
+        step: what is compared, in issue 19's words (``tokenize job``).
+        ours: our figure with its unit, as printed (``"1,234 docs/s per core"``).
+        reference: the raw primitive or peer measured in the same run, with its unit.
+        ratio: ours / reference (a float; ``unit="%"`` prints it as a percentage).
+        target: the ratio issue 19 asks for (ratio >= target is "met").
+        unit: ``"x"`` or ``"%"``, how the ratio and target are printed.
+        note: how it was measured (rounds, median, load), shown under the table.
+
+    Raises:
+        ValueError: ``unit`` is neither ``"x"`` nor ``"%"``.
+    """
+    if unit not in ("x", "%"):
+        raise ValueError(f"unit must be 'x' or '%', got {unit!r}")
+    path = ratios_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec = {"bench": bench, "step": step, "ours": ours, "reference": reference, "ratio": float(ratio),
+           "target": float(target), "unit": unit, "note": note}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")

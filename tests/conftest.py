@@ -11,6 +11,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
+@pytest.fixture(autouse=True)
+def _bench_ratios_in_tmp(tmp_path, monkeypatch):
+    """Benchmarks called by tests record their ratios under the test's tmp dir, not build/bench."""
+    monkeypatch.setenv("BENCH_RATIOS", str(tmp_path / "bench-ratios.jsonl"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Root of the real sample data (../shared/data, or $POLY_SHARED_DATA)."""
