@@ -5,7 +5,7 @@ the same batches and targets, fp32, the same ``torch`` thread count (set once fo
 1 by default, see ``--threads``),
 the same optimizer (``torch.optim.AdamW`` over ``training.optim.param_groups``, fused by default
 as in the trainer) and the same gradient clipping to global norm 1.0 (``training.train``'s
-``_grad_norm`` + ``clip_grads_with_norm_``). One step = forward with loss, backward, clip,
+``grad_norm`` + ``clip_grads_with_norm_``). One step = forward with loss, backward, clip,
 AdamW step, ``zero_grad``. PolyLM's forward/backward is the trainer's own
 ``training.train.forward_backward`` (fused chunked fp32 loss with per-token statistics); GPT-2's
 is ``GPT2LMHeadModel(input_ids, labels).loss.backward()`` with SDPA attention.
@@ -84,7 +84,7 @@ def _optimizer(model: torch.nn.Module, kind: str) -> torch.optim.AdamW:
 def _step_fn(model, kind: str, opt, grad_clip: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
     """One training step on a batch ``w`` (``LongTensor[B, T + 1]``); returns the mean loss as a
     0-dim tensor (no host read inside the step)."""
-    from training.train import _grad_norm, forward_backward
+    from training.train import grad_norm, forward_backward
 
     lang = None
 
@@ -102,7 +102,7 @@ def _step_fn(model, kind: str, opt, grad_clip: float = 1.0) -> Callable[[torch.T
             y = y.contiguous()
             loss = model(input_ids=x, labels=y, shift_labels=y).loss
             loss.backward()
-        norm, params = _grad_norm(model)
+        norm, params = grad_norm(model)
         torch.nn.utils.clip_grads_with_norm_(params, grad_clip, norm, foreach=True)
         opt.step()
         opt.zero_grad(set_to_none=True)

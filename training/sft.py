@@ -59,7 +59,7 @@ import yaml
 from training.config import ModelConfig
 from training.data import IGNORE_INDEX
 from training.train_config import (CheckpointSection, MetricsSection, OptimSection, TrainingSection,
-                                   _build, _set_dotted)
+                                   build_section, set_dotted)
 
 log = logging.getLogger("training.sft")
 
@@ -388,7 +388,7 @@ def load_sft_config(path: str | Path | None, overrides: list[str] | None = None)
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: top level must be a mapping")
     for o in overrides or []:
-        _set_dotted(raw, o)
+        set_dotted(raw, o)
     top = {f.name for f in dataclasses.fields(SFTConfig)}
     unknown = sorted(set(raw) - top)
     if unknown:
@@ -400,7 +400,7 @@ def load_sft_config(path: str | Path | None, overrides: list[str] | None = None)
             if v is not None and not isinstance(v, dict):
                 raise ValueError(f"config section {k!r} must be a mapping")
             merged = {**dataclasses.asdict(getattr(default, k)), **(v or {})}
-            kwargs[k] = _build(_SFT_SECTIONS[k], merged, k)
+            kwargs[k] = build_section(_SFT_SECTIONS[k], merged, k)
         else:
             kwargs[k] = v
     cfg = SFTConfig(**kwargs)
@@ -496,7 +496,7 @@ def train_sft(cfg: SFTConfig, mcfg: ModelConfig, base_state: dict[str, torch.Ten
     from training.export import export_hf
     from training.metrics import MetricsLogger, mfu, peak_flops_per_device
     from training.optim import WarmupCosine, build_optimizer
-    from training.train import _grad_norm, build_model, forward_backward, init_distributed, to_device
+    from training.train import grad_norm, build_model, forward_backward, init_distributed, to_device
 
     t0 = time.perf_counter()
     tcfg = cfg.training
@@ -574,7 +574,7 @@ def train_sft(cfg: SFTConfig, mcfg: ModelConfig, base_state: dict[str, torch.Ten
             stats = forward_backward(model, to_device(x, device), to_device(y, device), to_device(lid, device),
                                      world=world, n_languages=L, distributed=distributed,
                                      accumulate_unsharded_grads=tcfg.accumulate_unsharded_grads)
-        norm, params = _grad_norm(model)
+        norm, params = grad_norm(model)
         torch.nn.utils.clip_grads_with_norm_(params, o.grad_clip, norm, foreach=True)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

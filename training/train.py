@@ -276,7 +276,7 @@ def build_model(mcfg: ModelConfig, cfg: TrainConfig, device: torch.device, distr
     return model
 
 
-def _grad_norm(model: torch.nn.Module) -> tuple[torch.Tensor, list]:
+def grad_norm(model: torch.nn.Module) -> tuple[torch.Tensor, list]:
     """Global L2 norm of all gradients (over every FSDP shard) as a 0-dim tensor on the
     training device (no host sync), plus the parameters for ``clip_grads_with_norm_``."""
     from torch.distributed.tensor import DTensor
@@ -589,7 +589,7 @@ def train(cfg: TrainConfig, *, stop_at_step: int | None = None) -> dict[str, Any
             model, to_device(batch.input_ids, device), to_device(batch.labels, device),
             to_device(batch.lang_ids, device), world=world, n_languages=L, distributed=distributed,
             accumulate_unsharded_grads=tcfg.accumulate_unsharded_grads)
-        total_norm, params = _grad_norm(model)
+        total_norm, params = grad_norm(model)
         extra: dict[str, Any] = {"lr": lr, "stage": batch.stage}
         code = guard.decide(stats[0] / stats[1], total_norm) if guard_on else None
         if code is not None and tcfg.spike_guard == "rollback" and ckpt is not None and int(code):

@@ -274,7 +274,21 @@ _SECTIONS = {
 }
 
 
-def _build(cls, raw: Any, where: str):
+def build_section(cls, raw: Any, where: str):
+    """One config section (a dataclass ``cls``) from its YAML mapping ``raw``, strictly.
+
+    Args:
+        cls: the section's dataclass (``ModelSection``, ``StageConfig``, ...).
+        raw: the mapping read from YAML, or ``None`` for the section's defaults.
+        where: the section's dotted path, named in errors (``"optim"``, ``"curriculum.stages[0]"``).
+
+    Returns:
+        an instance of ``cls``; numbers and strings are checked against the field types.
+
+    Raises:
+        ValueError: ``raw`` is not a mapping, has unknown keys (named, with the known ones), or a
+            value of the wrong type (named with its key).
+    """
     if raw is None:
         return cls()
     if not isinstance(raw, dict):
@@ -291,7 +305,7 @@ def _build(cls, raw: Any, where: str):
         else:
             if not isinstance(stages, list) or not stages:
                 raise ValueError("curriculum.stages must be a non-empty list or 'paper'")
-            kwargs["stages"] = [_build(StageConfig, s, f"{where}.stages[{i}]") for i, s in enumerate(stages)]
+            kwargs["stages"] = [build_section(StageConfig, s, f"{where}.stages[{i}]") for i, s in enumerate(stages)]
     if cls is OptimSection and "betas" in kwargs:
         kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
     for f in dataclasses.fields(cls):
@@ -328,7 +342,15 @@ def _typed(key: str, ftype: str, value: Any) -> Any:
     return float(value) if base == "float" else value
 
 
-def _set_dotted(raw: dict, dotted: str) -> None:
+def set_dotted(raw: dict, dotted: str) -> None:
+    """Apply one ``--set section.key=value`` override to the raw config mapping, in place.
+
+    ``value`` is parsed as YAML (``3e-4`` a float, ``[a, b]`` a list, ``off`` a boolean that
+    string fields read back as ``"off"``); missing sections are created.
+
+    Raises:
+        ValueError: no ``=``, or a part of the dotted path names a value that is not a section.
+    """
     if "=" not in dotted:
         raise ValueError(f"override {dotted!r} must look like section.key=value")
     key, value = dotted.split("=", 1)
@@ -351,7 +373,7 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
         raise ValueError(f"unknown top-level config key(s) {unknown}; known: {sorted(top)}")
     kwargs: dict[str, Any] = {}
     for k, v in raw.items():
-        kwargs[k] = _build(_SECTIONS[k], v, k) if k in _SECTIONS else v
+        kwargs[k] = build_section(_SECTIONS[k], v, k) if k in _SECTIONS else v
     cfg = TrainConfig(**kwargs)
     validate(cfg)
     return cfg
@@ -370,7 +392,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: top level must be a mapping")
     for o in overrides or []:
-        _set_dotted(raw, o)
+        set_dotted(raw, o)
     return config_from_dict(raw)
 
 
