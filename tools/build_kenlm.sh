@@ -68,7 +68,8 @@ if [[ ! -f "$SRC_TGZ" ]]; then
   echo "build_kenlm: downloading kenlm==$KENLM_VERSION source package"
   # --no-build-isolation: pip only needs the venv's setuptools to read the sdist metadata.
   "$BIN/python" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
-      -d "$BUILD_DIR" "kenlm==$KENLM_VERSION"
+      -d "$BUILD_DIR" "kenlm==$KENLM_VERSION" >"$BUILD_DIR/download.log" 2>&1 \
+    || { tail -40 "$BUILD_DIR/download.log" >&2; exit 1; }
 fi
 SRC="$BUILD_DIR/kenlm-$KENLM_VERSION"
 # An earlier, interrupted build is resumed (cmake builds incrementally).
