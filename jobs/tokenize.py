@@ -24,6 +24,15 @@ Determinism: a stream with ``T`` tokens gets ``ceil(T / shard_tokens)`` files; a
 to file ``pmod(xxhash64(id), files)``; each file is written by one task with pyarrow, its rows
 sorted by ``id``, under a fixed name. So tokenizing the same corpus with the same model twice
 gives byte-identical shards and the same manifest.
+
+Passes (issue 19 item 3): the corpus is read once, exactly the files the shard stage listed in
+``.SUCCESS``, whose document count (``rows``, else ``.manifest.json`` totals) replaces a
+``count()`` pass; one Spark job encodes (SentencePiece batch API, threads = executor cores)
+and does all the accounting in one ``groupBy``, keeping the tokenized rows on executor disk
+(``persist(DISK_ONLY)``; blocks lost with an executor are recomputed from the corpus); a second
+job shuffles the kept rows to their shards. Shards and rejections are written under ``_tmp/``
+and moved into place only after both jobs succeeded: old ``.SUCCESS`` removed first, manifest
+and ``.SUCCESS`` last, so a killed run never leaves output that looks complete.
 """
 from __future__ import annotations
 
@@ -237,6 +246,7 @@ def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | Non
                        encode_seconds=enc_acc)
     # The tokenized rows are kept by Spark (executor disk, not the output tree) between the
     # accounting job and the shard writer: one encode, no parquet write-then-read in _tmp.
+    # Nothing is published from them until both jobs succeeded; lost blocks are recomputed.
     allt = map_arrow(df, fn, TOKENIZED_DDL, count_docs=True).persist(StorageLevel.DISK_ONLY)
     tmp = f"{out}/_tmp/tokenize-{uuid.uuid4().hex[:12]}"
     try:
