@@ -24,6 +24,15 @@ Determinism: a stream with ``T`` tokens gets ``ceil(T / shard_tokens)`` files; a
 to file ``pmod(xxhash64(id), files)``; each file is written by one task with pyarrow, its rows
 sorted by ``id``, under a fixed name. So tokenizing the same corpus with the same model twice
 gives byte-identical shards and the same manifest.
+
+Passes (issue 19 item 3): the corpus is read once, exactly the files the shard stage listed in
+``.SUCCESS``, whose document count (``rows``, else ``.manifest.json`` totals) replaces a
+``count()`` pass; one Spark job encodes (SentencePiece batch API, threads = executor cores)
+and does all the accounting in one ``groupBy``, keeping the tokenized rows on executor disk
+(``persist(DISK_ONLY)``; blocks lost with an executor are recomputed from the corpus); a second
+job shuffles the kept rows to their shards. Shards and rejections are written under ``_tmp/``
+and moved into place only after both jobs succeeded: old ``.SUCCESS`` removed first, manifest
+and ``.SUCCESS`` last, so a killed run never leaves output that looks complete.
 """
 from __future__ import annotations
 
@@ -78,14 +87,11 @@ class ShardWriter:
         import pyarrow.parquet as pq
 
         lang, source, bucket = (k.as_py() for k in key)
-        ids = table.column("id").to_pylist()
         toks = table.column("input_ids")
-        digests = [hashlib.blake2b(x.values.to_numpy(zero_copy_only=False).tobytes(), digest_size=8).digest()
-                   if x.is_valid else b"" for x in toks]
-        order = sorted(range(len(ids)), key=lambda i: (ids[i], digests[i]))
-        ids_sorted = toks.take(pa.array(order, pa.int64())).cast(pa.list_(pa.int32()))
+        order = _id_order(table.column("id"), toks)
+        ids_sorted = toks.take(order).cast(pa.list_(pa.int32()))
         n_tokens = pc.list_value_length(ids_sorted).cast(pa.int32())
-        out = pa.table({"id": table.column("id").take(pa.array(order, pa.int64())),
+        out = pa.table({"id": table.column("id").take(order),
                         "input_ids": ids_sorted,
                         "lang": pa.array([lang] * len(order), pa.string()),
                         "source": pa.array([source] * len(order), pa.string()),
@@ -103,6 +109,70 @@ class ShardWriter:
         return pa.table({"lang": [lang], "source": [source], "bucket": pa.array([bucket], pa.int32()),
                          "file": [rel], "documents": pa.array([out.num_rows], pa.int64()),
                          "tokens": pa.array([n_tok], pa.int64())})
+
+
+def _id_order(ids, toks) -> pa.Array:
+    """Row order of a token shard: by ``id`` (a string column), ties by the blake2b digest of
+    the row's token bytes. Returns int64 indices.
+
+    Unique, non-null ids (the normal case) are sorted by Arrow (UTF-8 byte order = code point
+    order = Python's ``str`` order) without Python objects per row; duplicates or nulls take
+    the per-row Python sort with digests (nulls raise ``TypeError`` there, as before).
+    """
+    import pyarrow.compute as pc
+
+    if ids.null_count == 0:
+        idx = pc.sort_indices(ids)
+        srt = ids.take(idx)
+        if len(srt) < 2 or not pc.any(pc.equal(srt[1:], srt[:-1])).as_py():
+            return idx.cast(pa.int64())
+    py_ids = ids.to_pylist()
+    digests = [hashlib.blake2b(x.values.to_numpy(zero_copy_only=False).tobytes(), digest_size=8).digest()
+               if x.is_valid else b"" for x in toks]
+    return pa.array(sorted(range(len(py_ids)), key=lambda i: (py_ids[i], digests[i])), pa.int64())
+
+
+def corpus_input(spark, corpus_dir: str) -> tuple[int | None, list[str] | None]:
+    """What the shard stage recorded about a published corpus: ``(documents, files)``.
+
+    ``files`` (relative to ``corpus_dir``) come from the ``.SUCCESS`` record
+    (:func:`pipeline.stage.write_success`); ``documents`` from its ``rows``, else, for a record
+    written before the shard stage recorded rows, from ``.manifest.json`` ``totals.documents``
+    (written in the same publish, before ``.SUCCESS``). ``(None, None)`` for an empty or
+    foreign marker (hand-made corpora): the caller lists the folder and counts.
+    """
+    from pipeline.stage import published
+
+    rec = published(spark, corpus_dir) or {}
+    files = rec.get("files") if isinstance(rec.get("files"), list) else None
+    if not files:
+        return None, None
+    rows = rec.get("rows")
+    if not (isinstance(rows, int) and not isinstance(rows, bool)):
+        rows = None
+        if fs.exists(spark, f"{corpus_dir}/{MANIFEST}"):
+            try:
+                docs = (fs.read_json(spark, f"{corpus_dir}/{MANIFEST}").get("totals") or {}).get("documents")
+            except (ValueError, AttributeError):
+                docs = None
+            rows = docs if isinstance(docs, int) and not isinstance(docs, bool) else None
+    return rows, [str(f) for f in files]
+
+
+def executor_cores(spark) -> int:
+    """Cores of one executor: ``spark.executor.cores`` when set, else ``N`` of a ``local[N]``
+    master (``local[*]``: the machine's CPUs; ``local``: 1), else 1. The tokenize job gives
+    SentencePiece's batch encode this many threads per Python worker (issue 19 item 3)."""
+    import re
+
+    sc = spark.sparkContext
+    conf = sc.getConf().get("spark.executor.cores")
+    if conf:
+        return max(1, int(conf))
+    m = re.match(r"local\[(\d+|\*)", sc.master or "")
+    if m:
+        return max(1, os.cpu_count() or 1) if m.group(1) == "*" else max(1, int(m.group(1)))
+    return 1
 
 
 def _local(path: str) -> str:
@@ -128,6 +198,7 @@ def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | Non
         FileNotFoundError: no corpus (``.SUCCESS`` of the shard stage) or no model.
         RuntimeError: the shards do not account for every corpus document / token.
     """
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from pipeline.ship import ship
@@ -154,64 +225,79 @@ def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | Non
     shipped = ship(spark, model_path)
     log(f"[tokenize] corpus {corpus_dir}, model {model_path} (vocab {info['vocab_size']})")
 
-    # lang and source are columns of the corpus files (pipeline.shard); no partition discovery
-    df = (spark.read.option("recursiveFileLookup", "true").option("pathGlobFilter", "*.parquet")
-          .parquet(corpus_dir))
+    # lang and source are columns of the corpus files (pipeline.shard); no partition discovery.
+    # A corpus published by the shard stage lists its files and documents in .SUCCESS /
+    # .manifest.json: read exactly those files and take the count from there (no count() pass).
+    n_in, files = corpus_input(spark, corpus_dir)
+    reader = spark.read.option("pathGlobFilter", "*.parquet")
+    df = (reader.parquet(*[f"{corpus_dir}/{f}" for f in files]) if files
+          else reader.option("recursiveFileLookup", "true").parquet(corpus_dir))
     for c in ("lang", "source"):
         df = df.withColumn(c, F.col(c).cast("string"))
     cols = [F.col(c).cast("string").alias(c) if c in df.columns else F.lit(None).cast("string").alias(c)
             for c in ("id", "lang", "source", "tier", "text", "meta")]
     df = df.select(*cols)
-    n_in = df.count()
+    if n_in is None:  # a corpus marker without counts (hand-made corpora, older runs)
+        n_in = df.count()
     log(f"[tokenize] {n_in} corpus documents")
-    fn = TokenizeBatch(shipped, cfg.get("bilingual") or {}, parallel_source)
-    tok = map_arrow(df, fn, TOKENIZED_DDL)
-
+    threads = executor_cores(spark)
+    enc_acc = spark.sparkContext.accumulator(0.0)
+    fn = TokenizeBatch(shipped, cfg.get("bilingual") or {}, parallel_source, num_threads=threads,
+                       encode_seconds=enc_acc)
+    # The tokenized rows are kept by Spark (executor disk, not the output tree) between the
+    # accounting job and the shard writer: one encode, no parquet write-then-read in _tmp.
+    # Nothing is published from them until both jobs succeeded; lost blocks are recomputed.
+    allt = map_arrow(df, fn, TOKENIZED_DDL, count_docs=True).persist(StorageLevel.DISK_ONLY)
     tmp = f"{out}/_tmp/tokenize-{uuid.uuid4().hex[:12]}"
-    t1 = time.time()
-    tok.write.mode("overwrite").parquet(f"{tmp}/all")
-    t_tok = time.time() - t1
-    allt = spark.read.parquet(f"{tmp}/all")
+    try:
+        # accounting, in the job that encodes: every corpus document is tokenized or rejected
+        t1 = time.time()
+        groups = (allt.groupBy("lang", "source", "reason")
+                  .agg(F.sum("input_docs").alias("input_docs"), F.count("*").alias("documents"),
+                       F.sum("n_tokens").alias("tokens"), F.sum("n_chars").alias("chars"),
+                       F.mode("tier").alias("tier")).collect())
+        t_tok = time.time() - t1
+        streams = sorted((r for r in groups if r["reason"] is None), key=lambda r: (r["lang"], r["source"]))
+        rej: dict[str, int] = {}
+        for r in groups:
+            if r["reason"] is not None:
+                rej[r["reason"]] = rej.get(r["reason"], 0) + int(r["input_docs"] or 0)
+        kept_in = sum(int(r["input_docs"] or 0) for r in streams)
+        kept_rows = sum(int(r["documents"]) for r in streams)
+        tokens = sum(int(r["tokens"] or 0) for r in streams)
+        chars = sum(int(r["chars"] or 0) for r in streams)
+        docs_in = sum(int(r["input_docs"] or 0) for r in groups)
+        if docs_in != n_in or kept_in + sum(rej.values()) != n_in:
+            raise RuntimeError(f"tokenize: {n_in} corpus documents but output accounts for {docs_in} "
+                               f"(tokenized {kept_in}, rejected {rej})")
+        nfiles = {(r["lang"], r["source"]): max(1, math.ceil(int(r["tokens"]) / shard_tokens)) for r in streams}
+        log(f"[tokenize] {kept_rows} documents, {tokens} tokens in {len(streams)} streams "
+            f"-> at most {sum(nfiles.values())} shards; rejected {rej or 'none'}")
 
-    # accounting: every corpus document is tokenized or rejected
-    acc = allt.agg(F.sum("input_docs").alias("docs"),
-                   F.sum(F.when(F.col("reason").isNull(), F.col("input_docs"))).alias("kept_in"),
-                   F.sum(F.when(F.col("reason").isNull(), 1)).alias("kept_rows"),
-                   F.sum(F.when(F.col("reason").isNull(), F.col("n_tokens"))).alias("tokens"),
-                   F.sum(F.when(F.col("reason").isNull(), F.col("n_chars"))).alias("chars")).collect()[0]
-    rej = {r["reason"]: r["n"] for r in
-           allt.where(F.col("reason").isNotNull()).groupBy("reason").agg(F.sum("input_docs").alias("n")).collect()}
-    if int(acc["docs"] or 0) != n_in or int(acc["kept_in"] or 0) + sum(rej.values()) != n_in:
-        raise RuntimeError(f"tokenize: {n_in} corpus documents but output accounts for {acc['docs']} "
-                           f"(tokenized {acc['kept_in']}, rejected {rej})")
-    kept = allt.where(F.col("reason").isNull())
-    streams = kept.groupBy("lang", "source").agg(
-        F.count("*").alias("documents"), F.sum("n_tokens").alias("tokens"), F.sum("n_chars").alias("chars"),
-        F.mode("tier").alias("tier")).collect()
-    streams = sorted(streams, key=lambda r: (r["lang"], r["source"]))
-    nfiles = {(r["lang"], r["source"]): max(1, math.ceil(int(r["tokens"]) / shard_tokens)) for r in streams}
-    log(f"[tokenize] {acc['kept_rows']} documents, {acc['tokens']} tokens in {len(streams)} streams "
-        f"-> at most {sum(nfiles.values())} shards; rejected {rej or 'none'}")
+        t2 = time.time()
+        shards_root = f"{tmp}/tokens"
+        kept = allt.where(F.col("reason").isNull())
+        if nfiles:
+            nf = F.create_map(*[x for (l, s), n in sorted(nfiles.items())
+                                for x in (F.lit(f"{l}\u0001{s}"), F.lit(n))])
+            keyed = kept.withColumn("bucket", F.pmod(F.xxhash64("id"), nf[F.concat_ws("\u0001", "lang", "source")])
+                                    .cast("int"))
+            writer = ShardWriter(shards_root)
 
-    shards_root = f"{tmp}/tokens"
-    if nfiles:
-        nf = F.create_map(*[x for (l, s), n in sorted(nfiles.items())
-                            for x in (F.lit(f"{l}\u0001{s}"), F.lit(n))])
-        keyed = kept.withColumn("bucket", F.pmod(F.xxhash64("id"), nf[F.concat_ws("\u0001", "lang", "source")])
-                                .cast("int"))
-        writer = ShardWriter(shards_root)
+            def write_shard(key, table):  # a plain function: Spark infers the eval type from its signature
+                return writer(key, table)
 
-        def write_shard(key, table):  # a plain function: Spark infers the eval type from its signature
-            return writer(key, table)
-
-        written = (keyed.select("lang", "source", "bucket", "id", "input_ids")
-                   .groupBy("lang", "source", "bucket").applyInArrow(write_shard, SHARD_RESULT_DDL)
-                   .collect())
-    else:
-        written = []
-    if rej:
-        (allt.where(F.col("reason").isNotNull()).drop("input_ids")
-         .write.mode("overwrite").partitionBy("reason").parquet(f"{tmp}/rejected"))
+            written = (keyed.select("lang", "source", "bucket", "id", "input_ids")
+                       .groupBy("lang", "source", "bucket").applyInArrow(write_shard, SHARD_RESULT_DDL)
+                       .collect())
+        else:
+            written = []
+        if rej:
+            (allt.where(F.col("reason").isNotNull()).drop("input_ids")
+             .write.mode("overwrite").partitionBy("reason").parquet(f"{tmp}/rejected"))
+        t_write = time.time() - t2
+    finally:
+        allt.unpersist()
 
     manifest_streams = []
     by_stream: dict[tuple, list] = {}
@@ -250,12 +336,14 @@ def run_tokenize(spark, out: str, cfg: dict | None = None, model_path: str | Non
     fs.write_json(spark, f"{dest}/{MANIFEST}", manifest)
     seconds = time.time() - t0
     stats = {"stage": "tokenize", "input": "corpus", "documents_in": n_in,
-             "totals": {"in": n_in, "kept": int(acc["kept_in"] or 0), "removed": rej, "quarantined": {}},
-             "extra": {"documents_out": int(acc["kept_rows"] or 0), "tokens": int(total),
-                       "characters": int(acc["chars"] or 0),
-                       "chars_per_token": (int(acc["chars"] or 0) / total) if total else None,
+             "totals": {"in": n_in, "kept": kept_in, "removed": rej, "quarantined": {}},
+             "extra": {"documents_out": kept_rows, "tokens": int(total),
+                       "characters": chars,
+                       "chars_per_token": (chars / total) if total else None,
                        "tokenize_seconds": round(t_tok, 3),
                        "tokens_per_sec": round(total / t_tok, 1) if t_tok > 0 else None,
+                       "shard_write_seconds": round(t_write, 3),
+                       "encode_cpu_seconds": round(float(enc_acc.value), 3), "encode_threads": threads,
                        "per_stream": [{"lang": r["lang"], "source": r["source"], "documents": int(r["documents"]),
                                        "tokens": int(r["tokens"]), "characters": int(r["chars"])}
                                       for r in streams]},

@@ -156,6 +156,6 @@ class ShardStage(Stage):
         fs.mkdirs(spark, ctx.path("stats"))
         fs.write_json(spark, ctx.path("stats", "shard.json"), stats)
         write_success(spark, dest, ctx.fingerprint, [f for st in manifest["streams"] for f in st["files"]],
-                      marker=SUCCESS)
+                      marker=SUCCESS, rows=tot["documents"])
         log(f"[shard] wrote {stats['extra']['files']} files, {tot['documents']} documents to {dest}")
         return stats

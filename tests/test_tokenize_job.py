@@ -182,3 +182,124 @@ def test_token_shard_row_groups_sized_by_tokens(tmp_path):
     t = pq.read_table(f)
     assert t.column("n_tokens").to_pylist() == [len(x) for x in t.column("input_ids").to_pylist()]
     assert res.column("tokens")[0].as_py() == 200 * 40_000 + 100 * 10
+
+
+def _reference_rows(batch: pa.RecordBatch, sp, bilingual: dict, parallel_source: str = "parallel") -> list[dict]:
+    """What the tokenize job must produce for ``batch``, one document at a time with a plain
+    ``sp.encode(text)`` (the specification of :class:`training.tokenizer.TokenizeBatch`)."""
+    from training.bilingual import BilingualConfig, BilingualError, render
+
+    bcfg = BilingualConfig.from_dict(bilingual)
+    rows = []
+    for r in batch.to_pylist():
+        base = {"lang": r["lang"], "tier": r["tier"], "detail": None}
+        if r["tier"] == "parallel":
+            try:
+                docs = render(r["id"], r["meta"], bcfg)
+            except BilingualError as e:
+                rows.append({**base, "id": r["id"], "source": r["source"], "input_ids": None, "n_tokens": 0,
+                             "n_chars": 0, "input_docs": 1, "reason": "parallel_meta_invalid",
+                             "detail": json.dumps({"error": str(e)}, ensure_ascii=False)})
+                continue
+            for j, (nid, text, _d) in enumerate(docs):
+                ids = sp.encode(text) + [sp.eos_id()]
+                rows.append({**base, "id": nid, "source": parallel_source, "input_ids": ids, "n_tokens": len(ids),
+                             "n_chars": len(text), "input_docs": int(j == 0), "reason": None})
+        elif r["text"] is None or not r["text"].strip():
+            rows.append({**base, "id": r["id"], "source": r["source"], "input_ids": None, "n_tokens": 0,
+                         "n_chars": 0, "input_docs": 1, "reason": "empty_text"})
+        else:
+            ids = sp.encode(r["text"]) + [sp.eos_id()]
+            rows.append({**base, "id": r["id"], "source": r["source"], "input_ids": ids, "n_tokens": len(ids),
+                         "n_chars": len(r["text"]), "input_docs": 1, "reason": None})
+    return rows
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tokenize_batch_equals_plain_encode_per_document(tok_out, threads):
+    """Issue 19 item 3: the batched, threaded encode with Arrow output built from flat arrays
+    gives exactly the per-document ``sp.encode(text) + [eos]`` rows, on batches without parallel
+    documents (the Arrow pass-through path) and with them (the per-row path), including empty,
+    whitespace-only (Unicode spaces too) and null texts."""
+    model = str(tok_out / "tokenizer" / "spm.model")
+    sp = T.load_spm(model)
+    corpus = T.corpus_dataset(tok_out / "corpus").to_table(columns=["id", "lang", "source", "tier", "text", "meta"])
+    odd = [{"id": f"odd-{i}", "lang": "ja", "source": "web", "tier": "web", "text": t, "meta": None}
+           for i, t in enumerate(["", " \n\t", "\u3000\u2003\x1c", None, "\u3000x", "a", "😀 2024"])]
+    mono = pa.concat_tables([corpus.filter(pa.compute.not_equal(corpus["tier"], "parallel")).slice(0, 300),
+                             pa.Table.from_pylist(odd, schema=corpus.schema)]).combine_chunks().to_batches()[0]
+    mixed = pa.concat_tables([corpus.slice(0, 40), corpus.filter(pa.compute.equal(corpus["tier"], "parallel")),
+                              pa.Table.from_pylist(odd, schema=corpus.schema),
+                              pa.Table.from_pylist([{"id": "bad-par", "lang": "de", "source": "pud", "tier": "parallel",
+                                                     "text": "x", "meta": "{broken"}], schema=corpus.schema)]
+                             ).combine_chunks().to_batches()[0]
+    bil = _cfg().get("bilingual") or {}
+    fn = T.TokenizeBatch(model, bil, "parallel", num_threads=threads)
+    for batch in (mono, mixed):
+        got = fn(batch)
+        assert got.schema.names == ["id", "lang", "source", "tier", "input_ids", "n_tokens", "n_chars",
+                                    "input_docs", "reason", "detail"]
+        assert got.schema.field("input_ids").type == pa.list_(pa.int32())
+        assert got.to_pylist() == _reference_rows(batch, sp, bil)
+    assert sum(r["tier"] == "parallel" for r in mixed.to_pylist()) > 1
+    with pytest.raises(ValueError, match="num_threads"):
+        T.TokenizeBatch(model, bil, num_threads=0)
+
+
+def test_shard_order_by_id_then_token_digest():
+    """Token shards sort rows by id (Python str order, non-ASCII ids included) and break ties
+    by the token bytes' digest: the Arrow sort gives the order of the per-row Python sort."""
+    def reference(ids, toks):
+        dig = [hashlib.blake2b(pa.array(t, pa.int32()).to_numpy().tobytes(), digest_size=8).digest() for t in toks]
+        return sorted(range(len(ids)), key=lambda i: (ids[i], dig[i]))
+
+    unique = ["b", "a", "é", "z", "Z", "日本", "\U0001F600", "ab", "a\u0001"]
+    dup = ["d", "c", "d", "a", "c"]
+    for ids in (unique, dup):
+        toks = [[i + 4, 7 * i % 5 + 4] for i in range(len(ids))]
+        order = TJ._id_order(pa.chunked_array([pa.array(ids[:3]), pa.array(ids[3:])]),
+                             pa.chunked_array([pa.array(toks[:3], pa.list_(pa.int32())),
+                                               pa.array(toks[3:], pa.list_(pa.int32()))]))
+        assert order.type == pa.int64() and order.to_pylist() == reference(ids, toks)
+
+
+def _publish_like_shard_stage(corpus: Path, rows: int) -> list[str]:
+    files = sorted(str(p.relative_to(corpus)) for p in corpus.rglob("*.parquet"))
+    (corpus / ".SUCCESS").write_text(json.dumps({"fingerprint": "f", "files": files, "rows": rows}))
+    return files
+
+
+def test_tokenize_reads_the_files_and_count_the_corpus_marker_records(spark, tok_out, tmp_path):
+    """Issue 19 item 3: a corpus published by the shard stage records its files and documents in
+    ``.SUCCESS``: the job reads exactly those files and takes that count (no count() pass); a
+    stray file is not read, and a count that the output does not match is an error."""
+    import shutil
+
+    from jobs.tokenize import run_tokenize
+
+    out = tmp_path / "o"
+    shutil.copytree(tok_out / "corpus", out / "corpus")
+    corpus_rows = T.corpus_dataset(out / "corpus").to_table().num_rows
+    files = _publish_like_shard_stage(out / "corpus", corpus_rows)
+    assert TJ.corpus_input(spark, str(out / "corpus")) == (corpus_rows, files)
+    shutil.copy(out / "corpus" / files[0], out / "corpus" / files[0].replace("part-", "part-9"))  # stray
+    model = str(tok_out / "tokenizer" / "spm.model")
+    m = run_tokenize(spark, str(out), _cfg(), model_path=model)
+    stats = json.loads((out / "stats" / "tokenize.json").read_text())
+    assert stats["totals"]["in"] == corpus_rows and stats["documents_in"] == corpus_rows
+    assert sum(s["documents"] for s in m["streams"]) == stats["extra"]["documents_out"]
+    assert not (out / "_tmp").exists() or not any((out / "_tmp").iterdir())
+
+    # an older shard-stage marker without rows: the manifest's totals give the count
+    (out / "corpus" / ".SUCCESS").write_text(json.dumps({"fingerprint": "f", "files": files}))
+    (out / "corpus" / ".manifest.json").write_text(json.dumps({"totals": {"documents": corpus_rows}}))
+    assert TJ.corpus_input(spark, str(out / "corpus")) == (corpus_rows, files)
+
+    (out / "corpus" / files[0].replace("part-", "part-9")).unlink()
+    _publish_like_shard_stage(out / "corpus", corpus_rows + 1)
+    with pytest.raises(RuntimeError, match="accounts for"):
+        run_tokenize(spark, str(out), _cfg(), model_path=model)
+    # the failed run published nothing over the previous tokens/
+    assert (out / "tokens" / ".SUCCESS").exists()
+    assert json.loads((out / "tokens" / ".manifest.json").read_text()) == m
+

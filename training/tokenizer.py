@@ -778,74 +778,124 @@ class TokenizeBatch:
     Input columns: ``id, lang, source, tier, text, meta`` (strings; ``meta`` may be null).
     Output schema: :data:`TOKENIZED_DDL` - ``id, lang, source, tier, input_ids list<int32>
     (EOS appended), n_tokens long (incl. EOS), n_chars long, input_docs int (1 on the first
-    output row of each input document, else 0), reason, detail``.
+    output row of each input document, else 0), reason, detail``. Output rows follow the input
+    rows (a parallel document's bilingual documents in place of it).
 
     Parallel-tier documents become bilingual documents (:mod:`training.bilingual`) filed under
     ``source="parallel"``; other documents are encoded as they are. Rows that cannot be encoded
-    keep ``input_ids`` null and get a ``reason``: ``empty_text`` (no non-whitespace text) or
-    ``parallel_meta_invalid`` (the pairs cannot be read; ``detail`` says why).
+    keep ``input_ids`` null and get a ``reason``: ``empty_text`` (no non-whitespace text, as
+    ``str.strip`` sees it) or ``parallel_meta_invalid`` (the pairs cannot be read; ``detail``
+    says why).
+
+    Speed (issue 19 item 3): one SentencePiece batch call per Arrow batch with ``add_eos=True``
+    (the same ids as ``sp.encode(text) + [eos_id]``) on ``num_threads`` threads, ids copied
+    once into a flat int32 array and wrapped as ``pa.ListArray.from_arrays(offsets, values)``;
+    a batch without parallel documents passes its ``id, lang, source, tier`` columns through
+    as Arrow arrays (no Python objects but the texts and their ids).
+
+    Args:
+        model_path: SentencePiece model (a path :func:`pipeline.ship.resolve` understands).
+        bilingual: the ``bilingual`` config section (:class:`training.bilingual.BilingualConfig`).
+        parallel_source: the source name of bilingual documents.
+        num_threads: SentencePiece encode threads per Python worker (``>= 1``); the job passes
+            the executor's cores (``local[N]``: N).
+        encode_seconds: optional Spark accumulator (float) that receives the CPU seconds of the
+            Python worker process (all its threads, ``time.process_time``) spent in
+            ``sp.encode`` (for the job's breakdown); None = not measured.
+
+    Raises:
+        ValueError: ``num_threads < 1`` or an invalid ``bilingual`` section (on the driver).
     """
 
-    def __init__(self, model_path: str, bilingual: dict | None = None, parallel_source: str = "parallel"):
+    def __init__(self, model_path: str, bilingual: dict | None = None, parallel_source: str = "parallel",
+                 num_threads: int = 1, encode_seconds=None):
         from training.bilingual import BilingualConfig
 
         self.model_path = model_path
         self.bilingual = dict(bilingual or {})
         BilingualConfig.from_dict(self.bilingual)  # validate on the driver
         self.parallel_source = parallel_source
+        if int(num_threads) < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        self.num_threads = int(num_threads)
+        self.encode_seconds = encode_seconds
 
-    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        from pipeline.ship import resolve
+    def _expand(self, batch: pa.RecordBatch, texts_in: list):
+        """The per-row path for a batch with parallel documents: lists of the output columns
+        ``id, lang, source, tier, text (None = not encoded), input_docs, reason, detail``."""
         from training.bilingual import BilingualError, render
 
-        sp = load_spm(resolve(self.model_path))
         bcfg = _bilingual_cfg(json.dumps(self.bilingual, sort_keys=True))
-        eos = sp.eos_id()
-        cols = {n: batch.column(n).to_pylist() for n in ("id", "lang", "source", "tier", "text")}
+        cols = {n: batch.column(n).to_pylist() for n in ("id", "lang", "source", "tier")}
         metas = batch.column("meta").to_pylist() if "meta" in batch.schema.names else [None] * batch.num_rows
-        ids, langs, sources, tiers, texts, first, reasons, details = [], [], [], [], [], [], [], []
+        out: tuple[list, ...] = ([], [], [], [], [], [], [], [])
 
-        def add(i, lang, source, text, is_first, reason=None, detail=None):
-            ids.append(i); langs.append(lang); sources.append(source); tiers.append(cols["tier"][k])
-            texts.append(text); first.append(1 if is_first else 0); reasons.append(reason); details.append(detail)
+        def add(k, i, lang, source, text, is_first, reason=None, detail=None):
+            for col, v in zip(out, (i, lang, source, cols["tier"][k], text, 1 if is_first else 0, reason, detail)):
+                col.append(v)
 
         for k in range(batch.num_rows):
-            doc_id, lang, source, tier, text = (cols[c][k] for c in ("id", "lang", "source", "tier", "text"))
+            doc_id, lang, source, tier, text = (cols["id"][k], cols["lang"][k], cols["source"][k],
+                                                cols["tier"][k], texts_in[k])
             if tier == "parallel":
                 try:
                     docs = render(doc_id, metas[k], bcfg)
                 except BilingualError as e:
-                    add(doc_id, lang, source, None, True, "parallel_meta_invalid",
+                    add(k, doc_id, lang, source, None, True, "parallel_meta_invalid",
                         json.dumps({"error": str(e)}, ensure_ascii=False))
                     continue
                 for j, (nid, t, _d) in enumerate(docs):
-                    add(nid, lang, self.parallel_source, t, j == 0)
+                    add(k, nid, lang, self.parallel_source, t, j == 0)
             elif text is None or not text.strip():
-                add(doc_id, lang, source, None, True, "empty_text", None)
+                add(k, doc_id, lang, source, None, True, "empty_text", None)
             else:
-                add(doc_id, lang, source, text, True)
-        todo = [j for j, t in enumerate(texts) if t is not None]
-        enc = sp.encode([texts[j] for j in todo]) if todo else []
-        lengths = np.zeros(len(texts), dtype=np.int64)
-        n_chars = np.zeros(len(texts), dtype=np.int64)
-        for j, e in zip(todo, enc):
-            lengths[j] = len(e) + 1
-            n_chars[j] = len(texts[j])
-        values = np.empty(int(lengths.sum()), dtype=np.int32)
-        offsets = np.zeros(len(texts) + 1, dtype=np.int32)
+                add(k, doc_id, lang, source, text, True)
+        return out
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import itertools
+
+        import pyarrow.compute as pc
+
+        from pipeline.ship import resolve
+
+        sp = load_spm(resolve(self.model_path))
+        n_in = batch.num_rows
+        texts_in = batch.column("text").to_pylist()
+        parallel = pc.any(pc.fill_null(pc.equal(batch.column("tier"), "parallel"), False)).as_py()
+        if parallel:
+            ids, langs, sources, tiers, texts, first, reasons, details = self._expand(batch, texts_in)
+            n = len(texts)
+            key_cols = [pa.array(ids, pa.string()), pa.array(langs, pa.string()), pa.array(sources, pa.string()),
+                        pa.array(tiers, pa.string())]
+            valid = np.fromiter((t is not None for t in texts), dtype=bool, count=n)
+            input_docs = pa.array(first, pa.int32())
+            reason_arr, detail_arr = pa.array(reasons, pa.string()), pa.array(details, pa.string())
+        else:  # one output row per input row: the key columns pass through as Arrow arrays
+            texts, n = texts_in, n_in
+            key_cols = [batch.column(c).cast(pa.string()) for c in ("id", "lang", "source", "tier")]
+            # not t.strip() == (t == "" or t.isspace()); isspace stops at the first other character
+            valid = np.fromiter((t is not None and t != "" and not t.isspace() for t in texts), dtype=bool, count=n)
+            input_docs = pa.array(np.ones(n, dtype=np.int32))
+            reason_arr = pa.array(np.where(valid, None, "empty_text"), pa.string())
+            detail_arr = pa.nulls(n, pa.string())
+        todo = np.flatnonzero(valid)
+        todo_texts = texts if len(todo) == n else [texts[j] for j in todo]
+        t0 = time.process_time()
+        enc = sp.encode(todo_texts, add_eos=True, num_threads=self.num_threads) if len(todo) else []
+        if self.encode_seconds is not None:
+            self.encode_seconds.add(time.process_time() - t0)
+        lengths = np.zeros(n, dtype=np.int64)
+        lengths[todo] = np.fromiter(map(len, enc), dtype=np.int64, count=len(enc))
+        n_chars = np.zeros(n, dtype=np.int64)
+        n_chars[todo] = np.fromiter(map(len, todo_texts), dtype=np.int64, count=len(todo_texts))
+        offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
-        for j, e in zip(todo, enc):
-            o = offsets[j]
-            values[o:o + len(e)] = e
-            values[o + len(e)] = eos
-        valid = np.array([t is not None for t in texts], dtype=bool)
-        input_ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()),
-                                             mask=pa.array(~valid))
+        values = np.fromiter(itertools.chain.from_iterable(enc), dtype=np.int32, count=int(offsets[-1]))
+        input_ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values),
+                                             mask=None if valid.all() else pa.array(~valid))
         return pa.RecordBatch.from_arrays(
-            [pa.array(ids, pa.string()), pa.array(langs, pa.string()), pa.array(sources, pa.string()),
-             pa.array(tiers, pa.string()), input_ids, pa.array(lengths, pa.int64()),
-             pa.array(n_chars, pa.int64()), pa.array(first, pa.int32()),
-             pa.array(reasons, pa.string()), pa.array(details, pa.string())],
+            key_cols + [input_ids, pa.array(lengths), pa.array(n_chars), input_docs, reason_arr, detail_arr],
             names=["id", "lang", "source", "tier", "input_ids", "n_tokens", "n_chars", "input_docs",
                    "reason", "detail"])
 
