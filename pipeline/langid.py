@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 
 from filters.langid import LangID, default_model_path
@@ -34,25 +35,37 @@ class LangIDBatch:
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         lid = LangID(resolve(self.model_path), self.max_chars)
-        texts = batch.column("text").to_pylist()
-        langs, scores = lid.predict(texts)
-        reasons, details = [], []
-        for lang, score in zip(langs, scores):
-            if lang not in self.targets:
-                reasons.append("lang_not_target")
-                details.append(json.dumps({"lang": lang, "lang_score": round(float(score), 4)}))
-            elif score < self.threshold(lang):
-                reasons.append("lang_low_score")
-                details.append(json.dumps({"lang": lang, "lang_score": round(float(score), 4),
-                                           "threshold": self.threshold(lang)}))
-            else:
-                reasons.append(None)
-                details.append(None)
+        codes, names, scores = lid.predict_codes(batch.column("text").to_pylist())
+        plan = self._plan(names)
+        # per code: 1 = lang_not_target, 2 = below its language's threshold (float32 compare,
+        # as the per-document ``score < threshold`` of a float32 score against a float did)
+        status = np.where(plan["not_target"][codes], 1,
+                          np.where(scores < plan["thresholds"][codes], 2, 0)).astype(np.int32)
+        details: list = [None] * len(codes)
+        for i in np.flatnonzero(status).tolist():
+            lang, score = names[codes[i]], round(float(scores[i]), 4)
+            details[i] = json.dumps({"lang": lang, "lang_score": score} if status[i] == 1 else
+                                    {"lang": lang, "lang_score": score, "threshold": self.threshold(lang)})
         cols = [c for c in batch.schema.names if c not in ("lang", "lang_score", "reason", "detail")]
         arrays = [batch.column(c) for c in cols] + [
-            pa.array(langs, pa.string()), pa.array(scores, pa.float32()),
-            pa.array(reasons, pa.string()), pa.array(details, pa.string())]
+            plan["names"].take(pa.array(codes)), pa.array(scores, pa.float32()),
+            _REASONS.take(pa.array(status)), pa.array(details, pa.string())]
         return pa.RecordBatch.from_arrays(arrays, names=cols + ["lang", "lang_score", "reason", "detail"])
+
+    def _plan(self, names: tuple) -> dict:
+        """Per-code arrays for ``names`` (:meth:`filters.langid.LangID.codes`), cached: ``names``
+        (Arrow strings), ``not_target`` (bool) and ``thresholds`` (float32, :meth:`threshold`)."""
+        cache = self.__dict__.setdefault("_plans", {})
+        if names not in cache:
+            cache[names] = {
+                "names": pa.array(list(names), pa.string()),
+                "not_target": np.array([n not in self.targets for n in names], dtype=bool),
+                "thresholds": np.array([self.threshold(n) for n in names], dtype=np.float32)}
+        return cache[names]
+
+
+#: reason per status code of :meth:`LangIDBatch.__call__` (0: kept)
+_REASONS = pa.array([None, "lang_not_target", "lang_low_score"], pa.string())
 
 
 class LangIDStage(Stage):
