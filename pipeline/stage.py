@@ -13,7 +13,9 @@ directory partitioned by ``(_disposition, reason)``, counts it per language and 
 aggregate job, whose groups also serve the stage's :meth:`Stage.after_write` through
 :meth:`Stage.account_keys`), checks that ``documents in = kept + removed + quarantined`` (documents
 in: the ``rows`` the input stage recorded in its ``_SUCCESS``, else a count of the input), and
-then publishes:
+then publishes (the input and the temporary output are read with the schema the input's
+``_SUCCESS`` recorded and the frame's own, so no Spark job infers a schema; a stage's run is its
+write job plus the accounting aggregate, which reads only the small columns it groups by):
 
 * kept      -> ``<out>/<stage>/`` + ``_SUCCESS``
 * rejected  -> ``<out>/rejected/stage=<stage>/reason=<reason>/``
