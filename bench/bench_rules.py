@@ -11,9 +11,14 @@ Prints, as plain lines:
     never the project's .venv), in two settings: English defaults for every language, and
     ``language=<ISO 639-1>`` per document (datatrove's own per-language word tokenizers);
     documents/s per core, kept % per language, and the speed ratio of each. Skipped with a
-    message when the venv cannot be built (no network to the package index).
+    message when the venv cannot be built (no network to the package index);
+  * the Spark ``rules`` stage against ``apply_rules`` alone (issue 19: stage >= 80% of
+    ``apply_rules`` per core), :func:`bench_stage`: interleaved rounds (median), the staged
+    stage (``--no-fuse``: ``rules`` on a published ``langid`` output) and the fused
+    ``langid`` + ``rules`` pass, each next to its raw primitives in one process on the same
+    documents, per core by wall time and by CPU seconds, with the Spark jobs each run starts.
 
-Usage: python bench/bench_rules.py [--docs 20000] [--no-datatrove]
+Usage: python bench/bench_rules.py [--docs 20000] [--no-datatrove] [--stage-docs 20000] [--rounds 5] [--no-stage]
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ import argparse
 import collections
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import enlarge, ntrex_documents  # noqa: E402
+from bench.common import data_root, enlarge, ntrex_documents  # noqa: E402
 from filters.rules import apply_rules, load_filter_config  # noqa: E402
 from filters.words import segmenter_name, words  # noqa: E402
 
@@ -216,16 +223,214 @@ def bench_datatrove(ours_dps: tuple[float, float]) -> None:
           f"per-language tokenizers {ratios['per_language']:.1f}x")
 
 
+def tree_cpu_seconds() -> float | None:
+    """CPU seconds (user + system) used so far by this process and every live descendant
+    (the Spark JVM, pyspark's daemon and its Python workers), plus the reaped children each
+    of them waited for; None where ``/proc`` is missing. The difference over a run is the CPU
+    the run cost on every core, whatever else loads the machine."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        rest = raw[raw.rindex(")") + 2:].split()
+        stats[int(d)] = (int(rest[1]), sum(int(x) for x in rest[11:15]) / hz)  # ppid, utime+stime+cutime+cstime
+    kids: dict[int, list[int]] = collections.defaultdict(list)
+    for pid, (ppid, _) in stats.items():
+        kids[ppid].append(pid)
+    total, stack = 0.0, [os.getpid()]
+    while stack:
+        pid = stack.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        stack.extend(kids.get(pid, ()))
+    return total
+
+
+STAGE_COLS = ("id", "source", "tier", "url", "text", "meta", "lang_declared", "source_id", "detail")
+
+
+def _stage_input(n: int, seed: int) -> list[tuple]:
+    """``n`` SYNTHETIC ingest rows: NTREX replicated and perturbed (bench.common.enlarge), every
+    fifth a two-line web page (the rules remove a share of them), as bench_fused.py builds."""
+    docs = enlarge([(lang, text) for lang, _, text in ntrex_documents()], n, seed=seed)
+    rows = []
+    for k, (lang, text) in enumerate(docs):
+        web = k % 5 == 0
+        if web:
+            text = "\n".join(text.split("\n")[:2])
+        rows.append((f"b{k}", "bench", "web" if web else "reference", None, text,
+                     json.dumps({"path": "bench", "key": k}), lang, f"b{k}", None))
+    return rows
+
+
+def _timed_run(spark, work: str, copy_from: str, stage_in: str, config: dict, stages: list[str],
+               group: str) -> tuple[float, float | None, int, dict]:
+    """Run ``stages`` on a fresh copy of ``copy_from/stage_in``: (wall s, CPU s of the process
+    tree, Spark jobs started, stats)."""
+    from pipeline.cli import run_stages
+
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    shutil.copytree(os.path.join(copy_from, stage_in), os.path.join(work, stage_in))
+    sc = spark.sparkContext
+    sc.setJobGroup(group, group)
+    c0, t0 = tree_cpu_seconds(), time.perf_counter()
+    stats = run_stages(spark, work, config, stages)
+    wall, c1 = time.perf_counter() - t0, tree_cpu_seconds()
+    jobs = len(sc.statusTracker().getJobIdsForGroup(group))
+    sc.setLocalProperty("spark.jobGroup.id", None)
+    return wall, (c1 - c0 if c0 is not None else None), jobs, stats
+
+
+def bench_stage(n_docs: int, rounds: int, seed: int, master: str = "local[2]") -> dict:
+    """The Spark ``rules`` stage vs ``apply_rules`` alone, and the fused ``langid`` + ``rules``
+    pass vs ``LangID.predict`` + ``apply_rules`` alone, on the same SYNTHETIC documents.
+
+    Each round (order alternating) times: ``apply_rules`` over the rules stage's input in this
+    process (one core); the staged ``rules`` stage in ``master`` on the published ``langid``
+    output; ``LangID.predict`` over every document + ``apply_rules`` over the ones langid keeps
+    (the fused pass's primitives) in this process; the fused pass. Per core = documents /
+    (wall seconds x cores) for Spark, documents / wall seconds for the one-process primitive;
+    "per CPU s" = documents / CPU seconds of the whole process tree (JVM and Python workers
+    included), which the load of other work on the machine does not change. Prints every
+    round, the medians, the ratios and the target (stage >= 80% of ``apply_rules``).
+
+    Returns:
+        ``{"staged": ratio, "fused": ratio, "staged_cpu": ratio, "fused_cpu": ratio,
+        "jobs": {mode: Spark jobs}}`` (median ratios of per-core throughput, stage / raw).
+    """
+    import pyarrow.parquet as pq
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    from filters.langid import LangID, default_model_path
+    from pipeline.config import load_config
+    from pipeline.session import build_spark
+    from pipeline.stage import write_success
+
+    os.environ.setdefault("POLY_PROGRESS_SECONDS", "0")
+    cores = int(master[6:-1]) if master.startswith("local[") and master[6:-1].isdigit() else os.cpu_count()
+    spark = build_spark("bench-rules-stage", master=master)
+    work = tempfile.mkdtemp(prefix="bench-rules-stage-")
+    try:
+        rows = _stage_input(n_docs, seed)
+        base = os.path.join(work, "base")
+        schema = StructType([StructField(c, StringType()) for c in STAGE_COLS])
+        spark.createDataFrame(rows, schema).repartition(8).write.parquet(base + "/ingest")
+        import inspect
+
+        extra = {"schema": schema} if "schema" in inspect.signature(write_success).parameters else {}  # older runners
+        write_success(spark, base + "/ingest", "bench-ingest",
+                      [f for f in os.listdir(base + "/ingest") if f.endswith(".parquet")], rows=n_docs, **extra)
+        config = load_config(None, str(data_root()))
+        config["stages"] = ["ingest", "langid", "rules"]
+        staged, fused = dict(config, fuse=False), dict(config, fuse=True)
+        from pipeline.cli import run_stages
+
+        run_stages(spark, base, staged, ["langid"])  # the rules stage's published input
+        rules_in = pq.read_table(base + "/langid", columns=["text", "lang", "tier"]).to_pylist()
+        n_rules = len(rules_in)
+        cfg = load_filter_config()
+        params = {(r["lang"], r["tier"]): cfg.params(r["lang"], r["tier"]) for r in rules_in}
+        lcfg = config.get("langid") or {}
+        lid = LangID(lcfg.get("model") or default_model_path(), int(lcfg.get("max_chars", 20000)))
+        all_texts = [r[4] for r in rows]
+        kept_ids = set(pq.read_table(base + "/langid", columns=["id"]).column("id").to_pylist())
+        print(f"rules stage vs apply_rules: {n_docs:,} SYNTHETIC documents (NTREX-128 replicated and perturbed, "
+              f"every 5th a 2-line web page), {n_rules:,} after langid; {master}, {rounds} interleaved rounds + "
+              f"1 warm-up; Spark per core = docs / (wall s x {cores}), raw = one process")
+
+        def raw_rules() -> tuple[float, float]:
+            c0, t0 = time.process_time(), time.perf_counter()
+            for r in rules_in:
+                apply_rules(r["text"], r["lang"], params[(r["lang"], r["tier"])])
+            return time.perf_counter() - t0, time.process_time() - c0
+
+        def raw_fused() -> tuple[float, float]:
+            c0, t0 = time.process_time(), time.perf_counter()
+            for i in range(0, len(all_texts), 2000):  # the batch size of the Spark pass
+                lid.predict(all_texts[i:i + 2000])
+            for r in rules_in:  # the documents langid kept
+                apply_rules(r["text"], r["lang"], params[(r["lang"], r["tier"])])
+            return time.perf_counter() - t0, time.process_time() - c0
+
+        def stage_staged(tag):
+            return _timed_run(spark, os.path.join(work, "staged"), base, "langid", staged, ["rules"], tag)
+
+        def stage_fused(tag):
+            return _timed_run(spark, os.path.join(work, "fused"), base, "ingest", fused, ["langid", "rules"], tag)
+
+        raw_rules(), raw_fused(), stage_staged("warm-s"), stage_fused("warm-f")  # workers, models, JIT
+        res: dict[str, list] = collections.defaultdict(list)
+        kinds = [("raw_rules", raw_rules), ("staged", stage_staged), ("raw_fused", raw_fused), ("fused", stage_fused)]
+        jobs: dict[str, int] = {}
+        check: dict[str, dict] = {}
+        for r in range(rounds):
+            order = kinds if r % 2 == 0 else kinds[::-1]
+            line = []
+            for name, fn in order:
+                if name.startswith("raw"):
+                    wall, cpu = fn()
+                    n = n_rules if name == "raw_rules" else n_docs
+                    res[name].append((n / wall, n / cpu))
+                else:
+                    wall, cpu, nj, stats = fn(f"{name}-{r}")
+                    n = n_rules if name == "staged" else n_docs
+                    res[name].append((n / wall / cores, n / cpu if cpu else float("nan")))
+                    jobs[name] = nj
+                    check[name] = stats["rules"]["totals"]
+                line.append(f"{name} {res[name][-1][0]:,.0f}")
+            print(f"  round {r + 1}: docs/s per core " + ", ".join(line) + f"; staged/raw "
+                  f"{res['staged'][-1][0] / res['raw_rules'][-1][0]:.2f}, fused/raw "
+                  f"{res['fused'][-1][0] / res['raw_fused'][-1][0]:.2f}", flush=True)
+        med = {k: (statistics.median(x for x, _ in v), statistics.median(c for _, c in v)) for k, v in res.items()}
+        ratio = {m: statistics.median(s[0] / r[0] for s, r in zip(res[m], res[raw]))
+                 for m, raw in (("staged", "raw_rules"), ("fused", "raw_fused"))}
+        ratio_cpu = {m: statistics.median(s[1] / r[1] for s, r in zip(res[m], res[raw]))
+                     for m, raw in (("staged", "raw_rules"), ("fused", "raw_fused"))}
+        print(f"apply_rules alone (1 process): {med['raw_rules'][0]:,.0f} docs/s per core "
+              f"({med['raw_rules'][1]:,.0f} per CPU s)")
+        print(f"rules stage, staged (--no-fuse), {master}: {med['staged'][0]:,.0f} docs/s per core "
+              f"({med['staged'][1]:,.0f} per CPU s of JVM + Python workers + driver); {jobs['staged']} Spark jobs")
+        print(f"LangID.predict + apply_rules alone (1 process): {med['raw_fused'][0]:,.0f} docs/s per core "
+              f"({med['raw_fused'][1]:,.0f} per CPU s)")
+        print(f"langid + rules fused pass, {master}: {med['fused'][0]:,.0f} docs/s per core "
+              f"({med['fused'][1]:,.0f} per CPU s); {jobs['fused']} Spark jobs (both stages)")
+        print(f"rules stage / apply_rules per core (median of {rounds} rounds' ratios): staged {ratio['staged']:.0%} "
+              f"(by CPU s {ratio_cpu['staged']:.0%}), fused pass / its primitives {ratio['fused']:.0%} "
+              f"(by CPU s {ratio_cpu['fused']:.0%}); target >= 80%")
+        print(f"same rules totals staged and fused: {check['staged'] == check['fused']}")
+        return {"staged": ratio["staged"], "fused": ratio["fused"], "staged_cpu": ratio_cpu["staged"],
+                "fused_cpu": ratio_cpu["fused"], "jobs": jobs}
+    finally:
+        spark.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--docs", type=int, default=20000, help="documents in the enlarged input")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-datatrove", action="store_true", help="skip the datatrove comparison")
+    ap.add_argument("--stage-docs", type=int, default=20000, help="documents of the Spark stage comparison")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the Spark stage comparison")
+    ap.add_argument("--master", default="local[2]", help="Spark master of the stage comparison")
+    ap.add_argument("--no-stage", action="store_true", help="skip the Spark stage comparison")
+    ap.add_argument("--only-stage", action="store_true", help="only the Spark stage comparison")
     args = ap.parse_args(argv)
-    ours = bench_ours(args.docs, args.seed)
-    if not args.no_datatrove:
-        bench_datatrove(ours)
+    if not args.only_stage:
+        ours = bench_ours(args.docs, args.seed)
+        if not args.no_datatrove:
+            bench_datatrove(ours)
+    if not args.no_stage:
+        bench_stage(args.stage_docs, args.rounds, args.seed, args.master)
     return 0
 
 

@@ -23,10 +23,13 @@ import pyarrow as pa
 
 from filters.rules import MAIN_METRICS, apply_rules, load_filter_config, main_metrics
 from pipeline.config import repo_path
+from pipeline.quantiles import ValueCounts, ValueCountsParam
 from pipeline.ship import resolve, ship
 from pipeline.stage import Stage, StageContext, log, map_arrow
 
 #: metrics plotted per language in the report (a subset of filters.rules.MAIN_METRICS)
+#: quantiles reported per language and metric (p5, p25, p50, p75, p95; the plots' boxes)
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 PLOT_METRICS = ("words", "avg_word_len", "dup_5_gram", "line_punct_ratio", "digit_ratio",
                 "symbol_word_ratio")
 
@@ -56,17 +59,23 @@ class RulesBatch:
     Args:
         config_path: ``configs/filters.yaml`` (shipped to executors; resolved there).
         tiers: tiers the rules apply to, or None for all.
+        metric_counts: a pyspark accumulator of :class:`pipeline.quantiles.ValueCounts`
+            (:class:`~pipeline.quantiles.ValueCountsParam`), or None: each batch adds its
+            documents per language (``lang``, ``und`` when null) and the values of their main
+            metrics (as written in ``meta``), so the stage's metric quantiles need no second
+            pass over its output.
 
     Raises:
         TypeError: ``tiers`` is a single string.
     """
 
-    def __init__(self, config_path: str, tiers: list[str] | None = None):
+    def __init__(self, config_path: str, tiers: list[str] | None = None, metric_counts=None):
         if isinstance(tiers, (str, bytes)):  # set("web") would be {"w", "e", "b"}: rules on nothing
             raise TypeError(f"rules.tiers must be a list of tier names or null, got the single string "
                             f"{tiers!r}: write [{tiers!r}]")
         self.config_path = config_path
         self.tiers = set(tiers) if tiers else None
+        self.metric_counts = metric_counts
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         cfg = load_filter_config(resolve(self.config_path))  # lru_cached: once per worker
@@ -76,12 +85,15 @@ class RulesBatch:
         tiers = batch.column("tier").to_pylist() if "tier" in names else [None] * len(texts)
         metas = batch.column("meta").to_pylist() if "meta" in names else [None] * len(texts)
         out_text, out_meta, reasons, details = [], [], [], []
+        counts = ValueCounts() if self.metric_counts is not None else None
         for text, lang, tier, meta in zip(texts, langs, tiers, metas):
             if self.tiers is not None and tier not in self.tiers:
                 out_text.append(text)
                 out_meta.append(meta)
                 reasons.append(None)
                 details.append(None)
+                if counts is not None:
+                    counts.add_document("und" if lang is None else lang, None)
                 continue
             try:
                 res = apply_rules(text, lang, cfg.params(lang, tier))
@@ -90,11 +102,18 @@ class RulesBatch:
                 out_meta.append(meta)
                 reasons.append("rules_error")
                 details.append(json.dumps({"error": f"{type(e).__name__}: {e}"[:500]}))
+                if counts is not None:
+                    counts.add_document("und" if lang is None else lang, None)
                 continue
+            m = main_metrics(res.metrics)
             out_text.append(res.text if res.reason is None else (text or ""))
-            out_meta.append(_merge_meta(meta, {"m": main_metrics(res.metrics), "fix": res.fixes}))
+            out_meta.append(_merge_meta(meta, {"m": m, "fix": res.fixes}))
             reasons.append(res.reason)
             details.append(res.detail_json())
+            if counts is not None:
+                counts.add_document("und" if lang is None else lang, m)
+        if counts is not None:
+            self.metric_counts.add(counts)
         cols = [c for c in names if c not in ("reason", "detail")]
         if "meta" not in cols:  # the stage's output always has meta (the rule metrics)
             cols.append("meta")
@@ -135,7 +154,9 @@ class RulesStage(Stage):
         keep = [f for f in schema.fields if f.name not in ("reason", "detail")]
         if "meta" not in schema.names:
             keep.append(StructField("meta", StringType()))
-        return RulesBatch(path, cfg.get("tiers")), StructType(
+        # the metric values every batch computes, counted for after_write's quantiles
+        self._metric_counts = ctx.spark.sparkContext.accumulator(ValueCounts(), ValueCountsParam())
+        return RulesBatch(path, cfg.get("tiers"), self._metric_counts), StructType(
             keep + [StructField("reason", StringType()), StructField("detail", StringType())])
 
     def transform(self, df, ctx: StageContext):
@@ -152,21 +173,31 @@ class RulesStage(Stage):
     def after_write(self, written, ctx: StageContext) -> None:
         """Per-language metric quantiles (all documents, kept and removed) into
         ``ctx.extra["metrics_per_lang"]`` and two plots: removals per language and reason, and
-        the distribution of the main metrics per language."""
-        from pyspark.sql import functions as F
+        the distribution of the main metrics per language.
 
-        lang_col = F.coalesce(F.col("lang"), F.lit("und")) if "lang" in written.columns else F.lit("und")
-        qs = [0.05, 0.25, 0.5, 0.75, 0.95]
-        # one JSON parse per document (get_json_object per metric would parse it 16 times)
-        m_schema = "struct<rules: struct<m: struct<" + ", ".join(f"{m}: double" for m in MAIN_METRICS) + ">>>"
-        parsed = written.select(lang_col.alias("l"), F.from_json("meta", m_schema).alias("_j"))
-        aggs = [F.percentile_approx(F.col(f"_j.rules.m.{m}"), qs, 1000).alias(m) for m in MAIN_METRICS]
-        rows = parsed.groupBy("l").agg(F.count("*").alias("n"), *aggs).collect()
+        The quantiles are exact (:mod:`pipeline.quantiles`) and come from the metric values the
+        write pass counted (:class:`RulesBatch` ``metric_counts``), the documents per language
+        from the accounting job's groups: no pass over the output. Only when the counted
+        documents disagree with the accounting (a recomputed pass counted twice) are they taken
+        from a Spark pass over ``written`` instead (``percentile_approx``, accuracy 1000)."""
+        docs: dict = {}
+        for r in getattr(self, "_account_rows", None) or ():
+            docs[r["_rl"]] = docs.get(r["_rl"], 0) + r["count"]
+        acc = getattr(self, "_metric_counts", None)
+        counts = acc.value if acc is not None else None
+        if counts is not None and counts.documents() == docs:
+            qs_by_lang = counts.quantiles(QUANTILES)
+        else:
+            log(f"[rules] metric quantiles from a pass over the output: the write pass counted "
+                f"{sum(counts.documents().values()) if counts is not None else 'no'} documents, the accounting "
+                f"{sum(docs.values())}")
+            docs, qs_by_lang = self._quantiles_from_output(written)
         per_lang = {}
-        for r in sorted(rows, key=lambda r: r["l"]):
-            per_lang[r["l"]] = {"documents": r["n"], **{
-                m: dict(zip(("p5", "p25", "p50", "p75", "p95"), [round(x, 4) for x in r[m]]))
-                for m in MAIN_METRICS if r[m]}}
+        for lang in sorted(docs):
+            q = qs_by_lang.get(lang, {})
+            per_lang[lang] = {"documents": docs[lang], **{
+                m: dict(zip(("p5", "p25", "p50", "p75", "p95"), [round(x, 4) for x in q[m]]))
+                for m in MAIN_METRICS if q.get(m)}}
         ctx.extra["metrics_per_lang"] = per_lang
         rem: dict = {}  # from the accounting job's groups (account_keys), not another pass
         for r in getattr(self, "_account_rows", None) or ():
@@ -178,6 +209,24 @@ class RulesStage(Stage):
             self._plots(ctx, per_lang, rem)
         except Exception as e:  # plots are a convenience: never fail the stage for them
             log(f"[rules] plots skipped: {type(e).__name__}: {e}")
+
+    @staticmethod
+    def _quantiles_from_output(written) -> tuple[dict, dict]:
+        """``({lang: documents}, {lang: {metric: [p5, p25, p50, p75, p95]}})`` from one Spark
+        pass over the written output's ``meta`` (``percentile_approx``, accuracy 1000: rank
+        error <= 0.1% of the documents)."""
+        from pyspark.sql import functions as F
+
+        lang_col = F.coalesce(F.col("lang"), F.lit("und")) if "lang" in written.columns else F.lit("und")
+        # one JSON parse per document (get_json_object per metric would parse it 16 times)
+        m_schema = "struct<rules: struct<m: struct<" + ", ".join(f"{m}: double" for m in MAIN_METRICS) + ">>>"
+        parsed = written.select(lang_col.alias("l"), F.from_json("meta", m_schema).alias("_j"))
+        aggs = [F.percentile_approx(F.col(f"_j.rules.m.{m}"), list(QUANTILES), 1000).alias(m) for m in MAIN_METRICS]
+        docs, qs = {}, {}
+        for r in parsed.groupBy("l").agg(F.count("*").alias("n"), *aggs).collect():
+            docs[r["l"]] = r["n"]
+            qs[r["l"]] = {m: list(r[m]) for m in MAIN_METRICS if r[m]}
+        return docs, qs
 
     def _plots(self, ctx: StageContext, per_lang: dict, removed: dict) -> None:
         out = ctx.out[len("file:"):] if ctx.out.startswith("file:") else ctx.out

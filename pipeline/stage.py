@@ -13,7 +13,9 @@ directory partitioned by ``(_disposition, reason)``, counts it per language and 
 aggregate job, whose groups also serve the stage's :meth:`Stage.after_write` through
 :meth:`Stage.account_keys`), checks that ``documents in = kept + removed + quarantined`` (documents
 in: the ``rows`` the input stage recorded in its ``_SUCCESS``, else a count of the input), and
-then publishes:
+then publishes (the input and the temporary output are read with the schema the input's
+``_SUCCESS`` recorded and the frame's own, so no Spark job infers a schema; a stage's run is its
+write job plus the accounting aggregate, which reads only the small columns it groups by):
 
 * kept      -> ``<out>/<stage>/`` + ``_SUCCESS``
 * rejected  -> ``<out>/rejected/stage=<stage>/reason=<reason>/``
@@ -139,9 +141,14 @@ class Stage:
                 f"{ctx.input_stage!r} first (e.g. `make {ctx.input_stage}`)")
         rows = rec.get("rows")
         self._input_rows = int(rows) if isinstance(rows, int) and not isinstance(rows, bool) else None
+        reader = ctx.spark.read
+        if isinstance(rec.get("schema"), dict):  # recorded by our runner: no schema-inference job
+            from pyspark.sql.types import StructType
+
+            reader = reader.schema(StructType.fromJson(rec["schema"]))
         if rec.get("files"):
-            return ctx.spark.read.parquet(*[f"{src}/{f}" for f in rec["files"]])
-        return ctx.spark.read.parquet(src)
+            return reader.parquet(*[f"{src}/{f}" for f in rec["files"]])
+        return reader.parquet(src)
 
     def input_count(self, df) -> int:
         """Documents in ``df`` (what :meth:`read_input` returned): the row count the input stage
@@ -315,7 +322,7 @@ class Stage:
         fs.write_json(spark, ctx.path("stats", f"{self.name}.json"), stats)
         write_success(spark, dest, ctx.fingerprint,
                       [f for f in fs.list_dir(spark, dest) if f.endswith(".parquet")],
-                      rows=stats["totals"]["kept"])
+                      rows=stats["totals"]["kept"], schema=_nullable(kept_schema))
 
 
 #: Completion-marker names: ``_SUCCESS`` (Spark's) for stage outputs, and the hidden
@@ -340,17 +347,22 @@ def published(spark, dest: str) -> dict | None:
 
 
 def write_success(spark, dest: str, fingerprint: str | None, files: list[str], marker: str = "_SUCCESS",
-                  rows: int | None = None) -> None:
+                  rows: int | None = None, schema=None) -> None:
     """Write ``<dest>/<marker>`` last (``_SUCCESS``, or ``.SUCCESS`` for loader-facing folders):
     JSON ``{"fingerprint", "files", "published"}`` (+ ``"rows"`` when given: the documents
-    published, which the next stage takes as its input count instead of counting) where
-    ``files`` are the published data files relative to ``dest``; one object, written once."""
+    published, which the next stage takes as its input count instead of counting; +
+    ``"schema"`` when given: the pyspark StructType of the files as ``StructType.jsonValue()``,
+    which the next stage reads them with instead of a Spark job that infers it from their
+    footers) where ``files`` are the published data files relative to ``dest``; one object,
+    written once."""
     if marker not in SUCCESS_NAMES:
         raise ValueError(f"marker must be one of {SUCCESS_NAMES}, got {marker!r}")
     rec = {"fingerprint": fingerprint, "files": sorted(files),
            "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if rows is not None:
         rec["rows"] = int(rows)
+    if schema is not None:
+        rec["schema"] = schema.jsonValue()
     fs.write_text(spark, dest.rstrip("/") + "/" + marker, json.dumps(rec, indent=1) + "\n")
 
 
@@ -375,8 +387,18 @@ def config_digest(value: Any) -> Any:
     return value
 
 
+def _nullable(schema):
+    """``schema`` with every top-level field nullable: how Spark reads parquet back (it writes
+    every column as nullable), so a reader given this schema sees what inference would."""
+    from pyspark.sql.types import StructField, StructType
+
+    return StructType([StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields])
+
+
 def read_partitioned(spark, path: str, schema):
-    """Read back a frame written with ``partitionBy("_disposition", "reason")``.
+    """Read back a frame written with ``partitionBy("_disposition", "reason")``, with
+    ``schema`` (the frame's, partition columns moved last as Spark reads them) instead of a
+    Spark job inferring it from the files' footers.
 
     A frame of 0 rows writes no partition directory and no parquet file, so Spark cannot infer
     a schema (``UNABLE_TO_INFER_SCHEMA``); then the frame's own ``schema`` (partition columns
@@ -385,12 +407,12 @@ def read_partitioned(spark, path: str, schema):
     """
     from pyspark.sql.types import StructType
 
+    parts = ("_disposition", "reason")
+    fields = _nullable(StructType([f for f in schema.fields if f.name not in parts] + [schema[p] for p in parts]))
     has_data = any("=" in p or p.endswith(".parquet") for p in fs.list_dir(spark, path))
     if has_data:
-        return spark.read.parquet(path)
-    parts = ("_disposition", "reason")
-    fields = [f for f in schema.fields if f.name not in parts] + [schema[p] for p in parts]
-    return spark.createDataFrame([], StructType(fields))
+        return spark.read.schema(fields).parquet(path)
+    return spark.createDataFrame([], fields)
 
 
 def with_disposition(out):

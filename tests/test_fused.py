@@ -184,7 +184,19 @@ def test_input_count_comes_from_the_marker_and_is_checked(spark, tmp_path):
     ctx = StageContext(spark=spark, out=out, config={}, input_stage="prev")
     stats = MarkOdd().run(ctx)
     assert stats["documents_in"] == 40 and stats["totals"]["kept"] == 20
-    assert json.loads(open(out + "/markodd/_SUCCESS").read())["rows"] == 20  # for the next stage
+    marker = json.loads(open(out + "/markodd/_SUCCESS").read())
+    assert marker["rows"] == 20  # for the next stage
+    # and the schema, which the next stage reads the files with (no schema-inference job)
+    from pyspark.sql.types import StructType
+
+    assert StructType.fromJson(marker["schema"]) == spark.read.parquet(out + "/markodd").schema
+    nxt = StageContext(spark=spark, out=out, config={}, input_stage="markodd")
+    sc = spark.sparkContext
+    sc.setJobGroup("read-input-test", "read_input")
+    df = MarkOdd().read_input(nxt)
+    assert sc.statusTracker().getJobIdsForGroup("read-input-test") == []
+    sc.setLocalProperty("spark.jobGroup.id", None)
+    assert sorted(r["id"] for r in df.collect()) == [f"d{i:03d}" for i in range(0, 40, 2)]
     write_success(spark, out + "/prev", "fp2", files, rows=41)
     with pytest.raises(AccountingError, match="41 documents in"):
         MarkOdd().run(StageContext(spark=spark, out=out, config={}, input_stage="prev", force=True))

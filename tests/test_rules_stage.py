@@ -9,6 +9,7 @@ import pytest
 
 from bench.common import ntrex_documents
 from pipeline.config import load_config
+from pipeline.stage import write_success
 
 
 def _docs(shared_data):
@@ -41,10 +42,16 @@ def rules_run(spark, shared_data, tmp_path_factory):
                         + [StructField("lang_score", FloatType())])
     rows = _docs(shared_data)
     spark.createDataFrame(rows, schema).repartition(2).write.parquet(out + "/langid")
-    open(out + "/langid/_SUCCESS", "w").close()
+    # published as the runner publishes: the marker records the rows and the schema
+    write_success(spark, out + "/langid", "fp-langid", [f for f in os.listdir(out + "/langid") if f.endswith(".parquet")],
+                  rows=len(rows), schema=schema)
     config = load_config(None, str(shared_data))
     config["stages"] = ["ingest", "langid", "rules"]
+    sc = spark.sparkContext
+    sc.setJobGroup("rules-stage-test", "the rules stage")
     stats = run_stages(spark, out, config, ["rules"])["rules"]
+    stats["_spark_jobs"] = len(sc.statusTracker().getJobIdsForGroup("rules-stage-test"))
+    sc.setLocalProperty("spark.jobGroup.id", None)
     return out, stats, rows
 
 
@@ -94,3 +101,58 @@ def test_stats_extra_and_plots(rules_run):
         assert os.path.getsize(p) > 1000
     with open(out + "/stats/rules.json") as f:
         assert json.load(f)["stage"] == "rules"
+
+
+def _written(spark, out):
+    """Every document the stage wrote (kept and rejected): lang and meta."""
+    kept = spark.read.parquet(out + "/rules").select("lang", "meta")
+    return kept.unionByName(spark.read.parquet(out + "/rejected/stage=rules").select("lang", "meta"))
+
+
+def test_metric_quantiles_exact_without_a_pass_over_the_output(rules_run, spark):
+    """metrics_per_lang are numpy's exact percentiles (inverted_cdf, percentile_approx's
+    definition) of the metrics written in meta, counted in the write pass: the stage runs its
+    write and its accounting aggregate only (the percentile pass and the schema-inference jobs
+    are gone: 7 Spark jobs before)."""
+    import numpy as np
+
+    from filters.rules import MAIN_METRICS
+
+    out, stats, rows = rules_run
+    assert stats["_spark_jobs"] <= 3, stats["_spark_jobs"]  # write + accounting (AQE: 1 or 2 jobs)
+    values: dict = {}
+    docs: dict = {}
+    for r in _written(spark, out).collect():
+        lang = r["lang"] or "und"
+        docs[lang] = docs.get(lang, 0) + 1
+        m = json.loads(r["meta"]).get("rules", {}).get("m", {}) if r["meta"] else {}
+        for k, v in m.items():
+            values.setdefault(lang, {}).setdefault(k, []).append(v)
+    per_lang = stats["extra"]["metrics_per_lang"]
+    assert {k: v["documents"] for k, v in per_lang.items()} == docs
+    for lang, ms in values.items():
+        for k in MAIN_METRICS:
+            want = [round(float(np.percentile(ms[k], q, method="inverted_cdf")), 4) for q in (5, 25, 50, 75, 95)]
+            assert list(per_lang[lang][k].values()) == want, (lang, k)
+
+
+def test_quantiles_fall_back_to_a_pass_when_the_counts_disagree(rules_run, spark, tmp_path):
+    """Counts that do not match the accounting (a recomputed pass counted twice) are not used:
+    the quantiles then come from a Spark pass over the output (percentile_approx), which on
+    groups this small gives the exact values too."""
+    from types import SimpleNamespace
+
+    from pipeline.quantiles import ValueCounts
+    from pipeline.rules import RulesStage
+    from pipeline.stage import StageContext
+
+    out, stats, _ = rules_run
+    st = RulesStage()
+    st._account_rows = [{"_rl": lang, "reason": None, "count": v["documents"]}
+                        for lang, v in stats["extra"]["metrics_per_lang"].items()]
+    twice = ValueCounts()
+    twice.add_document("en", {"words": 1})  # disagrees with the accounting
+    st._metric_counts = SimpleNamespace(value=twice)
+    ctx = StageContext(spark=spark, out=str(tmp_path), config={})
+    st.after_write(_written(spark, out), ctx)
+    assert ctx.extra["metrics_per_lang"] == stats["extra"]["metrics_per_lang"]
