@@ -20,7 +20,7 @@ times do not.
   rows in this process.
 * Spark stage per core: the whole ``quality`` stage (``run_stages``, ``local[--cores]``:
   parquet in, scoring, ppl percentiles, decisions, kept/rejected parquet out, stats) over the
-  same documents, wall time x cores.
+  same documents, wall time x cores; the Spark jobs each run starts are counted (status tracker).
 
 Models: ``--models-dir`` (default ``build/sample/models/quality`` from ``make quality-models``);
 when it has no current manifest, small models are trained first into
@@ -49,6 +49,9 @@ from filters import quality as Q  # noqa: E402
 # Issue 19's figures for this step (measured before the change, same machine, loaded).
 ISSUE_SCORING_DOCS_PER_CORE = 665      # "quality scoring 665 docs/s per core at 6k docs"
 TARGET_SP_SHARE_OF_RAW = 0.90           # "SentencePiece >= 90% of raw"
+# The quality row names no share for the Spark stage vs our scoring; the rules row asks its stage
+# for ">= 80% of apply_rules", and the same bar is recorded here for the quality stage.
+TARGET_STAGE_SHARE_OF_OURS = 0.80
 
 
 def _train_bench_models(dest: str) -> None:
@@ -104,6 +107,40 @@ def _batches(docs: list[tuple[str, str]], rows: int):
             "url": [None] * n, "text": [t for _, t in part], "meta": ["{}"] * n, "lang_declared": [None] * n,
             "lang": [l for l, _ in part], "lang_score": [0.99] * n}, schema=schema))
     return out
+
+
+def tree_cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (default: this one) and all its
+    live descendants, plus the terminated children each of them reaped (``cutime``/``cstime``):
+    for the Spark stage, the driver, the JVM and its Python workers together. Linux ``/proc``
+    only; 0.0 where it cannot be read.
+
+    Why: this machine's scheduler shares the CPU between sessions (``sched_autogroup``), so on a
+    loaded machine the stage's two workers and JVM get together about what the one-process
+    scoring loop gets alone; wall time x cores then halves the stage's figure whatever it does.
+    Documents per CPU-second compare the work itself.
+    """
+    root = os.getpid() if pid is None else pid
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                rest = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # fields after the command: state ppid ... utime(14) stime(15) cutime(16) cstime(17), 1-based
+        stats[int(d)] = (int(rest[1]), sum(int(x) for x in rest[11:15]) / tick)
+    keep, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for p, (pp, _) in stats.items():
+            if pp == parent and p not in keep:
+                keep.add(p)
+                frontier.append(p)
+    return sum(stats[p][1] for p in keep if p in stats)
 
 
 def _write_langid(path: str, batches: list, n_files: int) -> None:
@@ -176,10 +213,13 @@ def main(argv=None) -> int:
     fn.num_threads = 1  # one core
     fn(batches[0].slice(0, 50))  # load the classifier (once per worker in the stage)
 
+    cpu: dict[str, list[float]] = {"ours": [], "stage": []}
+
     def ours() -> float:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for b in batches:
             fn(b)
+        cpu["ours"].append(time.process_time() - c)
         return time.perf_counter() - t
 
     spark = out = None
@@ -201,10 +241,17 @@ def main(argv=None) -> int:
         run_stages(spark, f"{out}/warm", config, ["quality"])  # warm-up: JVM, Python workers, model load
         _write_langid(f"{out}/run/langid", batches, args.cores * 4)
 
+    jobs_per_run: list[int] = []
+
     def stage() -> float:
-        t = time.perf_counter()
+        tracker = spark.sparkContext.statusTracker()
+        j0 = max(tracker.getJobIdsForGroup() or [-1])
+        t, c = time.perf_counter(), tree_cpu_seconds()
         run_stages(spark, f"{out}/run", config, ["quality"], force=True)
-        return time.perf_counter() - t
+        dt = time.perf_counter() - t
+        cpu["stage"].append(tree_cpu_seconds() - c)
+        jobs_per_run.append(max(tracker.getJobIdsForGroup() or [-1]) - j0)
+        return dt
 
     plan = [("raw_sp", raw_sp), ("our_sp", our_sp), ("raw_lm", raw_lm), ("ours", ours)]
     if spark is not None:
@@ -237,8 +284,21 @@ def main(argv=None) -> int:
     if "stage" in med:
         stage_dps = nd / med["stage"] / args.cores
         rows.append((f"Spark quality stage per core (local[{args.cores}])", f"{stage_dps:,.0f} docs/s",
-                     f"{stage_dps / ours_dps:.0%} of our scoring", "as fast per document at 1M as at 6k"))
+                     f"{stage_dps / ours_dps:.0%} of our scoring",
+                     f">= {TARGET_STAGE_SHARE_OF_OURS:.0%} (rules' bar); as fast per document at 1M as at 6k"))
+    if "stage" in med and cpu["stage"] and min(cpu["stage"]) > 0:
+        ours_cps = nd / statistics.median(cpu["ours"])
+        stage_cps = nd / statistics.median(cpu["stage"])
+        rows.append(("our scoring per CPU-second", f"{ours_cps:,.0f} docs/s", "", ""))
+        rows.append(("Spark quality stage per CPU-second (driver+JVM+workers)", f"{stage_cps:,.0f} docs/s",
+                     f"{stage_cps / ours_cps:.0%} of our scoring", "(CPU time: fair on a shared machine)"))
     how = f"{nd} docs, median of {args.rounds} interleaved rounds"
+    if "stage" in med:
+        record_ratio("bench_quality", f"quality: Spark stage per core (local[{args.cores}]) vs our scoring per core",
+                     f"{stage_dps:,.0f} docs/s per core", f"our scoring {ours_dps:,.0f} docs/s per core",
+                     stage_dps / ours_dps, TARGET_STAGE_SHARE_OF_OURS, unit="%",
+                     note=how + f"; {statistics.median(jobs_per_run):.0f} Spark jobs per stage run; "
+                     "target: the rules stage's 80% bar")
     record_ratio("bench_quality", "quality: our SentencePiece step", f"{our_sp_tps:,.0f} tokens/s",
                  f"raw SentencePiece encode {raw_sp_tps:,.0f}", our_sp_tps / raw_sp_tps, TARGET_SP_SHARE_OF_RAW,
                  unit="%", note=how)
@@ -246,6 +306,10 @@ def main(argv=None) -> int:
     print(f"{'step':{w}}  {'median':>18}  {'ratio':>26}  target (issue 19)")
     for name, val, ratio, target in rows:
         print(f"{name:{w}}  {val:>18}  {ratio:>26}  {target}")
+    if jobs_per_run:
+        print(f"Spark jobs per quality stage run: {statistics.median(jobs_per_run):.0f} (per round: "
+              f"{', '.join(map(str, jobs_per_run))}); stage seconds per round: "
+              f"{', '.join(f'{x:.1f}' for x in times['stage'])}")
     print(f"time shares in our scoring: SentencePiece {med['our_sp'] / med['ours']:.0%}, "
           f"KenLM {med['raw_lm'] / med['ours']:.0%}, the rest (normalisation, classifier features and "
           f"fastText predict, Arrow) {1 - (med['our_sp'] + med['raw_lm']) / med['ours']:.0%}")

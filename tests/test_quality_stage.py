@@ -383,3 +383,178 @@ def test_default_thresholds_in_sample_build(sample_build):
     assert not failures, "; ".join(failures)
     assert checked >= 1, "no language with >= 20 web documents in the sample's quality input"
     assert ref_n >= 500 and ref_after / ref_n <= 0.05, f"{ref_after}/{ref_n} held-out reference documents removed"
+
+
+# ---------------------------------------------------------------- one pass over the documents
+class _RowCounter:
+    """Picklable wrapper of a batch function that appends each call's row count to a file
+    (Spark's Python workers are local processes here)."""
+
+    def __init__(self, fn, path: str):
+        self.fn, self.path = fn, path
+
+    def __call__(self, batch):
+        with open(self.path, "a") as f:
+            f.write(f"{batch.num_rows}\n")
+        return self.fn(batch)
+
+
+def test_stage_is_one_python_pass(spark, tmp_path, stage_run, monkeypatch):
+    """Issue 19 item 3b: the quality stage sends every document through Python once (score and
+    decide together); the ppl percentiles and the report come from that pass's small columns
+    and the write adds ppl_bucket in the JVM. Before: a second Python pass (the decision) over
+    every row, text included."""
+    import pipeline.quality as PQ
+    from pipeline.cli import run_stages
+
+    _, mdir, docs, _ = stage_run
+    counts = tmp_path / "rows.txt"
+    real = PQ.map_arrow
+    monkeypatch.setattr(PQ, "map_arrow", lambda df, fn, schema, **kw: real(df, _RowCounter(fn, str(counts)), schema, **kw))
+    out = str(tmp_path / "out")
+    few = [d for d in docs if d["id"] != "bad/big"]
+    _write_langid(out, few)
+    stats = run_stages(spark, out, _config(mdir), ["quality"])["quality"]
+    assert stats["totals"]["in"] == len(few)
+    assert sum(int(x) for x in counts.read_text().split()) == len(few)
+
+
+def test_stage_decision_equals_reference(stage_run):
+    """The stage's rows (ppl_bucket from the JVM expression, reason / detail / disposition from
+    the scoring pass) equal the reference path: :class:`QualityScoreBatch` then
+    :class:`QualityDecideBatch` in one process with the stage's recorded cut-offs."""
+    from pipeline.quality import QualityDecideBatch, QualityScoreBatch, resolve_thresholds
+
+    out, mdir, docs, stats = stage_run
+    langs, clf, man = Q.model_paths(mdir)
+    cfg = _config(mdir)["quality"]
+    cut = {l: tuple(v["cutoffs"]) for l, v in stats["extra"]["per_lang"].items() if v["cutoffs"] is not None}
+    thr = resolve_thresholds(cfg, man, sorted(langs))
+    schema = pa.schema([(c, pa.float32() if c == "lang_score" else pa.string()) for c in COLS])
+    batch = pa.RecordBatch.from_pylist([{c: d.get(c) for c in COLS} for d in docs], schema=schema)
+    scored = QualityScoreBatch(langs, clf, Q.DEFAULT_MAX_PARAGRAPH_CHARS, Q.DEFAULT_CLASSIFIER_MAX_TOKENS)(batch)
+    want = {r["id"]: r for r in QualityDecideBatch(cut, thr, "keep")(scored).to_pylist()}
+    got = {}
+    for disp, path in (("kept", os.path.join(out, "quality")), ("rejected", os.path.join(out, "rejected", "stage=quality"))):
+        for r in _read(path):
+            got[r["id"]] = dict(r, _disposition=disp)
+    assert set(got) == set(want)
+    for i, w in want.items():
+        g = got[i]
+        assert (g["ppl_bucket"], g.get("reason"), g["detail"], g["_disposition"]) == \
+            (w["ppl_bucket"], w["reason"], w["detail"], w["_disposition"]), i
+        assert (g["ppl"] is None) == (w["ppl"] is None)
+
+
+def test_bucket_column_equals_ppl_bucket(spark):
+    """:func:`pipeline.quality.bucket_column` (JVM) gives :func:`filters.quality.ppl_bucket`'s
+    answer through :func:`pipeline.quality.decide_rows` on the edges: ppl equal to a cut-off,
+    null ppl, scoring errors, languages without model or cut-offs, a null language."""
+    from pipeline.quality import bucket_column, decide_rows
+
+    cut = {"en": (10.0, 20.0), "de": (1.5, 1.5)}
+    rows = [("en", 9.999, 5, None), ("en", 10.0, 5, None), ("en", 19.99, 5, None), ("en", 20.0, 5, None),
+            ("en", 1e300, 5, None), ("en", None, 0, None), ("en", 12.0, 5, "boom"), ("en", 12.0, -1, None),
+            ("de", 1.4, 3, None), ("de", 1.5, 3, None), ("fr", 5.0, 3, None), (None, 5.0, 3, None),
+            ("en", float("nan"), 4, None)]
+    df = spark.createDataFrame(rows, "lang string, ppl double, _n_tokens long, _q_error string")
+    got = [r["b"] for r in df.select(bucket_column(cut).alias("b")).collect()]
+    want, _, _, _ = decide_rows([r[0] for r in rows], [r[1] for r in rows], [0.5] * len(rows),
+                                [r[2] for r in rows], [r[3] for r in rows], {}, "keep", cut)
+    assert got == want
+    assert [r["b"] for r in df.select(bucket_column({}).alias("b")).collect()] == [None] * len(rows)
+
+
+def test_run_percentiles_equal_percentile_approx(spark):
+    """The exact percentiles the stage now takes from the scores it collected equal the
+    ``percentile_approx(ppl, pcts, 100000)`` cut-offs the stage computed before (a second Spark
+    job over the cached scores), on random data with ties, several partitions and group sizes
+    from 1 to 5,000 (the sample's languages have a few hundred unseen documents)."""
+    from pyspark.sql import functions as F
+
+    from pipeline.quality import run_percentiles
+
+    rng = np.random.default_rng(7)
+    rows, groups = [], {}
+    for g, n in enumerate([1, 2, 3, 7, 10, 49, 50, 51, 137, 1000, 4999]):
+        vals = np.exp(rng.normal(5, 1.5, n))
+        if n > 5:  # ties: repeat some values
+            vals[: n // 3] = rng.choice(vals[n // 3:], n // 3)
+        vals = [float(v) for v in vals]
+        groups[f"g{g}"] = vals
+        rows += [(f"g{g}", v) for v in vals]
+    df = spark.createDataFrame(rows, "lang string, ppl double").repartition(3)
+    for pcts in ([0.3, 0.6], [0.25, 0.5], [0.1, 0.9], [0.333, 0.667]):
+        spark_cut = {r["lang"]: tuple(float(x) for x in r["c"]) for r in
+                     df.groupBy("lang").agg(F.percentile_approx("ppl", pcts, 100000).alias("c")).collect()}
+        for g, vals in groups.items():
+            assert run_percentiles(vals, pcts) == spark_cut[g], (g, pcts)
+    with pytest.raises(ValueError):
+        run_percentiles([], [0.3, 0.6])
+
+
+def test_tier_stats_matches_row_loop():
+    """:func:`pipeline.quality.tier_stats` (Arrow / numpy) equals the per-row loop the stage
+    ran over the collected rows before: documents, removals, reasons, medians; a null or empty
+    language / tier counts as ``und`` / ``unknown``."""
+    from pipeline.quality import tier_stats
+
+    rng = np.random.default_rng(3)
+    n = 500
+    lang = rng.choice(["en", "de", None, ""], n).tolist()
+    tier = rng.choice(["web", "reference", None, ""], n).tolist()
+    ppl = [None if x < 0.1 else float(v) for x, v in zip(rng.random(n), rng.exponential(100, n))]
+    q = [None if x < 0.2 else float(v) for x, v in zip(rng.random(n), rng.random(n))]
+    disp = rng.choice(["kept", "kept", "rejected", "quarantine"], n).tolist()
+    reason = [None if d == "kept" else str(rng.choice(["ppl_too_high", "quality_low", "quality_error"])) for d in disp]
+    table = pa.table({"lang": lang, "tier": tier, "ppl": pa.array(ppl, pa.float64()),
+                      "quality_score": pa.array(q, pa.float64()), "_disposition": disp, "reason": reason})
+    want: dict = {}
+    for r in table.to_pylist():
+        t = want.setdefault(r["lang"] or "und", {}).setdefault(
+            r["tier"] or "unknown", {"docs": 0, "removed": 0, "ppl": [], "q": [], "reasons": {}})
+        t["docs"] += 1
+        if r["_disposition"] != "kept":
+            t["removed"] += 1
+            t["reasons"][r["reason"]] = t["reasons"].get(r["reason"], 0) + 1
+        if r["ppl"] is not None:
+            t["ppl"].append(r["ppl"])
+        if r["quality_score"] is not None:
+            t["q"].append(r["quality_score"])
+    got = tier_stats(table)
+    assert set(got) == set(want)
+    for l in want:
+        assert set(got[l]) == set(want[l])
+        for t, w in want[l].items():
+            g = got[l][t]
+            assert (g["docs"], g["removed"], g["reasons"]) == (w["docs"], w["removed"], w["reasons"])
+            assert sorted(g["ppl"].tolist()) == sorted(w["ppl"]) and sorted(g["q"].tolist()) == sorted(w["q"])
+            assert float(np.median(g["ppl"])) == float(np.median(w["ppl"]))
+    assert tier_stats(table.slice(0, 0)) == {}
+
+
+def test_plots_draw_one_patch_per_tier(tmp_path, monkeypatch):
+    """The histograms draw one filled outline per tier (``ax.stairs``), not a rectangle per bin
+    (``ax.hist``): the same picture with a fraction of the artists matplotlib lays out."""
+    from types import SimpleNamespace
+
+    import matplotlib.figure
+
+    from pipeline.quality import QualityStage
+
+    rng = np.random.default_rng(0)
+    per = {l: {t: {"docs": 100, "removed": 0, "reasons": {}, "ppl": np.exp(rng.normal(6, 1, 100)).tolist(),
+                   "q": rng.random(100).tolist()} for t in ("reference", "web")} for l in ("en", "de", "fr")}
+    info = {"cutoffs": {l: (300.0, 600.0) for l in per}, "thresholds": {l: (5000.0, 0.1) for l in per}}
+    patches = []
+    real = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *a, **k):
+        patches.extend(len(ax.patches) for ax in fig.axes if ax.axison)
+        return real(fig, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    ctx = SimpleNamespace(path=lambda *parts: str(tmp_path.joinpath(*parts)))
+    paths = QualityStage.__new__(QualityStage)._plots(per, info, ctx)
+    assert len(paths) == 2 and all(os.path.getsize(p) > 1000 for p in paths)
+    assert patches == [2] * 6
