@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import NTREX_FILES, data_root  # noqa: E402
+from bench.common import NTREX_FILES, data_root, tree_cpu_seconds  # noqa: E402
 from filters.rouge import lcs_length, sequential_filter  # noqa: E402
 
 
@@ -104,24 +104,6 @@ def generated_like(base: list[str], lang: str, n: int, seed: int = 0, near_share
                 w[rng.randrange(len(w))] = rng.choice(vocab)
         out.append(sep.join(w))
     return out
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process, its live descendants (the Spark JVM and its
-    Python workers) and every process they reaped (a Python worker that exited counts in its
-    parent's ``children_*`` times): the core time, meaningful on a shared machine."""
-    import psutil
-
-    me = psutil.Process()
-    t = me.cpu_times()
-    total = t.user + t.system + t.children_user + t.children_system
-    for c in me.children(recursive=True):
-        try:
-            ct = c.cpu_times()
-            total += ct.user + ct.system + ct.children_user + ct.children_system
-        except psutil.Error:
-            pass
-    return total
 
 
 def _time_plain(pt, ct, threshold, lcs) -> tuple[float, list[bool]]:
@@ -201,9 +183,9 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         row = {}
         for floor in (0.5, args.threshold):
-            t0, c0 = time.perf_counter(), cpu_seconds()
+            t0, c0 = time.perf_counter(), tree_cpu_seconds()
             res = diversity_filter(spark, P, C, threshold=args.threshold, report_floor=floor)
-            row[f"job{floor}"] = cpu_seconds() - c0
+            row[f"job{floor}"] = tree_cpu_seconds() - c0
             row[f"wall{floor}"] = time.perf_counter() - t0
             res_by_floor[floor] = res
         if en:

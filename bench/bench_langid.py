@@ -33,42 +33,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import enlarge, ntrex_documents  # noqa: E402
+from bench.common import enlarge, ntrex_documents, tree_cpu_seconds  # noqa: E402
 
 #: Issue 19's target: the langid stage per core >= 80% of true raw ``model.predict``.
 TARGET = 0.80
-
-
-def tree_cpu_seconds(pid: int | None = None) -> float:
-    """CPU seconds (user + system, including reaped children) of process ``pid`` (default: this
-    one) and every live descendant, from ``/proc/<pid>/stat`` (Linux). Under a local Spark
-    master the JVM is this driver's child and the Python daemon and workers the JVM's, so the
-    difference of two readings is the whole stage's CPU time.
-
-    Returns:
-        seconds (float); 0.0 where ``/proc`` cannot be read.
-    """
-    pid = os.getpid() if pid is None else pid
-    tick = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    cpu: dict[int, float] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
-        children.setdefault(int(fields[1]), []).append(int(name))
-        cpu[int(name)] = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += cpu.get(p, 0.0)
-        todo.extend(children.get(p, ()))
-    return total
 
 
 def main() -> None:

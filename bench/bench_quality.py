@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, data_root, enlarge, ntrex_documents, record_ratio  # noqa: E402
+from bench.common import REPO, data_root, enlarge, ntrex_documents, record_ratio, tree_cpu_seconds  # noqa: E402
 from filters import quality as Q  # noqa: E402
 
 # Issue 19's figures for this step (measured before the change, same machine, loaded).
@@ -107,40 +107,6 @@ def _batches(docs: list[tuple[str, str]], rows: int):
             "url": [None] * n, "text": [t for _, t in part], "meta": ["{}"] * n, "lang_declared": [None] * n,
             "lang": [l for l, _ in part], "lang_score": [0.99] * n}, schema=schema))
     return out
-
-
-def tree_cpu_seconds(pid: int | None = None) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` (default: this one) and all its
-    live descendants, plus the terminated children each of them reaped (``cutime``/``cstime``):
-    for the Spark stage, the driver, the JVM and its Python workers together. Linux ``/proc``
-    only; 0.0 where it cannot be read.
-
-    Why: this machine's scheduler shares the CPU between sessions (``sched_autogroup``), so on a
-    loaded machine the stage's two workers and JVM get together about what the one-process
-    scoring loop gets alone; wall time x cores then halves the stage's figure whatever it does.
-    Documents per CPU-second compare the work itself.
-    """
-    root = os.getpid() if pid is None else pid
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat", "rb") as f:
-                rest = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        # fields after the command: state ppid ... utime(14) stime(15) cutime(16) cstime(17), 1-based
-        stats[int(d)] = (int(rest[1]), sum(int(x) for x in rest[11:15]) / tick)
-    keep, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for p, (pp, _) in stats.items():
-            if pp == parent and p not in keep:
-                keep.add(p)
-                frontier.append(p)
-    return sum(stats[p][1] for p in keep if p in stats)
 
 
 def _write_langid(path: str, batches: list, n_files: int) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import data_root, enlarge, ntrex_documents  # noqa: E402
+from bench.common import data_root, enlarge, ntrex_documents, tree_cpu_seconds  # noqa: E402
 from filters.rules import apply_rules, load_filter_config  # noqa: E402
 from filters.words import segmenter_name, words  # noqa: E402
 
@@ -223,36 +223,6 @@ def bench_datatrove(ours_dps: tuple[float, float]) -> None:
           f"per-language tokenizers {ratios['per_language']:.1f}x")
 
 
-def tree_cpu_seconds() -> float | None:
-    """CPU seconds (user + system) used so far by this process and every live descendant
-    (the Spark JVM, pyspark's daemon and its Python workers), plus the reaped children each
-    of them waited for; None where ``/proc`` is missing. The difference over a run is the CPU
-    the run cost on every core, whatever else loads the machine."""
-    if not os.path.isdir("/proc/self"):
-        return None
-    hz = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        rest = raw[raw.rindex(")") + 2:].split()
-        stats[int(d)] = (int(rest[1]), sum(int(x) for x in rest[11:15]) / hz)  # ppid, utime+stime+cutime+cstime
-    kids: dict[int, list[int]] = collections.defaultdict(list)
-    for pid, (ppid, _) in stats.items():
-        kids[ppid].append(pid)
-    total, stack = 0.0, [os.getpid()]
-    while stack:
-        pid = stack.pop()
-        total += stats.get(pid, (0, 0.0))[1]
-        stack.extend(kids.get(pid, ()))
-    return total
-
-
 STAGE_COLS = ("id", "source", "tier", "url", "text", "meta", "lang_declared", "source_id", "detail")
 
 
@@ -286,7 +256,7 @@ def _timed_run(spark, work: str, copy_from: str, stage_in: str, config: dict, st
     wall, c1 = time.perf_counter() - t0, tree_cpu_seconds()
     jobs = len(sc.statusTracker().getJobIdsForGroup(group))
     sc.setLocalProperty("spark.jobGroup.id", None)
-    return wall, (c1 - c0 if c0 is not None else None), jobs, stats
+    return wall, c1 - c0, jobs, stats
 
 
 def bench_stage(n_docs: int, rounds: int, seed: int, master: str = "local[2]") -> dict:

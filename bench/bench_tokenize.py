@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import data_root, enlarge, ntrex_documents, record_ratio  # noqa: E402
+from bench.common import data_root, enlarge, ntrex_documents, record_ratio, tree_cpu_seconds  # noqa: E402
 
 #: Issue 19, item 3: the tokenize job at >= 70% of raw SentencePiece encode, per core.
 TARGET_SHARE_OF_RAW = 0.70
@@ -70,21 +70,6 @@ def write_corpus(docs: list[tuple[str, str]], corpus: Path, files_per_lang: int 
     (corpus / ".SUCCESS").write_text(json.dumps({"fingerprint": None, "files": sorted(files), "rows": len(docs)}))
 
 
-def tree_cpu_seconds(proc) -> float:
-    """User + system CPU seconds of ``proc`` (a ``psutil.Process``) and all its descendants
-    (the Spark JVM and its Python workers), reaped children included."""
-    import psutil
-
-    total = 0.0
-    for p in [proc] + proc.children(recursive=True):
-        try:
-            t = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -96,8 +81,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.docs < 1 or args.rounds < 1 or args.cores < 1:
         p.error("--docs, --rounds and --cores must be >= 1")
-
-    import psutil
 
     from training import tokenizer as T
 
@@ -133,7 +116,6 @@ def main(argv=None) -> int:
         cfg = T.load_config(profile="sample")
         keys = ("raw", "job", "pass", "write", "encode", "raw_cpu", "job_cpu")
         times: dict[str, list[float]] = {k: [] for k in keys}
-        me = psutil.Process()
         try:
             run_tokenize(spark, str(out), cfg, model_path=model)  # warm-up (JVM, Python workers)
             for r in range(args.rounds):
@@ -141,10 +123,10 @@ def main(argv=None) -> int:
                 sp.encode(texts, num_threads=1)
                 times["raw"].append(time.perf_counter() - t0)
                 times["raw_cpu"].append(time.process_time() - c0)
-                c0, t0 = tree_cpu_seconds(me), time.perf_counter()
+                c0, t0 = tree_cpu_seconds(), time.perf_counter()
                 m = run_tokenize(spark, str(out), cfg, model_path=model)
                 times["job"].append(time.perf_counter() - t0)
-                times["job_cpu"].append(tree_cpu_seconds(me) - c0)
+                times["job_cpu"].append(tree_cpu_seconds() - c0)
                 extra = json.loads((out / "stats" / "tokenize.json").read_text())["extra"]
                 times["pass"].append(extra["tokenize_seconds"])
                 times["write"].append(extra.get("shard_write_seconds", float("nan")))

@@ -139,3 +139,27 @@ def record_ratio(bench: str, step: str, ours: str, reference: str, ratio: float,
            "target": float(target), "unit": unit, "note": note}
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and every live descendant, each
+    with the children it reaped (``children_user``/``children_system``): under a local Spark master
+    the JVM is this driver's child and pyspark's daemon and Python workers are the JVM's, so the
+    difference of two readings is a whole Spark run's CPU on every core. On a shared machine
+    (this one's scheduler splits the CPU between sessions) documents per CPU-second compare the
+    work itself where wall time x cores would not.
+
+    Returns:
+        seconds (float); a process that exits between listing and reading is skipped.
+    """
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me] + me.children(recursive=True):
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total

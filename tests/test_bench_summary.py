@@ -40,3 +40,22 @@ def test_summary_without_a_run_says_what_to_do(tmp_path):
 def test_bad_unit_is_refused():
     with pytest.raises(ValueError, match="unit"):
         record_ratio("b", "s", "1", "2", 0.5, 1.0, unit="percent")
+
+
+def test_tree_cpu_seconds_counts_child_processes():
+    """The benchmarks' per-CPU-second figures count the Spark JVM and its Python workers, which
+    are this process's descendants: a child that burns CPU must show in the reading."""
+    from bench.common import tree_cpu_seconds
+
+    c0 = tree_cpu_seconds()
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass\ntime.sleep(0.3)"
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    import time
+
+    time.sleep(0.1)
+    while child.poll() is None and tree_cpu_seconds() - c0 < 0.4:  # live child counted
+        time.sleep(0.05)
+    live = tree_cpu_seconds() - c0
+    child.wait()
+    assert live >= 0.4, live
+    assert tree_cpu_seconds() - c0 >= 0.45  # reaped child counted through children_user/system
