@@ -26,6 +26,7 @@ Config (``quality:`` in configs/pipeline.yaml)::
     missing_model: keep       # keep | reject (reason quality_no_model) docs of languages without models
     max_paragraph_chars: 20000
     classifier_max_tokens: 4096
+    summary_max_rows: 5000000 # more documents in: the run's figures come from Spark aggregates (below)
 
 ``ppl_bucket`` cut-offs, per language, first that applies (the source is logged and recorded in
 the stage stats, ``extra.cutoffs_source``):
@@ -437,6 +438,143 @@ def tier_stats(table: pa.Table) -> dict:
     return per
 
 
+#: Documents in above which the quality stage brings nothing per document back to the driver
+#: (``quality.summary_max_rows``): at about 60 bytes per row of :data:`SUMMARY_COLS` in Arrow,
+#: 5M rows are about 300 MB, well inside Spark's default ``spark.driver.maxResultSize`` (1 GiB).
+DEFAULT_SUMMARY_MAX_ROWS = 5_000_000
+
+
+def run_summary(summary: pa.Table, pcts) -> tuple[dict, dict]:
+    """LM-seen / unseen document counts and the run's ppl percentiles per language, from the
+    scored rows' small columns.
+
+    Args:
+        summary: Arrow table with :data:`SUMMARY_COLS`, one row per document.
+        pcts: increasing fractions in (0, 1) (``bucket_percentiles`` / 100).
+
+    Returns:
+        ``(counts, run)``: ``counts[(lang, seen)]`` = documents with a ppl and at least one
+        token (only non-zero entries); ``run[lang]`` = :func:`run_percentiles` of the unseen
+        documents' ppl (languages with any).
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    valid = summary.filter(pc.and_(pc.is_valid(summary.column("ppl")),
+                                   pc.fill_null(pc.greater(summary.column("_n_tokens"), 0), False)))
+    v_lang = np.asarray(valid.column("lang").to_pylist(), dtype=object)
+    v_seen = valid.column("_lm_seen").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+    v_ppl = valid.column("ppl").to_numpy(zero_copy_only=False).astype(np.float64)
+    counts: dict = {}
+    run: dict = {}
+    for lang in sorted({l for l in v_lang.tolist()}, key=lambda x: (x is None, x or "")):
+        mine = v_lang == lang
+        n_seen = int(np.count_nonzero(mine & v_seen))
+        n_unseen = int(np.count_nonzero(mine & ~v_seen))
+        if n_seen:
+            counts[(lang, True)] = n_seen
+        if n_unseen:
+            counts[(lang, False)] = n_unseen
+            run[lang] = run_percentiles(v_ppl[mine & ~v_seen], pcts)
+    return counts, run
+
+
+def large_run_summary(scored, pcts) -> tuple[dict, dict]:
+    """:func:`run_summary` from a Spark aggregate (one job over the cached scored rows, one
+    small row per language back), for runs too large to collect: the percentiles are
+    ``percentile_approx(ppl, pcts, 100000)`` (a document's ppl; rank error <= n / 100000, exact
+    while a language has at most 100,000 unseen documents).
+
+    Args:
+        scored: DataFrame with ``lang``, ``ppl``, ``_n_tokens``, ``_lm_seen``.
+        pcts: increasing fractions in (0, 1).
+
+    Returns:
+        ``(counts, run)`` as :func:`run_summary`.
+    """
+    from pyspark.sql import functions as F
+
+    valid = F.col("ppl").isNotNull() & F.coalesce(F.col("_n_tokens") > 0, F.lit(False))
+    seen = F.coalesce(F.col("_lm_seen"), F.lit(False))
+    rows = scored.groupBy("lang").agg(
+        F.count(F.when(valid & seen, 1)).alias("n_seen"),
+        F.count(F.when(valid & ~seen, 1)).alias("n_unseen"),
+        F.percentile_approx(F.when(valid & ~seen, F.col("ppl")), list(pcts), 100000).alias("p")).collect()
+    counts: dict = {}
+    run: dict = {}
+    for r in rows:
+        if r["n_seen"]:
+            counts[(r["lang"], True)] = int(r["n_seen"])
+        if r["n_unseen"]:
+            counts[(r["lang"], False)] = int(r["n_unseen"])
+            run[r["lang"]] = tuple(float(x) for x in r["p"])
+    return counts, run
+
+
+def large_run_tier_stats(written, sample_rows: int, seed: int = 0) -> dict:
+    """:func:`tier_stats` for runs too large to collect, from the written output with two small
+    aggregates and a sample: documents, removals and reasons per language and tier are exact
+    (``groupBy``); ``median_ppl`` / ``median_q`` are ``percentile_approx(.., 0.5, 100000)``; the
+    ``ppl`` / ``q`` arrays (the histograms) come from a Bernoulli sample of about
+    ``sample_rows`` documents (seeded).
+
+    Args:
+        written: DataFrame with ``lang``, ``tier``, ``ppl``, ``quality_score``, ``_disposition``,
+            ``reason`` (the stage's written output).
+        sample_rows: documents to sample for the histograms (>= 1).
+        seed: the sample's seed.
+
+    Returns:
+        ``{lang: {tier: {"docs", "removed", "reasons", "ppl", "q", "median_ppl", "median_q"}}}``
+        (``median_*`` None where a group has no value).
+    """
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    def label(name: str, default: str):
+        c = F.col(name)
+        return F.when(c.isNull() | (c == ""), F.lit(default)).otherwise(c)
+
+    lab = written.select(label("lang", "und").alias("l"), label("tier", "unknown").alias("t"), "ppl",
+                         "quality_score", "_disposition", "reason")
+    per: dict = {}
+    for r in lab.groupBy("l", "t").agg(
+            F.count(F.lit(1)).alias("docs"),
+            F.percentile_approx("ppl", 0.5, 100000).alias("mp"),
+            F.percentile_approx("quality_score", 0.5, 100000).alias("mq")).collect():
+        per.setdefault(r["l"], {})[r["t"]] = {
+            "docs": int(r["docs"]), "removed": 0, "reasons": {},
+            "median_ppl": None if r["mp"] is None else float(r["mp"]),
+            "median_q": None if r["mq"] is None else float(r["mq"]),
+            "ppl": np.zeros(0), "q": np.zeros(0)}
+    removed = F.coalesce(F.col("_disposition") != "kept", F.lit(True))
+    for r in lab.where(removed).groupBy("l", "t", "reason").count().collect():
+        t = per[r["l"]][r["t"]]
+        t["removed"] += int(r["count"])
+        t["reasons"][r["reason"]] = int(r["count"])
+    total = sum(t["docs"] for tiers in per.values() for t in tiers.values())
+    if total:
+        frac = min(1.0, max(1, sample_rows) / total)
+        sample = lab.select("l", "t", "ppl", "quality_score").sample(fraction=frac, seed=seed).toArrow()
+        ls, ts = sample.column("l").to_pylist(), sample.column("t").to_pylist()
+        ppl = sample.column("ppl").to_pylist()
+        q = sample.column("quality_score").to_pylist()
+        groups: dict = {}
+        for i, key in enumerate(zip(ls, ts)):
+            g = groups.setdefault(key, ([], []))
+            if ppl[i] is not None:
+                g[0].append(ppl[i])
+            if q[i] is not None:
+                g[1].append(q[i])
+        for (l, t), (pv, qv) in groups.items():
+            per[l][t]["ppl"] = np.asarray(pv, dtype=np.float64)
+            per[l][t]["q"] = np.asarray(qv, dtype=np.float64)
+    for tiers in per.values():
+        for t in tiers.values():
+            t["reasons"] = {k: t["reasons"][k] for k in sorted(t["reasons"], key=lambda x: (x is None, x or ""))}
+    return per
+
+
 def _threshold_value(v, auto):
     """Config value -> float or None: ``auto`` takes ``auto`` (the manifest's), null disables."""
     if isinstance(v, str):
@@ -552,6 +690,15 @@ class QualityStage(Stage):
     computed. The runner's write then reads the cached rows and adds ``ppl_bucket`` in the JVM
     (:func:`bucket_column`): no second Python pass, no extra percentile / count jobs, no collect
     of the written rows.
+
+    That table costs the driver about 60 bytes per document (and counts against
+    ``spark.driver.maxResultSize``, 1 GiB by default), so above ``summary_max_rows`` documents in
+    (default 5,000,000: about 300 MB) nothing per document comes back: the cut-offs come from
+    ``percentile_approx(ppl, pcts, 100000)`` per language over the cached rows (relative rank
+    error 1e-5; exact while a language has <= 100,000 unseen documents), the per-tier counts and
+    removals from a ``groupBy`` of the written output, the medians from ``percentile_approx``
+    (a sample value, not numpy's midpoint of two), and the histograms from a sample of about
+    ``summary_max_rows`` rows (:func:`large_run_summary`, :func:`large_run_tier_stats`).
     """
 
     name = "quality"
@@ -684,28 +831,19 @@ class QualityStage(Stage):
                                      thresholds, missing)
         scored = map_arrow(df.select([f.name for f in keep]), fn, scored_schema, count_docs=True).persist(StorageLevel.MEMORY_AND_DISK)
         self._scored = scored
-        summary = scored.select(*SUMMARY_COLS).toArrow()
-        self._summary = summary
-
-        import numpy as np
-        import pyarrow.compute as pc
-
-        valid = summary.filter(pc.and_(pc.is_valid(summary.column("ppl")),
-                                       pc.fill_null(pc.greater(summary.column("_n_tokens"), 0), False)))
-        v_lang = np.asarray(valid.column("lang").to_pylist(), dtype=object)
-        v_seen = valid.column("_lm_seen").fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
-        v_ppl = valid.column("ppl").to_numpy(zero_copy_only=False).astype(np.float64)
-        counts: dict = {}
-        run: dict = {}
-        for lang in sorted({l for l in v_lang.tolist()}, key=lambda x: (x is None, x or "")):
-            mine = v_lang == lang
-            n_seen = int(np.count_nonzero(mine & v_seen))
-            n_unseen = int(np.count_nonzero(mine & ~v_seen))
-            if n_seen:
-                counts[(lang, True)] = n_seen
-            if n_unseen:
-                counts[(lang, False)] = n_unseen
-                run[lang] = run_percentiles(v_ppl[mine & ~v_seen], pcts)
+        limit = int(cfg.get("summary_max_rows", DEFAULT_SUMMARY_MAX_ROWS))
+        n_in = getattr(self, "n_in", None)
+        self._large = n_in is None or n_in > limit
+        if self._large:
+            # bounded driver memory: Spark aggregates instead of a table of every document
+            log(f"[quality] {n_in} documents in > summary_max_rows {limit}: cut-offs from percentile_approx, "
+                f"report figures from aggregates", detail=True)
+            self._summary = None
+            counts, run = large_run_summary(scored, pcts)
+        else:
+            summary = scored.select(*SUMMARY_COLS).toArrow()
+            self._summary = summary
+            counts, run = run_summary(summary, pcts)
         recorded = set((lm_train or {}).get("langs") or ())
         cutoffs, sources, cut_docs = choose_cutoffs(
             sorted(set(shipped) | {l for l, _ in counts} | set(fixed)), fixed=fixed, run=run,
@@ -737,10 +875,14 @@ class QualityStage(Stage):
         # the scoring pass's summary (same rows as written); without one (0 documents in) the
         # written output's columns
         table = getattr(self, "_summary", None)
-        if table is None:
-            table = written.select("lang", "tier", "ppl", "quality_score", "_disposition", "reason").toArrow()
+        if getattr(self, "_large", False):
+            per = large_run_tier_stats(written, int(ctx.stage_config("quality").get(
+                "summary_max_rows", DEFAULT_SUMMARY_MAX_ROWS)))
+        else:
+            if table is None:
+                table = written.select("lang", "tier", "ppl", "quality_score", "_disposition", "reason").toArrow()
+            per = tier_stats(table)
         self._summary = None
-        per = tier_stats(table)
         import numpy as np
 
         summary = {}
@@ -763,12 +905,17 @@ class QualityStage(Stage):
                     "documents": t["docs"], "removed": t["removed"],
                     "removed_share": round(t["removed"] / t["docs"], 4) if t["docs"] else 0.0,
                     "reasons": t["reasons"],
-                    "median_ppl": _round(float(np.median(t["ppl"])) if len(t["ppl"]) else None),
-                    "median_quality_score": _round(float(np.median(t["q"])) if len(t["q"]) else None)}
+                    "median_ppl": _round(t["median_ppl"] if "median_ppl" in t else
+                                         float(np.median(t["ppl"])) if len(t["ppl"]) else None),
+                    "median_quality_score": _round(t["median_q"] if "median_q" in t else
+                                                   float(np.median(t["q"])) if len(t["q"]) else None)}
             summary[lang] = s
             parts = [f"{tier} {v['removed']}/{v['documents']}" for tier, v in s["tiers"].items()]
             log(f"[quality] {lang}: removed " + ", ".join(parts), detail=True)
         ctx.extra["per_lang"] = summary
+        # how the run's figures were made: "collected" (exact, per-document table on the driver)
+        # or "aggregates" (above summary_max_rows: percentile_approx, sampled histograms)
+        ctx.extra["summary"] = "aggregates" if getattr(self, "_large", False) else "collected"
         ctx.extra["bucket_percentiles"] = info.get("bucket_percentiles")
         ctx.extra["cutoffs_source"] = info.get("cutoffs_source")
         man = info.get("manifest") or {}

@@ -236,6 +236,7 @@ class Stage:
             log(f"[{self.name}] {n_in} documents in")
         else:
             df_in = None
+        self.n_in = n_in  # documents in (None: the stage reads no input); transform may size its work by it
         out = self.empty_output(df_in, ctx) if n_in == 0 else None
         if out is not None:
             log(f"[{self.name}] 0 documents in: publishing an empty output")

@@ -558,3 +558,58 @@ def test_plots_draw_one_patch_per_tier(tmp_path, monkeypatch):
     paths = QualityStage.__new__(QualityStage)._plots(per, info, ctx)
     assert len(paths) == 2 and all(os.path.getsize(p) > 1000 for p in paths)
     assert patches == [2] * 6
+
+
+def test_large_run_summary_equals_collected_summary(spark, tmp_path, stage_run):
+    """Above ``quality.summary_max_rows`` documents in, the stage brings nothing per document
+    back to the driver (a 100M-document build would exceed ``spark.driver.maxResultSize``):
+    cut-offs from ``percentile_approx``, counts from aggregates, histograms from a sample. Its
+    output and figures equal the collected path's (run cut-offs exact below 100,000 documents a
+    language; medians are the sample value ``percentile_approx`` picks, the lower middle)."""
+    from pipeline.cli import run_stages
+    from pipeline.quality import _round, run_percentiles
+
+    _, mdir, docs, _ = stage_run
+    runs = {}
+    for name, extra in (("collected", {}), ("large", {"summary_max_rows": 10})):
+        out = str(tmp_path / name)
+        _write_langid(out, docs)
+        # min_cutoff_docs low: the run's own percentiles decide the buckets (the path that differs)
+        stats = run_stages(spark, out, _config(mdir, min_cutoff_docs=5, **extra), ["quality"])["quality"]
+        rows = {r["id"]: r for r in _read(os.path.join(out, "quality")) + _read(os.path.join(out, "rejected", "stage=quality"))}
+        runs[name] = (out, stats, rows)
+    (_, s_small, r_small), (out_large, s_large, r_large) = runs["collected"], runs["large"]
+    assert len(docs) > 10
+    assert (s_small["extra"]["summary"], s_large["extra"]["summary"]) == ("collected", "aggregates")
+    assert s_large["extra"]["cutoffs_source"]["en"] == "run_unseen"
+    assert {i: (r["ppl_bucket"], r.get("reason"), r["detail"]) for i, r in r_large.items()} == \
+        {i: (r["ppl_bucket"], r.get("reason"), r["detail"]) for i, r in r_small.items()}
+    assert s_large["totals"] == s_small["totals"]
+    for lang, want in s_small["extra"]["per_lang"].items():
+        got = s_large["extra"]["per_lang"][lang]
+        assert got["cutoffs"] == want["cutoffs"] and got["cutoffs_source"] == want["cutoffs_source"], lang
+        assert set(got["tiers"]) == set(want["tiers"]), lang
+        for tier, w in want["tiers"].items():
+            g = got["tiers"][tier]
+            assert (g["documents"], g["removed"], g["reasons"]) == (w["documents"], w["removed"], w["reasons"])
+            ppl = [r["ppl"] for r in r_large.values() if (r["lang"] or "und") == lang
+                   and (r["tier"] or "unknown") == tier and r["ppl"] is not None]
+            assert g["median_ppl"] == (_round(run_percentiles(ppl, [0.5])[0]) if ppl else None), (lang, tier)
+    assert len(s_large["plots"]) == 2 and all(os.path.getsize(p) > 1000 for p in s_large["plots"])
+
+
+def test_large_run_tier_stats_samples_a_bounded_table(spark, tmp_path):
+    """The histograms of a large run come from about ``sample_rows`` documents, not all."""
+    from pipeline.quality import large_run_tier_stats
+
+    n = 5000
+    rows = [{"lang": "en" if i % 3 else "de", "tier": "web", "ppl": float(100 + i % 97),
+             "quality_score": (i % 10) / 10, "_disposition": "kept" if i % 7 else "rejected",
+             "reason": None if i % 7 else "ppl_too_high"} for i in range(n)]
+    df = spark.createDataFrame(rows, "lang string, tier string, ppl double, quality_score double, "
+                                     "_disposition string, reason string")
+    per = large_run_tier_stats(df, sample_rows=200)
+    assert sum(t["docs"] for l in per.values() for t in l.values()) == n
+    assert sum(t["removed"] for l in per.values() for t in l.values()) == sum(1 for i in range(n) if i % 7 == 0)
+    sampled = sum(len(t["ppl"]) for l in per.values() for t in l.values())
+    assert 100 <= sampled <= 400, sampled
