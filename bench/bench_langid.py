@@ -33,7 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import enlarge, ntrex_documents, tree_cpu_seconds  # noqa: E402
+from bench.common import enlarge, ntrex_documents, record_ratio, tree_cpu_seconds  # noqa: E402
 
 #: Issue 19's target: the langid stage per core >= 80% of true raw ``model.predict``.
 TARGET = 0.80
@@ -148,6 +148,10 @@ def main() -> None:
     print(f"langid stage per core / true raw: {ratio:.0%} (target >= {TARGET:.0%}: "
           f"{'met' if ratio >= TARGET else 'NOT met'}); per CPU-second: "
           f"{per_cpu['stage'] / per_cpu['raw k=1']:.0%}; wrapper / true raw: {per_core['wrapper'] / base:.0%}")
+    record_ratio("bench_langid", f"langid stage per core (local[{args.cores}]) vs fastText model.predict(list)",
+                 f"{per_core['stage']:,.0f} docs/s per core", f"raw k=1 {base:,.0f}", ratio, TARGET, unit="%",
+                 note=f"{n} docs, median of {args.rounds} interleaved rounds; per CPU-second "
+                      f"{per_cpu['stage'] / per_cpu['raw k=1']:.0%}")
     if args.fused:
         t_f, t_r = statistics.median(wall["fused langid+rules"]), statistics.median(wall["rules alone"])
         share = max(t_f - t_r, 1e-9)

@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import data_root, enlarge, ntrex_documents, tree_cpu_seconds  # noqa: E402
+from bench.common import data_root, enlarge, ntrex_documents, record_ratio, tree_cpu_seconds  # noqa: E402
 from filters.rules import apply_rules, load_filter_config  # noqa: E402
 from filters.words import segmenter_name, words  # noqa: E402
 
@@ -219,6 +219,9 @@ def bench_datatrove(ours_dps: tuple[float, float]) -> None:
             f"{l}={100 * kept.get(l, 0) / tot[l]:.1f}" for l in sorted(tot)))
         print(f"speedup rules vs datatrove[{setting}] (docs/s per core, same real NTREX documents, best of 3 "
               f"each): {ratios[setting]:.1f}x (target >= 15x)")
+        record_ratio("bench_rules", f"rules vs datatrove ({'English defaults' if setting == 'english' else 'per-language tokenizers'})",
+                     f"{ours_dps[0]:,.0f} docs/s per core", f"datatrove {out['version']} {dps:,.0f}",
+                     ratios[setting], 15.0, note=f"{out['docs']} real NTREX docs, best of 3")
     print(f"speedup summary: vs datatrove with English defaults {ratios['english']:.1f}x, vs datatrove with its "
           f"per-language tokenizers {ratios['per_language']:.1f}x")
 
@@ -376,6 +379,11 @@ def bench_stage(n_docs: int, rounds: int, seed: int, master: str = "local[2]") -
               f"(by CPU s {ratio_cpu['staged']:.0%}), fused pass / its primitives {ratio['fused']:.0%} "
               f"(by CPU s {ratio_cpu['fused']:.0%}); target >= 80%")
         print(f"same rules totals staged and fused: {check['staged'] == check['fused']}")
+        record_ratio("bench_rules", f"rules stage per core ({master}, staged) vs apply_rules alone",
+                     f"{med['staged'][0]:,.0f} docs/s per core", f"apply_rules {med['raw_rules'][0]:,.0f}",
+                     ratio["staged"], 0.80, unit="%",
+                     note=f"{n_docs} synthetic docs, median of {rounds} rounds' ratios; per CPU-second "
+                          f"{ratio_cpu['staged']:.0%}; fused pass vs its primitives {ratio['fused']:.0%}")
         return {"staged": ratio["staged"], "fused": ratio["fused"], "staged_cpu": ratio_cpu["staged"],
                 "fused_cpu": ratio_cpu["fused"], "jobs": jobs}
     finally:
