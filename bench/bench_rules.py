@@ -114,13 +114,18 @@ def ensure_dt_venv() -> Path | None:
                             capture_output=True).returncode == 0
         if ok:
             return py
-    print(f"datatrove: creating {DT_VENV} ({', '.join(DT_PINS)}) ...", flush=True)
+    log = DT_VENV.parent / "logs" / "bench-venv.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"datatrove: creating {DT_VENV} ({', '.join(DT_PINS)}; pip's output in {log}) ...", flush=True)
     try:
-        if not py.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(DT_VENV)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", *DT_PINS], check=True, timeout=1800)
+        with open(log, "w") as f:
+            if not py.exists():
+                subprocess.run([sys.executable, "-m", "venv", str(DT_VENV)], check=True, stdout=f, stderr=f)
+            subprocess.run([str(py), "-m", "pip", "install", "-q", *DT_PINS], check=True, timeout=1800,
+                           stdout=f, stderr=f)
     except Exception as e:  # no index reachable, build failure...
-        print(f"datatrove: comparison skipped, could not build the venv: {e}")
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        print(f"datatrove: comparison skipped, could not build the venv: {e}\n{tail}")
         return None
     return py
 
