@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import data_root, enlarge, ntrex_documents  # noqa: E402
+from bench.common import data_root, enlarge, ntrex_documents, stage_input_rows  # noqa: E402
 
 COLS = ("id", "source", "tier", "url", "text", "meta", "lang_declared", "source_id", "detail")
 
@@ -36,14 +36,7 @@ def write_ingest(spark, out: str, n: int, seed: int = 0, files: int = 8) -> int:
 
     from pipeline.stage import write_success
 
-    docs = enlarge([(lang, text) for lang, _, text in ntrex_documents()], n, seed=seed)
-    rows = []
-    for k, (lang, text) in enumerate(docs):
-        web = k % 5 == 0
-        if web:
-            text = "\n".join(text.split("\n")[:2])
-        rows.append((f"b{k}", "bench", "web" if web else "reference", None, text,
-                     json.dumps({"path": "bench", "key": k}), lang, f"b{k}", None))
+    rows = stage_input_rows(n, seed)
     schema = StructType([StructField(c, StringType()) for c in COLS])
     spark.createDataFrame(rows, schema).repartition(files).write.mode("overwrite").parquet(out + "/ingest")
     write_success(spark, out + "/ingest", "bench-ingest",

@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import data_root, enlarge, ntrex_documents, record_ratio, tree_cpu_seconds  # noqa: E402
+from bench.common import data_root, enlarge, ntrex_documents, record_ratio, stage_input_rows, tree_cpu_seconds  # noqa: E402
 from filters.rules import apply_rules, load_filter_config  # noqa: E402
 from filters.words import segmenter_name, words  # noqa: E402
 
@@ -235,17 +235,8 @@ STAGE_COLS = ("id", "source", "tier", "url", "text", "meta", "lang_declared", "s
 
 
 def _stage_input(n: int, seed: int) -> list[tuple]:
-    """``n`` SYNTHETIC ingest rows: NTREX replicated and perturbed (bench.common.enlarge), every
-    fifth a two-line web page (the rules remove a share of them), as bench_fused.py builds."""
-    docs = enlarge([(lang, text) for lang, _, text in ntrex_documents()], n, seed=seed)
-    rows = []
-    for k, (lang, text) in enumerate(docs):
-        web = k % 5 == 0
-        if web:
-            text = "\n".join(text.split("\n")[:2])
-        rows.append((f"b{k}", "bench", "web" if web else "reference", None, text,
-                     json.dumps({"path": "bench", "key": k}), lang, f"b{k}", None))
-    return rows
+    """The stage comparison's input: :func:`bench.common.stage_input_rows`."""
+    return stage_input_rows(n, seed)
 
 
 def _timed_run(spark, work: str, copy_from: str, stage_in: str, config: dict, stages: list[str],

@@ -163,3 +163,18 @@ def tree_cpu_seconds() -> float:
             continue
         total += t.user + t.system + t.children_user + t.children_system
     return total
+
+
+def stage_input_rows(n: int, seed: int) -> list[tuple]:
+    """``n`` SYNTHETIC ingest rows for the Spark stage benchmarks: NTREX replicated and perturbed
+    (:func:`enlarge`), every fifth a two-line web page (the rules remove a share of them). Each
+    row: ``(id, source, tier, url, text, meta, lang_declared, doc_key, ts)`` as strings/None."""
+    docs = enlarge([(lang, text) for lang, _, text in ntrex_documents()], n, seed=seed)
+    rows = []
+    for k, (lang, text) in enumerate(docs):
+        web = k % 5 == 0
+        if web:
+            text = "\n".join(text.split("\n")[:2])
+        rows.append((f"b{k}", "bench", "web" if web else "reference", None, text,
+                     json.dumps({"path": "bench", "key": k}), lang, f"b{k}", None))
+    return rows
